@@ -1,0 +1,56 @@
+"""The `comfyfleet` command. Each room adds its own commands through `register(cli)` in its `cli.py`;
+`scripts/` call `main()` here, so there is exactly one implementation of every command."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+
+import typer
+
+from app.errors import ComfyfleetError
+from app.redact import redact
+
+cli = typer.Typer(
+    name="comfyfleet",
+    help="Rented Vast.ai GPUs as a Wan 2.2 image-to-video API (simulated world when no VAST_API_KEY).",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+
+_ROOMS = (
+    "app.workflows.cli",
+    "app.vast.cli",
+    "app.provision.cli",
+    "app.sim.cli",
+    "app.store.cli",
+    "app.jobs.cli",
+)
+
+
+def _register_rooms() -> None:
+    import importlib
+
+    for module_name in _ROOMS:
+        module = importlib.import_module(module_name)
+        module.register(cli)
+
+
+_register_rooms()
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Entry point: typed errors become a one-line message and exit code 2, never a traceback."""
+    try:
+        cli(args=list(argv) if argv is not None else None, standalone_mode=True)
+    except ComfyfleetError as exc:
+        typer.secho(f"error: {redact(str(exc))}", err=True, fg=typer.colors.RED)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        typer.secho("interrupted", err=True)
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,186 @@
+"""The one settings object of comfyfleet.
+
+Everything configurable is read here, from the environment and `.env`, and nowhere else: the other
+modules receive a `Settings` (or the few values they need) instead of reading `os.environ`. Secrets are
+`SecretStr` so that printing a settings object, a log line or a traceback cannot leak them.
+"""
+
+from __future__ import annotations
+
+import json
+from functools import lru_cache
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+SHIPPED_WORKFLOWS_DIR = REPO_ROOT / "workflows"
+PROVISIONING_DIR = REPO_ROOT / "provisioning"
+
+
+class StaticEndpoint(BaseModel):
+    """An existing ComfyUI that comfyfleet may use but never creates or destroys."""
+
+    name: str
+    url: str
+    token: SecretStr | None = None
+    basic_user: str | None = None
+    basic_password: SecretStr | None = None
+    ssh: str | None = None  # "root@host:port", for provisioning
+    ssh_host_key: str | None = None  # "ssh-ed25519 AAAA..." to pin; learned on first use otherwise
+    comfy_dir: str = "/workspace/ComfyUI"
+    price_per_hour: float = 0.0
+
+
+def _split_csv(value: Any) -> Any:
+    if isinstance(value, str):
+        value = value.strip()
+        if value.startswith("["):
+            return json.loads(value)
+        return [v.strip() for v in value.split(",") if v.strip()]
+    return value
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_file=".env", env_file_encoding="utf-8", extra="ignore")
+
+    # --- general ---------------------------------------------------------------------------------
+    deployment: str = Field("default", description="Name in every instance label: comfyfleet-<deployment>-<id>")
+    data_dir: Path = Field(Path("./data"), description="Job database, local result store, SSH keys, sim world")
+    log_level: str = "INFO"
+    provider: Literal["auto", "vast", "static", "sim"] = Field(
+        "auto", description="auto = vast when VAST_API_KEY is set, else the simulated world"
+    )
+    database_url: str | None = Field(None, description="SQLAlchemy async URL; default sqlite under data_dir")
+
+    # --- Vast.ai ---------------------------------------------------------------------------------
+    vast_api_key: SecretStr | None = None
+    vast_api_url: str = "https://console.vast.ai"
+    vast_image: str = "vastai/comfy:@vastai-automatic-tag"
+    vast_min_gpu_ram_gb: float = 24.0
+    vast_min_cuda: float = 12.4
+    vast_min_reliability: float = 0.98
+    vast_min_inet_down_mbps: float = 200.0
+    vast_verified_only: bool = True
+    vast_max_price_per_hour: float = 1.00
+    vast_gpu_names: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    vast_regions: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    vast_interruptible: bool = False
+    vast_bid_margin: float = Field(1.10, description="Interruptible bid = min_bid x margin")
+    vast_disk_headroom_gb: float = 15.0
+    comfy_access: Literal["tunnel", "direct"] = Field(
+        "tunnel", description="tunnel = SSH port forward to ComfyUI on the instance's loopback"
+    )
+    instance_ready_timeout_s: float = 1800.0
+    vast_request_timeout_s: float = 30.0
+
+    # --- SSH and provisioning --------------------------------------------------------------------
+    ssh_key_path: Path | None = Field(None, description="Private key; default <data_dir>/ssh/id_ed25519 (made)")
+    comfy_dir: str = "/workspace/ComfyUI"
+    comfy_internal_port: int = 18188
+    hf_token: SecretStr | None = None
+    model_mirror_url: str | None = None
+    provision_parallel: int = 4
+    provision_timeout_s: float = 3600.0
+
+    # --- workflows -------------------------------------------------------------------------------
+    workflows_dir: Path | None = Field(None, description="Extra folder of user workflows (graph + manifest)")
+    default_workflow: str = "wan22_i2v_lightx2v_gguf"
+
+    # --- result store ----------------------------------------------------------------------------
+    store_backend: Literal["auto", "local", "r2"] = Field("auto", description="auto = r2 when R2_BUCKET is set")
+    r2_account_id: str | None = None
+    r2_access_key_id: SecretStr | None = None
+    r2_secret_access_key: SecretStr | None = None
+    r2_bucket: str | None = None
+    r2_public_base_url: str | None = None
+    r2_presign_expiry_s: int = 3600
+    r2_endpoint_url: str | None = None
+
+    # --- HTTP API --------------------------------------------------------------------------------
+    api_token: SecretStr | None = Field(None, description="Bearer token required by the API (health excluded)")
+    host: str = "127.0.0.1"
+    port: int = 8000
+    public_url: str | None = Field(None, description="How clients reach this server; default http://host:port")
+    webhook_secret: SecretStr | None = None
+    max_image_bytes: int = 20 * 1024 * 1024
+    max_image_pixels: int = 4096 * 4096
+
+    # --- pool, spend, cleanup --------------------------------------------------------------------
+    pool_max_instances: int = 2
+    idle_ttl_s: float = 600.0
+    spend_cap_usd: float = Field(20.0, description="Upper bound on the money all live instances may cost")
+    job_timeout_s: float = 1800.0
+    cleanup_interval_s: float = 60.0
+    static_endpoints: Annotated[list[StaticEndpoint], NoDecode] = Field(default_factory=list)
+
+    # --- simulated world -------------------------------------------------------------------------
+    sim_step_delay_s: float = Field(0.25, description="Emulated seconds per sampler step")
+    sim_time_scale: float = Field(1.0, description="Emulated Vast.ai boot time multiplier (0 = instant)")
+
+    @field_validator("vast_gpu_names", "vast_regions", mode="before")
+    @classmethod
+    def _csv(cls, v: Any) -> Any:
+        return _split_csv(v)
+
+    @field_validator("static_endpoints", mode="before")
+    @classmethod
+    def _static(cls, v: Any) -> Any:
+        if isinstance(v, str):
+            return json.loads(v) if v.strip() else []
+        return v
+
+    # --- derived values --------------------------------------------------------------------------
+    @property
+    def effective_provider(self) -> Literal["vast", "static", "sim"]:
+        if self.provider != "auto":
+            return self.provider
+        if self.vast_api_key is not None and self.vast_api_key.get_secret_value():
+            return "vast"
+        if self.static_endpoints:
+            return "static"
+        return "sim"
+
+    @property
+    def simulated(self) -> bool:
+        return self.effective_provider == "sim"
+
+    @property
+    def effective_store_backend(self) -> Literal["local", "r2"]:
+        if self.store_backend != "auto":
+            return self.store_backend
+        return "r2" if self.r2_bucket else "local"
+
+    @property
+    def effective_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite+aiosqlite:///{(self.data_dir / 'comfyfleet.db').resolve()}"
+
+    @property
+    def effective_ssh_key_path(self) -> Path:
+        return self.ssh_key_path or (self.data_dir / "ssh" / "id_ed25519")
+
+    @property
+    def effective_public_url(self) -> str:
+        return (self.public_url or f"http://{self.host}:{self.port}").rstrip("/")
+
+    def secret_values(self) -> list[str]:
+        """Every secret currently configured, for redaction at the edges (logs, errors, job records)."""
+        out: list[str] = []
+        for name in type(self).model_fields:
+            value = getattr(self, name)
+            if isinstance(value, SecretStr) and value.get_secret_value():
+                out.append(value.get_secret_value())
+        for ep in self.static_endpoints:
+            for s in (ep.token, ep.basic_password):
+                if s is not None and s.get_secret_value():
+                    out.append(s.get_secret_value())
+        return out
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()
