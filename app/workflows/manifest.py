@@ -1,0 +1,405 @@
+"""Reading a workflow folder and checking its manifest against its graph.
+
+A user drops a folder into WORKFLOWS_DIR; when something in it is wrong, the error must say which file,
+which key and what to do (`bindings.width[0]: node '999' is not in graph.json`), not fail later on a GPU.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import tomllib
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from app.errors import ConfigError
+from app.workflows.derive import ExpressionError, parse_expression
+from app.workflows.model import Binding, CustomNode, ModelFile, Workflow
+from app.workflows.params import API_FIELDS, ParamSpec
+
+MANIFEST = "manifest.toml"
+JOB_FIELDS = ("image", "filename_prefix")  # bound from the job, not from request params
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
+_SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
+_COMMIT_RE = re.compile(r"^[0-9a-f]{7,40}$")
+_TOP_KEYS = {
+    "name",
+    "version",
+    "description",
+    "graph",
+    "bindings",
+    "derived",
+    "outputs",
+    "auto_size",
+    "params",
+    "models",
+    "custom_nodes",
+}
+_PARAM_KEYS = {"type", "default", "min", "max", "multiple_of", "remainder", "min_length", "max_length"}
+
+
+class WorkflowError(ConfigError):
+    """A workflow folder is unusable; the message names the file, the key and the problem."""
+
+
+class _Problem(Exception):
+    def __init__(self, where: str, message: str) -> None:
+        super().__init__(f"{where}: {message}" if where else message)
+
+
+def _require(cond: bool, where: str, message: str) -> None:
+    if not cond:
+        raise _Problem(where, message)
+
+
+def _str(data: dict, key: str, where: str, *, required: bool = True) -> str | None:
+    value = data.get(key)
+    if value is None and not required:
+        return None
+    _require(isinstance(value, str) and value.strip() != "", f"{where}{key}", "must be a non-empty string")
+    return value
+
+
+def load_workflow_dir(path: Path, source: str) -> Workflow:
+    """Load and check one workflow folder; raises `WorkflowError` saying what is wrong."""
+    manifest_path = path / MANIFEST
+    try:
+        manifest_bytes = manifest_path.read_bytes()
+    except OSError as exc:
+        raise WorkflowError(f"workflow {path}: cannot read {MANIFEST}: {exc.strerror or exc}") from None
+    try:
+        manifest = tomllib.loads(manifest_bytes.decode("utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise WorkflowError(f"workflow {path}: {MANIFEST} is not valid TOML: {exc}") from None
+    try:
+        graph_name = manifest.get("graph", "graph.json")
+        _require(
+            isinstance(graph_name, str) and "/" not in graph_name and graph_name not in ("", ".", ".."),
+            "graph",
+            "must be a file name in the workflow folder",
+        )
+        graph = _read_graph(path / graph_name)
+        return _build(path, source, manifest, graph, graph_name)
+    except _Problem as exc:
+        raise WorkflowError(f"workflow {path}: {MANIFEST}: {exc}") from None
+
+
+def _read_graph(graph_path: Path) -> dict[str, Any]:
+    where = graph_path.name
+    try:
+        graph = json.loads(graph_path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise _Problem(where, f"cannot read: {exc.strerror or exc}") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise _Problem(where, f"is not valid JSON: {exc}") from None
+    _require(isinstance(graph, dict) and graph, where, "must be a non-empty JSON object of nodes")
+    if "nodes" in graph and "links" in graph:
+        raise _Problem(where, "is a UI-format workflow; export it with ComfyUI's 'Export (API)' instead")
+    for node_id, node in graph.items():
+        w = f"{where}: node {node_id!r}"
+        _require(isinstance(node, dict), w, "must be an object")
+        _require(isinstance(node.get("class_type"), str) and node["class_type"], w, "has no class_type")
+        _require(isinstance(node.get("inputs"), dict), w, "has no inputs object")
+        for input_name, value in node["inputs"].items():
+            if isinstance(value, list):
+                _require(
+                    len(value) == 2 and isinstance(value[0], str) and type(value[1]) is int,
+                    f"{w} input {input_name!r}",
+                    "links must be [node_id_string, output_index_int]",
+                )
+                _require(
+                    value[0] in graph, f"{w} input {input_name!r}", f"links to missing node {value[0]!r}"
+                )
+    return graph
+
+
+def _build(path: Path, source: str, manifest: dict, graph: dict, graph_name: str) -> Workflow:
+    unknown = set(manifest) - _TOP_KEYS
+    _require(not unknown, "", f"unknown keys {sorted(unknown)} (known: {sorted(_TOP_KEYS)})")
+    name = _str(manifest, "name", "")
+    _require(bool(_NAME_RE.match(name)), "name", "use letters, digits, '_', '-', '.' (max 100)")
+    _require(name == path.name, "name", f"{name!r} must equal the folder name {path.name!r}")
+    version = manifest.get("version")
+    _require(isinstance(version, str | int | float) and str(version) != "", "version", "is required")
+    description = manifest.get("description", "")
+    _require(isinstance(description, str), "description", "must be a string")
+
+    limits = _params(manifest.get("params", {}))
+    derived, trees = _derived(manifest.get("derived", {}), limits)
+    bindings = _bindings(manifest.get("bindings"), graph, limits, derived, graph_name)
+    video, last_frame, progress = _outputs(manifest.get("outputs"), graph, graph_name)
+    auto_area = _auto_size(manifest.get("auto_size"), limits)
+    models = _models(manifest.get("models", []))
+    custom_nodes = _custom_nodes(manifest.get("custom_nodes", []), graph, graph_name)
+
+    canonical = json.dumps(
+        {"graph": graph, "manifest": manifest}, sort_keys=True, ensure_ascii=False, separators=(",", ":")
+    )
+    return Workflow(
+        name=name,
+        version=str(version),
+        description=description,
+        path=path,
+        graph_sha256=hashlib.sha256(canonical.encode("utf-8")).hexdigest(),
+        models=models,
+        custom_nodes=custom_nodes,
+        video_node=video,
+        last_frame_node=last_frame,
+        progress_nodes=progress,
+        limits=limits,
+        bindings=bindings,
+        derived=derived,
+        auto_area=auto_area,
+        source=source,
+        _graph=graph,
+        _derived_trees=trees,
+    )
+
+
+def _params(section: Any) -> dict[str, ParamSpec]:
+    _require(isinstance(section, dict), "params", "must be a table of [params.<field>]")
+    specs: dict[str, ParamSpec] = {}
+    for field_name, spec in section.items():
+        where = f"params.{field_name}"
+        _require(field_name in API_FIELDS, where, f"unknown request field (known: {', '.join(API_FIELDS)})")
+        _require(isinstance(spec, dict), where, "must be a table")
+        unknown = set(spec) - _PARAM_KEYS
+        _require(not unknown, where, f"unknown keys {sorted(unknown)} (known: {sorted(_PARAM_KEYS)})")
+        declared = spec.get("type", API_FIELDS[field_name])
+        _require(
+            declared == API_FIELDS[field_name],
+            f"{where}.type",
+            f"the API's {field_name} is {API_FIELDS[field_name]!r}, not {declared!r}",
+        )
+        kind = API_FIELDS[field_name]
+        numeric = {"min", "max", "multiple_of", "remainder"} & set(spec)
+        lengths = {"min_length", "max_length"} & set(spec)
+        if kind == "string":
+            _require(not numeric, where, f"{sorted(numeric)} do not apply to a string")
+        else:
+            _require(not lengths, where, f"{sorted(lengths)} apply only to strings")
+        for key in ("min", "max"):
+            if key in spec:
+                ok = isinstance(spec[key], int | float) and not isinstance(spec[key], bool)
+                _require(ok, f"{where}.{key}", "must be a number")
+        for key in ("multiple_of", "remainder", "min_length", "max_length"):
+            if key in spec:
+                ok = type(spec[key]) is int and spec[key] >= (1 if key == "multiple_of" else 0)
+                _require(
+                    ok,
+                    f"{where}.{key}",
+                    "must be a non-negative integer" + (" >= 1" if key == "multiple_of" else ""),
+                )
+        if "multiple_of" in spec or "remainder" in spec:
+            _require(kind == "int", where, "multiple_of/remainder apply only to int fields")
+        if "min" in spec and "max" in spec:
+            _require(spec["min"] <= spec["max"], where, f"min {spec['min']} is above max {spec['max']}")
+        param = ParamSpec(
+            name=field_name,
+            type=kind,
+            default=None,
+            min=spec.get("min"),
+            max=spec.get("max"),
+            multiple_of=spec.get("multiple_of"),
+            remainder=spec.get("remainder", 0),
+            min_length=spec.get("min_length"),
+            max_length=spec.get("max_length"),
+        )
+        if "default" in spec:
+            try:
+                default = param.coerce(spec["default"])
+            except Exception as exc:  # ValidationError naming the field
+                raise _Problem(f"{where}.default", f"{spec['default']!r} is invalid: {exc}") from None
+            param = replace(param, default=default)
+        specs[field_name] = param
+    _require("prompt" in specs, "params.prompt", "is required (every workflow takes a prompt)")
+    return specs
+
+
+def _derived(section: Any, limits: dict[str, ParamSpec]) -> tuple[dict[str, str], dict]:
+    _require(isinstance(section, dict), "derived", 'must be a table of name = "expression"')
+    numeric = {n for n, s in limits.items() if s.type != "string"}
+    exprs: dict[str, str] = {}
+    trees = {}
+    for name, text in section.items():
+        where = f"derived.{name}"
+        _require(name not in API_FIELDS and name not in JOB_FIELDS, where, "shadows a request field")
+        _require(name.isidentifier(), where, "must be an identifier")
+        try:
+            trees[name] = parse_expression(text, numeric | set(exprs))
+        except ExpressionError as exc:
+            raise _Problem(where, str(exc)) from None
+        exprs[name] = text
+    return exprs, trees
+
+
+def _bindings(
+    section: Any, graph: dict, limits: dict[str, ParamSpec], derived: dict[str, str], graph_name: str
+) -> dict[str, list[Binding]]:
+    _require(
+        isinstance(section, dict) and section, "bindings", "must be a table of field = [[node_id, input]]"
+    )
+    known = set(limits) | set(derived) | set(JOB_FIELDS)
+    bindings: dict[str, list[Binding]] = {}
+    seen: dict[Binding, str] = {}
+    for field_name, targets in section.items():
+        where = f"bindings.{field_name}"
+        if field_name in API_FIELDS and field_name not in limits:
+            raise _Problem(where, f"bound, but [params.{field_name}] declares no limits for it")
+        _require(field_name in known, where, f"unknown field (known: {', '.join(sorted(known))})")
+        _require(
+            isinstance(targets, list) and targets, where, "must be a non-empty list of [node_id, input_name]"
+        )
+        out: list[Binding] = []
+        for i, target in enumerate(targets):
+            w = f"{where}[{i}]"
+            _require(
+                isinstance(target, list) and len(target) == 2 and all(isinstance(t, str) for t in target),
+                w,
+                'must be ["node_id", "input_name"] (node ids are strings)',
+            )
+            node_id, input_name = target
+            _require(node_id in graph, w, f"node {node_id!r} is not in {graph_name}")
+            node = graph[node_id]
+            _require(
+                input_name in node["inputs"],
+                w,
+                f"node {node_id!r} ({node['class_type']}) has no input {input_name!r}; "
+                f"its inputs: {', '.join(node['inputs'])}",
+            )
+            _require(
+                not isinstance(node["inputs"][input_name], list),
+                w,
+                f"input {input_name!r} of node {node_id!r} is a link; bind only literal inputs",
+            )
+            _require(
+                (node_id, input_name) not in seen,
+                w,
+                f"[{node_id!r}, {input_name!r}] is already bound by {seen.get((node_id, input_name))}",
+            )
+            seen[(node_id, input_name)] = field_name
+            out.append((node_id, input_name))
+        bindings[field_name] = out
+    for required in ("prompt", "image"):
+        _require(required in bindings, f"bindings.{required}", "is required")
+    for field_name in list(limits) + list(derived):
+        _require(
+            field_name in bindings,
+            f"bindings.{field_name}",
+            "is missing: the field is declared but sets nothing in the graph",
+        )
+    return bindings
+
+
+def _outputs(section: Any, graph: dict, graph_name: str) -> tuple[str, str | None, list[str]]:
+    _require(isinstance(section, dict), "outputs", 'must be a table with video = "<node id>"')
+    video = section.get("video")
+    _require(isinstance(video, str) and video in graph, "outputs.video", f"must be a node id in {graph_name}")
+    last_frame = section.get("last_frame")
+    if last_frame is not None:
+        _require(
+            isinstance(last_frame, str) and last_frame in graph,
+            "outputs.last_frame",
+            f"must be a node id in {graph_name}",
+        )
+    progress = section.get("progress_nodes", [])
+    _require(isinstance(progress, list), "outputs.progress_nodes", "must be a list of node ids")
+    for i, node_id in enumerate(progress):
+        _require(
+            isinstance(node_id, str) and node_id in graph,
+            f"outputs.progress_nodes[{i}]",
+            f"{node_id!r} is not a node id in {graph_name}",
+        )
+    _require(len(set(progress)) == len(progress), "outputs.progress_nodes", "lists a node twice")
+    unknown = set(section) - {"video", "last_frame", "progress_nodes"}
+    _require(not unknown, "outputs", f"unknown keys {sorted(unknown)}")
+    return video, last_frame, list(progress)
+
+
+def _auto_size(section: Any, limits: dict[str, ParamSpec]) -> int | None:
+    if section is None:
+        return None
+    _require(isinstance(section, dict), "auto_size", "must be a table with area = <pixels>")
+    area = section.get("area")
+    _require(type(area) is int and area > 0, "auto_size.area", "must be a positive integer (pixels)")
+    _require(
+        "width" in limits and "height" in limits, "auto_size", "needs [params.width] and [params.height]"
+    )
+    return area
+
+
+def _models(section: Any) -> list[ModelFile]:
+    _require(isinstance(section, list), "models", "must be an array of [[models]] tables")
+    models: list[ModelFile] = []
+    seen: set[tuple[str, str]] = set()
+    for i, entry in enumerate(section):
+        where = f"models[{i}]"
+        _require(isinstance(entry, dict), where, "must be a table")
+        unknown = set(entry) - {"name", "folder", "url", "size", "sha256"}
+        _require(not unknown, where, f"unknown keys {sorted(unknown)}")
+        name = _str(entry, "name", f"{where}.")
+        folder = _str(entry, "folder", f"{where}.")
+        url = _str(entry, "url", f"{where}.")
+        _require(
+            "/" not in name and "\\" not in name and name not in (".", ".."),
+            f"{where}.name",
+            "must be a plain file name",
+        )
+        _require(
+            all(p not in ("", ".", "..") for p in folder.split("/")),
+            f"{where}.folder",
+            'must be a folder under models/ (e.g. "loras")',
+        )
+        _require(url.startswith(("https://", "http://")), f"{where}.url", "must be an http(s) URL")
+        size = entry.get("size")
+        _require(
+            size is None or (type(size) is int and size > 0), f"{where}.size", "must be a positive integer"
+        )
+        sha = entry.get("sha256")
+        if sha is not None:
+            _require(
+                isinstance(sha, str) and bool(_SHA256_RE.match(sha.lower())),
+                f"{where}.sha256",
+                "must be 64 hex digits",
+            )
+            sha = sha.lower()
+        _require((folder, name) not in seen, where, f"{folder}/{name} is listed twice")
+        seen.add((folder, name))
+        models.append(ModelFile(name=name, folder=folder, url=url, size=size, sha256=sha))
+    return models
+
+
+def _custom_nodes(section: Any, graph: dict, graph_name: str) -> list[CustomNode]:
+    _require(isinstance(section, list), "custom_nodes", "must be an array of [[custom_nodes]] tables")
+    used = {node["class_type"] for node in graph.values()}
+    nodes: list[CustomNode] = []
+    for i, entry in enumerate(section):
+        where = f"custom_nodes[{i}]"
+        _require(isinstance(entry, dict), where, "must be a table")
+        unknown = set(entry) - {"name", "git_url", "commit", "node_types"}
+        _require(not unknown, where, f"unknown keys {sorted(unknown)}")
+        name = _str(entry, "name", f"{where}.")
+        _require(bool(_NAME_RE.match(name)), f"{where}.name", "must be a directory name under custom_nodes/")
+        git_url = _str(entry, "git_url", f"{where}.")
+        _require(
+            git_url.startswith(("https://", "http://", "git@", "file://")),
+            f"{where}.git_url",
+            "must be a git URL",
+        )
+        commit = _str(entry, "commit", f"{where}.")
+        _require(
+            bool(_COMMIT_RE.match(commit)), f"{where}.commit", "must be a commit hash (7-40 lowercase hex)"
+        )
+        types = entry.get("node_types", [])
+        _require(
+            isinstance(types, list) and all(isinstance(t, str) and t for t in types),
+            f"{where}.node_types",
+            "must be a list of node type names",
+        )
+        for t in types:
+            _require(t in used, f"{where}.node_types", f"{t!r} is not used by {graph_name}")
+        nodes.append(CustomNode(name=name, git_url=git_url, commit=commit, node_types=list(types)))
+    _require(len({n.name for n in nodes}) == len(nodes), "custom_nodes", "a pack is listed twice")
+    return nodes

@@ -1,0 +1,135 @@
+"""A loaded workflow: its API graph, what it needs (models, custom nodes) and how requests bind into it."""
+
+from __future__ import annotations
+
+import ast
+import copy
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from app.workflows.derive import evaluate
+from app.workflows.params import ParamSpec, WorkflowParams, validate_params
+
+Binding = tuple[str, str]  # (node_id, input_name)
+
+
+@dataclass(frozen=True)
+class ModelFile:
+    """One model file a workflow needs under `models/<folder>/<name>`. `size` is expected/approx bytes."""
+
+    name: str
+    folder: str
+    url: str
+    size: int | None = None
+    sha256: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "folder": self.folder,
+            "url": self.url,
+            "size": self.size,
+            "sha256": self.sha256,
+        }
+
+
+@dataclass(frozen=True)
+class CustomNode:
+    """A custom node pack, cloned into `custom_nodes/<name>` at `commit`; `node_types` the graph uses."""
+
+    name: str
+    git_url: str
+    commit: str
+    node_types: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "git_url": self.git_url,
+            "commit": self.commit,
+            "node_types": list(self.node_types),
+        }
+
+
+@dataclass(frozen=True, eq=False)
+class Workflow:
+    """A workflow folder (graph.json + manifest.toml), validated. Render it with validated params."""
+
+    name: str
+    version: str
+    description: str
+    path: Path
+    graph_sha256: str
+    models: list[ModelFile]
+    custom_nodes: list[CustomNode]
+    video_node: str
+    last_frame_node: str | None
+    progress_nodes: list[str]
+    limits: dict[str, ParamSpec]
+    bindings: dict[str, list[Binding]]
+    derived: dict[str, str]
+    auto_area: int | None
+    source: str  # "shipped" | "user"
+    _graph: dict[str, Any] = field(repr=False)
+    _derived_trees: dict[str, ast.Expression] = field(repr=False)
+
+    @property
+    def node_types(self) -> set[str]:
+        return {node["class_type"] for node in self._graph.values()}
+
+    @property
+    def disk_bytes(self) -> int:
+        return sum(m.size or 0 for m in self.models)
+
+    @property
+    def graph(self) -> dict[str, Any]:
+        """A copy of the graph as shipped (template values, nothing bound)."""
+        return copy.deepcopy(self._graph)
+
+    def validate(self, raw: Mapping[str, Any], image_size: tuple[int, int] | None = None) -> WorkflowParams:
+        """Strictly validate request fields; raises `ValidationError(field, msg)` naming the field."""
+        return validate_params(self.name, self.limits, raw, image_size, self.auto_area)
+
+    def render(self, params: WorkflowParams, image_name: str, filename_prefix: str) -> dict[str, Any]:
+        """The API graph for one job: a copy of the graph with every bound input set."""
+        if not params.seed_resolved:
+            raise ValueError(
+                "seed -1 (random) must be resolved before rendering: use params.with_resolved_seed()"
+            )
+        if not isinstance(image_name, str) or not image_name:
+            raise ValueError("image_name must be the name ComfyUI gave the uploaded image")
+        if not isinstance(filename_prefix, str) or not filename_prefix:
+            raise ValueError("filename_prefix must be a non-empty string")
+        values: dict[str, Any] = {k: v for k, v in params.normalized().items()}
+        for name, tree in self._derived_trees.items():
+            values[name] = evaluate(tree, values)
+        values["image"] = image_name
+        values["filename_prefix"] = filename_prefix
+        graph = copy.deepcopy(self._graph)
+        for name, targets in self.bindings.items():
+            if name not in values:
+                continue
+            for node_id, input_name in targets:
+                graph[node_id]["inputs"][input_name] = values[name]
+        return graph
+
+    def summary(self) -> dict[str, Any]:
+        """What `workflow list --json` and the API show about a workflow."""
+        return {
+            "name": self.name,
+            "version": self.version,
+            "description": self.description,
+            "source": self.source,
+            "path": str(self.path),
+            "graph_sha256": self.graph_sha256,
+            "disk_bytes": self.disk_bytes,
+            "node_types": sorted(self.node_types),
+            "video_node": self.video_node,
+            "last_frame_node": self.last_frame_node,
+            "progress_nodes": list(self.progress_nodes),
+            "models": [m.to_dict() for m in self.models],
+            "custom_nodes": [c.to_dict() for c in self.custom_nodes],
+            "params": {name: spec.to_dict() for name, spec in self.limits.items()},
+        }
