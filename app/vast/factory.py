@@ -1,0 +1,49 @@
+"""Build the Vast.ai client, ledger and provider from settings (CLI, pool wiring, benchmarks)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import httpx
+
+from app.config import Settings
+from app.db import init_db, make_engine, make_sessionmaker
+from app.errors import ConfigError
+from app.pool.ledger import InstanceLedger
+from app.vast.client import VastClient
+from app.vast.provider import VastProvider
+
+NO_KEY_MESSAGE = (
+    "no Vast.ai API key configured: set VAST_API_KEY (and VAST_API_URL for an emulator, e.g. one "
+    "started with `comfyfleet sim vast --port 8081`)"
+)
+
+
+def client_from_settings(
+    settings: Settings, *, transport: httpx.AsyncBaseTransport | None = None
+) -> VastClient:
+    """A `VastClient` for `settings.vast_api_url`; raises `ConfigError` when no key is configured."""
+    key = settings.vast_api_key.get_secret_value() if settings.vast_api_key else ""
+    if not key:
+        raise ConfigError(NO_KEY_MESSAGE)
+    return VastClient(
+        settings.vast_api_url, key, timeout=settings.vast_request_timeout_s, transport=transport
+    )
+
+
+@asynccontextmanager
+async def open_provider(
+    settings: Settings, *, transport: httpx.AsyncBaseTransport | None = None, **provider_kwargs: Any
+) -> AsyncIterator[VastProvider]:
+    """`async with open_provider(settings) as provider:` -- client, ledger (tables created), provider."""
+    client = client_from_settings(settings, transport=transport)
+    engine = make_engine(settings.effective_database_url)
+    try:
+        await init_db(engine)
+        ledger = InstanceLedger(make_sessionmaker(engine))
+        yield VastProvider(client, ledger, settings, **provider_kwargs)
+    finally:
+        await client.aclose()
+        await engine.dispose()
