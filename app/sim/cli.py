@@ -9,7 +9,9 @@ sim = typer.Typer(help="Simulated world: stand-ins for Vast.ai and ComfyUI.", no
 
 def register(cli: typer.Typer) -> None:
     """Add this room's commands to the root CLI."""
+    from app.sim.comfyui.cli import register as register_comfy
     from app.sim.vast.cli import register as register_vast
 
     register_vast(sim)
+    register_comfy(sim)
     cli.add_typer(sim, name="sim")

@@ -1,0 +1,348 @@
+"""Semantic stand-ins for the nodes the Wan graph and the captured samples use.
+
+Each node is `async fn(ctx, inputs) -> (outputs_tuple, ui_or_None)`. They do what matters to a client:
+loaders open real files, LoadImage decodes the upload, samplers tick per step with the configured delay,
+VHS_VideoCombine writes a real MP4 under VideoHelperSuite's naming rules and reports it under `gifs`.
+Classes without a stand-in run as no-ops (outputs None, no UI), which is enough for validation-only use.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import random
+import re
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any, Protocol
+
+from PIL import Image, PngImagePlugin
+
+from app.sim.comfyui.install import ComfyInstall
+from app.sim.comfyui.loaders import check_model_file, generic_traceback
+from app.sim.comfyui.nodes_base import Frames, Latent, ModelRef, NodeFailure
+from app.sim.comfyui.video import Mp4Writer, moving_frames, pad_with_free_box, solid_frames, still_frames
+
+
+class NodeContext(Protocol):
+    node_id: str
+    class_type: str
+    prompt_id: str
+    install: ComfyInstall
+    step_delay_s: float
+    prompt: dict[str, Any]
+    extra_data: dict[str, Any]
+    video_pad_bytes: int
+
+    async def tick(self, value: int, total: int, preview_png: bytes | None = None) -> None: ...
+
+
+NodeFn = Callable[[NodeContext, dict[str, Any]], Awaitable[tuple[tuple[Any, ...], dict[str, Any] | None]]]
+NODES: dict[str, NodeFn] = {}
+
+
+def node(*names: str) -> Callable[[NodeFn], NodeFn]:
+    def register(fn: NodeFn) -> NodeFn:
+        for name in names:
+            NODES[name] = fn
+        return fn
+
+    return register
+
+
+# --- loaders ---------------------------------------------------------------------------------------
+def _loader(folder: str, input_name: str, kind: str) -> NodeFn:
+    async def load(ctx: NodeContext, inputs: dict[str, Any]) -> tuple[tuple[Any, ...], None]:
+        name = str(inputs[input_name])
+        if ctx.class_type == "VAELoader" and name == "pixel_space":
+            return (ModelRef(kind, name),), None
+        path = ctx.install.find_model(folder, name)
+        await asyncio.to_thread(check_model_file, path, folder, name, ctx.class_type)
+        return (ModelRef(kind, name),), None
+
+    return load
+
+
+NODES["UnetLoaderGGUF"] = _loader("diffusion_models", "unet_name", "GGUFModelPatcher")
+NODES["UnetLoaderGGUFAdvanced"] = NODES["UnetLoaderGGUF"]
+NODES["UNETLoader"] = _loader("diffusion_models", "unet_name", "ModelPatcher")
+NODES["CLIPLoader"] = _loader("text_encoders", "clip_name", "CLIP")
+NODES["CLIPLoaderGGUF"] = _loader("text_encoders", "clip_name", "CLIP")
+NODES["VAELoader"] = _loader("vae", "vae_name", "VAE")
+NODES["CLIPVisionLoader"] = _loader("clip_vision", "clip_name", "CLIPVision")
+
+
+@node("LoraLoaderModelOnly")
+async def lora_model_only(ctx: NodeContext, inputs: dict[str, Any]) -> tuple[tuple[Any, ...], None]:
+    name = str(inputs["lora_name"])
+    await asyncio.to_thread(
+        check_model_file, ctx.install.find_model("loras", name), "loras", name, ctx.class_type
+    )
+    return (inputs["model"],), None
+
+
+# --- conditioning / model plumbing -------------------------------------------------------------------
+@node("CLIPTextEncode")
+async def clip_text_encode(ctx: NodeContext, inputs: dict[str, Any]) -> tuple[tuple[Any, ...], None]:
+    return (ModelRef("Conditioning", str(inputs.get("text", ""))[:60]),), None
+
+
+@node("ModelSamplingSD3", "ConditioningZeroOut")
+async def passthrough(ctx: NodeContext, inputs: dict[str, Any]) -> tuple[tuple[Any, ...], None]:
+    value = inputs.get("model", inputs.get("conditioning"))
+    return (value,), None
+
+
+# --- latents and sampling ----------------------------------------------------------------------------
+@node("WanImageToVideo")
+async def wan_image_to_video(ctx: NodeContext, inputs: dict[str, Any]) -> tuple[tuple[Any, ...], None]:
+    latent = Latent(
+        width=int(inputs["width"]),
+        height=int(inputs["height"]),
+        length=int(inputs["length"]),
+        batch=int(inputs.get("batch_size", 1)),
+        start_image=inputs.get("start_image"),
+    )
+    return (inputs["positive"], inputs["negative"], latent), None
+
+
+@node("EmptyLatentImage")
+async def empty_latent(ctx: NodeContext, inputs: dict[str, Any]) -> tuple[tuple[Any, ...], None]:
+    return (Latent(int(inputs["width"]), int(inputs["height"]), 1, int(inputs.get("batch_size", 1))),), None
+
+
+async def _sample(ctx: NodeContext, latent: Any, steps: int, seed: int) -> Latent:
+    for step in range(1, steps + 1):
+        if ctx.step_delay_s > 0:
+            await asyncio.sleep(ctx.step_delay_s)
+        await ctx.tick(step, steps)
+    if not isinstance(latent, Latent):
+        latent = Latent(64, 64)
+    return Latent(
+        latent.width,
+        latent.height,
+        latent.length,
+        latent.batch,
+        latent.start_image,
+        seed or latent.seed,
+        [*latent.steps_done, ctx.node_id],
+    )
+
+
+@node("KSamplerAdvanced")
+async def ksampler_advanced(ctx: NodeContext, inputs: dict[str, Any]) -> tuple[tuple[Any, ...], None]:
+    steps = int(inputs["steps"])
+    start, end = int(inputs.get("start_at_step", 0)), min(int(inputs.get("end_at_step", steps)), steps)
+    count = max(0, end - start)
+    return (await _sample(ctx, inputs["latent_image"], count, int(inputs.get("noise_seed", 0))),), None
+
+
+@node("KSampler")
+async def ksampler(ctx: NodeContext, inputs: dict[str, Any]) -> tuple[tuple[Any, ...], None]:
+    return (
+        await _sample(ctx, inputs["latent_image"], int(inputs["steps"]), int(inputs.get("seed", 0))),
+    ), None
+
+
+@node("VAEDecode")
+async def vae_decode(ctx: NodeContext, inputs: dict[str, Any]) -> tuple[tuple[Any, ...], None]:
+    latent = inputs["samples"]
+    if not isinstance(latent, Latent):
+        raise NodeFailure("TypeError", "'NoneType' object is not subscriptable\n", generic_traceback())
+    # the Wan VAE works on 8x8 pixels and 4 frames per latent frame (plus the first one)
+    width, height = max(8, latent.width // 8 * 8), max(8, latent.height // 8 * 8)
+    frames = ((latent.length - 1) // 4) * 4 + 1 if latent.length > 1 else 1
+    return (moving_frames(latent.start_image, width, height, frames * latent.batch),), None
+
+
+# --- images ------------------------------------------------------------------------------------------
+def _open_input(install: ComfyInstall, name: str) -> Image.Image:
+    kind = "input"
+    match = re.fullmatch(r"(.*) \[(input|output|temp)\]", name)
+    if match:
+        name, kind = match.group(1), match.group(2)
+    root = install.comfy_dir / kind
+    path = (root / name).resolve()
+    if os.path.commonpath((str(root), str(path))) != str(root) or not path.is_file():
+        raise NodeFailure(
+            "FileNotFoundError", f"[Errno 2] No such file or directory: '{path}'\n", generic_traceback()
+        )
+    try:
+        with Image.open(path) as img:
+            img.load()
+            return img.convert("RGB")
+    except Exception as exc:
+        raise NodeFailure(
+            "PIL.UnidentifiedImageError", f"cannot identify image file '{path}'\n", generic_traceback()
+        ) from exc
+
+
+@node("LoadImage")
+async def load_image(ctx: NodeContext, inputs: dict[str, Any]) -> tuple[tuple[Any, ...], None]:
+    image = await asyncio.to_thread(_open_input, ctx.install, str(inputs["image"]))
+    return (still_frames(image), ModelRef("MASK", "mask")), None
+
+
+@node("EmptyImage")
+async def empty_image(ctx: NodeContext, inputs: dict[str, Any]) -> tuple[tuple[Any, ...], None]:
+    return (
+        solid_frames(
+            int(inputs["width"]),
+            int(inputs["height"]),
+            int(inputs["batch_size"]),
+            int(inputs.get("color", 0)),
+        ),
+    ), None
+
+
+@node("ImageScale")
+async def image_scale(ctx: NodeContext, inputs: dict[str, Any]) -> tuple[tuple[Any, ...], None]:
+    src: Frames = inputs["image"]
+    width, height = int(inputs["width"]) or src.width, int(inputs["height"]) or src.height
+    return (Frames(src.count, width, height, lambda i: src.frame(i).resize((width, height))),), None
+
+
+@node("RepeatImageBatch")
+async def repeat_image_batch(ctx: NodeContext, inputs: dict[str, Any]) -> tuple[tuple[Any, ...], None]:
+    src: Frames = inputs["image"]
+    amount = int(inputs["amount"])
+    return (Frames(src.count * amount, src.width, src.height, lambda i: src.frame(i % src.count)),), None
+
+
+def _save_prefix(root: Path, prefix: str) -> tuple[Path, str, str]:
+    norm = os.path.normpath(prefix)
+    subfolder, filename = os.path.dirname(norm), os.path.basename(norm)
+    folder = (root / subfolder).resolve()
+    if os.path.commonpath((str(root.resolve()), str(folder))) != str(root.resolve()):
+        raise NodeFailure(
+            "Exception",
+            "Saving image outside the output folder is not allowed.\n"
+            f" full_output_folder: {folder}\n         output_dir: {root}\n",
+            generic_traceback(),
+        )
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder, filename, subfolder
+
+
+def _comfy_counter(folder: Path, filename: str) -> int:
+    """SaveImage's counter: max of `<prefix>_<digits>_...` + 1."""
+    best = 0
+    for existing in os.listdir(folder):
+        if existing[: len(filename) + 1].lower() == f"{filename}_".lower():
+            head = existing[len(filename) + 1 :].split("_")[0]
+            if head.isdigit() and existing[len(filename) + 1 + len(head) :].startswith("_"):
+                best = max(best, int(head))
+    return best + 1
+
+
+def _save_images(ctx: NodeContext, frames: Frames, root: Path, prefix: str, kind: str) -> dict[str, Any]:
+    folder, filename, subfolder = _save_prefix(root, prefix)
+    counter = _comfy_counter(folder, filename)
+    results = []
+    for index in range(frames.count):
+        name = f"{filename}_{counter:05}_.png"
+        info = PngImagePlugin.PngInfo()
+        info.add_text("prompt", json.dumps(ctx.prompt))
+        for key, value in (ctx.extra_data.get("extra_pnginfo") or {}).items():
+            info.add_text(key, json.dumps(value))
+        frames.frame(index).save(folder / name, pnginfo=info, compress_level=4)
+        results.append({"filename": name, "subfolder": subfolder, "type": kind})
+        counter += 1
+    return {"images": results}
+
+
+@node("SaveImage")
+async def save_image(ctx: NodeContext, inputs: dict[str, Any]) -> tuple[tuple[Any, ...], dict[str, Any]]:
+    root = ctx.install.comfy_dir / "output"
+    ui = await asyncio.to_thread(
+        _save_images, ctx, inputs["images"], root, str(inputs.get("filename_prefix", "ComfyUI")), "output"
+    )
+    return (), ui
+
+
+@node("PreviewImage")
+async def preview_image(ctx: NodeContext, inputs: dict[str, Any]) -> tuple[tuple[Any, ...], dict[str, Any]]:
+    suffix = "".join(random.choice("abcdefghijklmnopqrstupvxyz") for _ in range(5))
+    root = ctx.install.comfy_dir / "temp"
+    ui = await asyncio.to_thread(_save_images, ctx, inputs["images"], root, f"ComfyUI_temp_{suffix}", "temp")
+    return (), ui
+
+
+@node("SaveImageWebsocket")
+async def save_image_websocket(ctx: NodeContext, inputs: dict[str, Any]) -> tuple[tuple[Any, ...], None]:
+    import io
+
+    frames: Frames = inputs["images"]
+    for index in range(frames.count):
+        buf = io.BytesIO()
+        frames.frame(index).save(buf, format="PNG")
+        await ctx.tick(index, frames.count, buf.getvalue())
+    return (), None
+
+
+# --- VideoHelperSuite --------------------------------------------------------------------------------
+def _vhs_counter(folder: Path, filename: str) -> int:
+    matcher = re.compile(f"{re.escape(filename)}_(\\d+)\\D*\\..+", re.IGNORECASE)
+    best = 0
+    for existing in os.listdir(folder):
+        match = matcher.fullmatch(existing)
+        if match:
+            best = max(best, int(match.group(1)))
+    return best + 1
+
+
+@node("VHS_VideoCombine")
+async def vhs_video_combine(
+    ctx: NodeContext, inputs: dict[str, Any]
+) -> tuple[tuple[Any, ...], dict[str, Any]]:
+    frames: Frames = inputs["images"]
+    fmt = str(inputs.get("format", "image/gif"))
+    if not (fmt.startswith("video/") and fmt.endswith("mp4")):
+        raise NodeFailure(
+            "Exception", f"The simulated VideoHelperSuite only writes mp4, not {fmt}\n", generic_traceback()
+        )
+    frame_rate = float(inputs.get("frame_rate", 8))
+    save_output = bool(inputs.get("save_output", True))
+    kind = "output" if save_output else "temp"
+    root = ctx.install.comfy_dir / kind
+    folder, filename, subfolder = _save_prefix(root, str(inputs.get("filename_prefix", "AnimateDiff")))
+    counter = _vhs_counter(folder, filename)
+    first_image_file = f"{filename}_{counter:05}.png"
+    if bool(inputs.get("save_metadata", True)) and frames.count:
+        info = PngImagePlugin.PngInfo()
+        info.add_text("prompt", json.dumps(ctx.prompt))
+        info.add_text("comment", "comfyfleet simulated")
+        await asyncio.to_thread(
+            frames.frame(0).save, folder / first_image_file, pnginfo=info, compress_level=4
+        )
+    video = folder / f"{filename}_{counter:05}.mp4"
+    writer = await asyncio.to_thread(
+        Mp4Writer, video, frames.width, frames.height, frame_rate, int(inputs.get("crf", 19))
+    )
+    try:
+        for index in range(frames.count):
+            await asyncio.to_thread(lambda i=index: writer.add(frames.frame(i)))
+            await ctx.tick(index + 1, frames.count)
+        await asyncio.to_thread(writer.close)
+    except BaseException:
+        await asyncio.to_thread(writer.abort)
+        video.unlink(missing_ok=True)
+        raise
+    if ctx.video_pad_bytes > 0:
+        await asyncio.to_thread(pad_with_free_box, video, ctx.video_pad_bytes)
+    preview = {
+        "filename": video.name,
+        "subfolder": subfolder,
+        "type": kind,
+        "format": fmt,
+        "frame_rate": frame_rate,
+        "workflow": first_image_file,
+        "fullpath": str(video),
+    }
+    return ((save_output, [str(folder / first_image_file), str(video)]),), {"gifs": [preview]}
+
+
+async def generic(ctx: NodeContext, inputs: dict[str, Any]) -> tuple[tuple[Any, ...], None]:
+    outputs = ctx.install.classes.get(ctx.class_type, {}).get("output", [])
+    return tuple(None for _ in outputs), None

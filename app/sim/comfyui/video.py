@@ -1,0 +1,122 @@
+"""The simulated video: a slow pan/zoom over the start image with a "SIMULATED" mark, encoded as a
+real H.264 MP4 (yuv420p) with PyAV, frame by frame so memory stays flat whatever the length."""
+
+from __future__ import annotations
+
+import struct
+from fractions import Fraction
+from pathlib import Path
+
+import av
+from PIL import Image, ImageDraw, ImageFont
+
+from app.sim.comfyui.nodes_base import Frames
+
+METADATA_COMMENT = "comfyfleet simulated"
+_PAD_CHUNK = 1 << 20
+
+
+def solid_frames(width: int, height: int, count: int, color: int) -> Frames:
+    rgb = ((color >> 16) & 0xFF, (color >> 8) & 0xFF, color & 0xFF)
+    return Frames(count, width, height, lambda _i: Image.new("RGB", (width, height), rgb))
+
+
+def still_frames(image: Image.Image, count: int = 1) -> Frames:
+    image = image.convert("RGB")
+    return Frames(count, image.width, image.height, lambda _i: image)
+
+
+def _gradient(width: int, height: int) -> Image.Image:
+    base = Image.linear_gradient("L").resize((width, height))
+    return Image.merge("RGB", (base, base.rotate(90).resize((width, height)), base.transpose(0)))
+
+
+def moving_frames(start: Frames | None, width: int, height: int, count: int) -> Frames:
+    """Frames that visibly move: the start image, covered to 125 % of the output, panned diagonally and
+    zoomed in slowly, with a SIMULATED label so nobody mistakes it for a real generation."""
+    source = start.frame(0) if start is not None and start.count > 0 else _gradient(width, height)
+    cover = 1.25 * max(width / source.width, height / source.height)
+    big = source.convert("RGB").resize(
+        (max(width, round(source.width * cover)), max(height, round(source.height * cover))),
+        Image.Resampling.BILINEAR,
+    )
+    font = ImageFont.load_default(size=max(8, min(width, height) // 10))
+    last = max(1, count - 1)
+
+    def render(index: int) -> Image.Image:
+        t = index / last
+        zoom = 1.0 - 0.15 * t
+        crop_w, crop_h = (
+            width * zoom * big.width / (width * 1.25),
+            height * zoom * big.height / (height * 1.25),
+        )
+        crop_w, crop_h = min(big.width, crop_w), min(big.height, crop_h)
+        x0 = (big.width - crop_w) * t
+        y0 = (big.height - crop_h) * (0.5 + 0.5 * t) * 0.8
+        frame = big.resize((width, height), Image.Resampling.BILINEAR, box=(x0, y0, x0 + crop_w, y0 + crop_h))
+        draw = ImageDraw.Draw(frame)
+        draw.text(
+            (width // 20 + 1, height // 20 + 1),
+            "SIMULATED",
+            font=font,
+            fill=(255, 255, 255),
+            stroke_width=max(1, font.size // 12),
+            stroke_fill=(0, 0, 0),
+        )
+        return frame
+
+    return Frames(count, width, height, render)
+
+
+class Mp4Writer:
+    """Incremental H.264 writer; `add(frame)` per tick so the caller can report progress per frame."""
+
+    def __init__(self, path: Path, width: int, height: int, fps: float, crf: int = 19) -> None:
+        self.width, self.height = width + width % 2, height + height % 2  # yuv420p needs even sizes
+        self.container = av.open(str(path), "w", format="mp4")
+        self.container.metadata["comment"] = METADATA_COMMENT
+        rate = Fraction(fps).limit_denominator(1001)
+        self.stream = self.container.add_stream("libx264", rate=rate)
+        self.stream.width, self.stream.height = self.width, self.height
+        self.stream.pix_fmt = "yuv420p"
+        self.stream.options = {"preset": "ultrafast", "crf": str(max(0, min(51, int(crf))))}
+
+    def add(self, image: Image.Image) -> None:
+        if image.size != (self.width, self.height):
+            image = image.resize((self.width, self.height))
+        frame = av.VideoFrame.from_image(image.convert("RGB"))
+        for packet in self.stream.encode(frame):
+            self.container.mux(packet)
+
+    def close(self) -> None:
+        for packet in self.stream.encode():
+            self.container.mux(packet)
+        self.container.close()
+
+    def abort(self) -> None:
+        try:
+            self.container.close()
+        except Exception:  # already broken; the file is removed by the caller
+            pass
+
+
+def pad_with_free_box(path: Path, target_size: int) -> None:
+    """Grow an MP4 to target_size bytes with a trailing `free` box (players skip it), written in chunks."""
+    size = path.stat().st_size
+    pad = target_size - size
+    if pad < 8:
+        return
+    with path.open("ab") as fh:
+        if pad < 2**32:
+            fh.write(struct.pack(">I4s", pad, b"free"))
+            remaining = pad - 8
+        else:
+            if pad < 16:
+                return
+            fh.write(struct.pack(">I4sQ", 1, b"free", pad))
+            remaining = pad - 16
+        zeros = bytes(_PAD_CHUNK)
+        while remaining > 0:
+            n = min(remaining, _PAD_CHUNK)
+            fh.write(zeros[:n])
+            remaining -= n
