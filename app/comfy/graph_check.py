@@ -321,6 +321,9 @@ class _Validator:
                         )
                     )
 
+        prior = self.validated.get(unique_id)
+        if prior is not None and prior[1]:  # a cycle back to this node was reported while following links
+            errors = prior[1] + errors
         result = (False, errors, unique_id) if errors or valid is not True else (True, [], unique_id)
         self.validated[unique_id] = result
         return result
