@@ -74,6 +74,7 @@ class _Job:
     interrupted: dict[str, Any] | None = None
     cancelled_by_us: bool = False
     poll_now: bool = False
+    absent_since: float | None = None
     ws_outputs: dict[str, Any] = field(default_factory=dict)
     cached: list[str] = field(default_factory=list)
     last_ws_message: float = field(default_factory=time.monotonic)
@@ -97,6 +98,7 @@ class ComfyClient:
         poll_interval_s: float = 2.0,
         history_grace_s: float = 15.0,
         unreachable_grace_s: float = 10.0,
+        lost_confirm_s: float = 1.0,
         client_id_prefix: str = "comfyfleet",
     ) -> None:
         self.base_url = base_url.rstrip("/")
@@ -104,6 +106,7 @@ class ComfyClient:
         self.poll_interval_s = poll_interval_s
         self.history_grace_s = history_grace_s
         self.unreachable_grace_s = unreachable_grace_s
+        self.lost_confirm_s = lost_confirm_s
         self.client_id_prefix = client_id_prefix
         self._auth_headers: dict[str, str] = {}
         if token:
@@ -475,6 +478,8 @@ class ComfyClient:
                 return result
             # a dropped socket with ComfyUI unreachable: poll faster so a dead server fails fast
             interval = self.poll_interval_s if not ws_down else min(self.poll_interval_s, 0.5)
+            if job.absent_since is not None:
+                interval = min(interval, self.lost_confirm_s)
             next_poll = time.monotonic() + interval
 
     async def _poll_once(self, job: _Job, deadline: float, ws_down: bool) -> PromptResult | None:
@@ -484,6 +489,7 @@ class ComfyClient:
             return self._result_from_history(job, entry)
         queued = _queue_position(await self._get_json("/queue", deadline=deadline, attempts=1), job.prompt_id)
         if queued is not None:
+            job.absent_since = None
             if ws_down:
                 await self._reconnect_ws(job, deadline)
             return None
@@ -495,6 +501,12 @@ class ComfyClient:
             raise PromptInterrupted(job.prompt_id, f"prompt {job.prompt_id} was cancelled before it ran")
         if job.success or job.done_marker:
             return None  # success seen on the socket; history lags (handled by the caller)
+        # Absent from both: lost, unless history merely lags behind the queue. Confirm once, a moment later.
+        now = time.monotonic()
+        if job.absent_since is None:
+            job.absent_since = now
+        if now - job.absent_since < self.lost_confirm_s:
+            return None
         raise PromptLost(
             f"prompt {job.prompt_id} vanished from ComfyUI's queue and history "
             "(ComfyUI restarted or crashed); submit it again"

@@ -1,0 +1,63 @@
+"""The client against the ComfyUI emulator: success paths, progress, outputs, cache, upload."""
+
+from __future__ import annotations
+
+import time
+
+from PIL import Image
+
+from tests.comfy.conftest import make_client
+from tests.comfy.world import SAMPLERS, VIDEO_NODE, wan_graph
+
+
+async def test_success_with_progress_download_and_last_frame(emulator, start_image, tmp_path):
+    emu = await emulator(step_delay_s=0.02)
+    seen = []
+    async with make_client(emu.url) as comfy:
+        await comfy.wait_ready(time.monotonic() + 5)
+        name = await comfy.upload_image(start_image)
+        graph = wan_graph(name, width=96, height=64, frames=13)
+        result = await comfy.run(
+            graph, deadline=time.monotonic() + 30, on_progress=seen.append, progress_nodes=SAMPLERS
+        )
+        assert result.execution_s is not None and result.execution_s > 0
+        video = result.video(VIDEO_NODE)
+        assert video is not None and video.key == "gifs" and video.type == "output"
+        [path] = await comfy.download_outputs(result, tmp_path / "out")
+        png = await comfy.extract_last_frame(path, tmp_path / "out" / "last.png")
+
+    fractions = [p.fraction for p in seen]
+    assert fractions == sorted(fractions) and fractions[-1] == 1.0 and seen[-1].stage == "done"
+    stages = {p.stage for p in seen}
+    assert {"sampling 1/2", "sampling 2/2"} <= stages
+    assert any(0.4 < f < 0.6 for f in fractions)  # the first pass is half the steps
+    assert path.name == video.filename and path.stat().st_size > 0
+    assert not list((tmp_path / "out").glob("*.part"))
+    assert Image.open(png).size == (96, 64)
+
+
+async def test_fully_cached_rerun_still_returns_outputs(emulator, start_image, tmp_path):
+    emu = await emulator()
+    async with make_client(emu.url) as comfy:
+        name = await comfy.upload_image(start_image)
+        graph = wan_graph(name, seed=7, prefix="test/cached")
+        first = await comfy.run(graph, deadline=time.monotonic() + 30, progress_nodes=SAMPLERS)
+        seen = []
+        second = await comfy.run(
+            graph, deadline=time.monotonic() + 30, on_progress=seen.append, progress_nodes=SAMPLERS
+        )
+    assert second.cached_nodes and second.outputs == first.outputs
+    assert seen[-1].fraction == 1.0
+
+
+async def test_upload_same_name_different_content_is_renamed(emulator, start_image, tmp_path):
+    emu = await emulator()
+    other = tmp_path / "other" / start_image.name
+    other.parent.mkdir()
+    Image.new("RGB", (8, 8), (0, 0, 255)).save(other)
+    async with make_client(emu.url) as comfy:
+        first = await comfy.upload_image(start_image)
+        again = await comfy.upload_image(start_image)
+        renamed = await comfy.upload_image(other)
+    assert first == again == "start.png"
+    assert renamed == "start (1).png"
