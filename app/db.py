@@ -45,9 +45,6 @@ async def init_db(engine: AsyncEngine) -> None:
     """Create every table of every room (imports register them on `Base.metadata`)."""
     import app.pool.ledger  # noqa: F401  (registers the instances table)
 
-    try:
-        import app.jobs.models  # noqa: F401  (registers the jobs table, once that room exists)
-    except ImportError:
-        pass
+    import app.jobs.models  # noqa: F401  (registers the jobs and cleanup_actions tables)
     async with engine.begin() as conn:
         await conn.run_sync(Base.metadata.create_all)

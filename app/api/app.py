@@ -1,0 +1,245 @@
+"""The HTTP API: `create_app(services)` builds the FastAPI app (OpenAPI at /docs).
+
+Auth: when `API_TOKEN` is set, every route needs `Authorization: Bearer <token>` except the probes
+(/healthz, /readyz), the API docs (/docs, /openapi.json: the schema is not a secret) and the local store's
+/files route, whose keys are unguessable content hashes (anyone holding a result URL may fetch it, which is
+what a result URL is for). Bad input answers 422 (413 for oversize images) with the offending field named,
+and creates no job.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import json
+import logging
+import re
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import APIRouter, Depends, FastAPI, Header, HTTPException, Query, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+from sqlalchemy import text
+
+from app.api.schemas import ErrorBody, GenerateVideoRequest, JobList, JobView
+from app.errors import ComfyfleetError, ValidationError
+from app.jobs.metrics import CONTENT_TYPE
+from app.jobs.models import Job, JobState
+from app.jobs.repo import JobNotFound
+from app.jobs.services import Services
+from app.redact import redact
+
+log = logging.getLogger(__name__)
+MAX_WAIT_S = 600.0
+_PREFER_WAIT = re.compile(r"(?:^|[;,\s])wait=(\d+(?:\.\d+)?)")
+
+
+def _field_of(loc: tuple[Any, ...]) -> str:
+    parts = [str(p) for p in loc if p not in ("body", "query", "path", "header")]
+    return ".".join(parts) or "body"
+
+
+def create_app(services: Services, *, manage_lifecycle: bool = True) -> FastAPI:
+    settings = services.settings
+    token = settings.api_token.get_secret_value() if settings.api_token else None
+    if not token:
+        log.warning("API_TOKEN is not set: the API accepts requests without authentication")
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        if manage_lifecycle:
+            await services.start()
+        try:
+            yield
+        finally:
+            if manage_lifecycle:
+                await services.stop()
+
+    app = FastAPI(
+        title="comfyfleet",
+        description="Wan 2.2 image-to-video on rented GPUs"
+        + (" (SIMULATED WORLD)" if settings.simulated else ""),
+        version="0.1.0",
+        lifespan=lifespan,
+    )
+    app.state.services = services
+
+    async def require_token(authorization: str | None = Header(None)) -> None:
+        if not token:
+            return
+        scheme, _, given = (authorization or "").partition(" ")
+        if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), token.encode()):
+            raise HTTPException(401, "missing or wrong bearer token", headers={"WWW-Authenticate": "Bearer"})
+
+    # --- errors ------------------------------------------------------------------------------------
+    @app.exception_handler(RequestValidationError)
+    async def _request_invalid(_req: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = [
+            {"field": _field_of(tuple(e.get("loc", ()))), "message": e.get("msg", "invalid")}
+            for e in exc.errors()
+        ]
+        detail = "; ".join(f"{e['field']}: {e['message']}" for e in errors)
+        return JSONResponse({"detail": detail, "errors": errors}, status_code=422)
+
+    @app.exception_handler(ValidationError)
+    async def _invalid(_req: Request, exc: ValidationError) -> JSONResponse:
+        status = 413 if "byte limit" in exc.reason else 422
+        body = {"detail": redact(str(exc)), "errors": [{"field": exc.field, "message": redact(exc.reason)}]}
+        return JSONResponse(body, status_code=status)
+
+    @app.exception_handler(JobNotFound)
+    async def _missing(_req: Request, exc: JobNotFound) -> JSONResponse:
+        return JSONResponse({"detail": f"no job {exc.args[0]}"}, status_code=404)
+
+    @app.exception_handler(ComfyfleetError)
+    async def _error(_req: Request, exc: ComfyfleetError) -> JSONResponse:
+        return JSONResponse({"detail": redact(str(exc))}, status_code=503 if exc.retryable else 400)
+
+    # --- probes ------------------------------------------------------------------------------------
+    @app.get("/healthz", tags=["probes"])
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/readyz", tags=["probes"])
+    async def readyz() -> JSONResponse:
+        problems = []
+        if not services.started:
+            problems.append("services not started")
+        try:
+            async with services.sessionmaker() as s:
+                await s.execute(text("SELECT 1"))
+        except Exception as exc:
+            problems.append(f"database: {redact(str(exc))}")
+        body = {
+            "status": "ready" if not problems else "not ready",
+            "problems": problems,
+            "simulated": settings.simulated,
+            "provider": services.provider.name,
+        }
+        return JSONResponse(body, status_code=200 if not problems else 503)
+
+    api = APIRouter(dependencies=[Depends(require_token)])
+
+    def view(request: Request, job: Job, position: int | None) -> dict[str, Any]:
+        out = job.to_public(position)
+        out["status_url"] = str(request.url_for("get_job", job_id=job.id))
+        out["events_url"] = str(request.url_for("job_events", job_id=job.id))
+        return out
+
+    async def full_view(request: Request, job: Job) -> dict[str, Any]:
+        return view(request, job, await services.repo.queue_position(job))
+
+    # --- jobs --------------------------------------------------------------------------------------
+    @api.post(
+        "/vastai/generate-video",
+        status_code=202,
+        response_model=JobView,
+        responses={200: {"model": JobView}, 413: {"model": ErrorBody}, 422: {"model": ErrorBody}},
+        tags=["jobs"],
+    )
+    async def generate_video(
+        body: GenerateVideoRequest, request: Request, prefer: str | None = Header(None)
+    ) -> JSONResponse:
+        """Start a job. 202 with `job_id` and `status_url`; with `wait` (or `Prefer: wait=N`) the response
+        is held until the job ends or the wait runs out (200 when it ended)."""
+        if (body.image_url is None) == (body.image_base64 is None):
+            raise ValidationError("image_url", "give exactly one of image_url or image_base64")
+        if body.webhook_url is not None:
+            await services.intake.check_url(body.webhook_url, "webhook_url")
+        services.workflows(
+            body.workflow or settings.default_workflow
+        )  # unknown workflow: 422 before fetching
+        image = (
+            await services.intake.from_url(body.image_url)
+            if body.image_url is not None
+            else await services.intake.from_base64(body.image_base64 or "")
+        )
+        job = await services.submit(
+            body.params(), image, workflow=body.workflow, webhook_url=body.webhook_url
+        )
+        wait_s = 0.0
+        if body.wait is True:
+            wait_s = MAX_WAIT_S
+        elif body.wait not in (False, None) and float(body.wait) > 0:
+            wait_s = float(body.wait)
+        if prefer and (m := _PREFER_WAIT.search(prefer)):
+            wait_s = float(m.group(1))
+        wait_s = min(wait_s, MAX_WAIT_S)
+        if wait_s > 0:
+            job = await services.manager.wait(job.id, wait_s)
+        status = 200 if job.terminal else 202
+        out = await full_view(request, job)
+        return JSONResponse(out, status_code=status, headers={"Location": out["status_url"]})
+
+    @api.get("/jobs/{job_id}", response_model=JobView, name="get_job", tags=["jobs"])
+    async def get_job(job_id: str, request: Request) -> dict[str, Any]:
+        job = await services.repo.require(job_id)
+        return await full_view(request, job)
+
+    @api.delete("/jobs/{job_id}", response_model=JobView, tags=["jobs"])
+    async def cancel_job(job_id: str, request: Request) -> dict[str, Any]:
+        """Cancel: the prompt is removed from (or interrupted on) the GPU, then the job is `cancelled`."""
+        await services.repo.require(job_id)
+        job = await services.manager.cancel(job_id)
+        return await full_view(request, job)
+
+    @api.get("/jobs", response_model=JobList, tags=["jobs"])
+    async def list_jobs(
+        request: Request,
+        state: list[JobState] | None = Query(None, description="Only jobs in these states"),
+        limit: int = Query(50, ge=1, le=500),
+        offset: int = Query(0, ge=0),
+    ) -> dict[str, Any]:
+        jobs = await services.repo.list(
+            states=[s.value for s in state] if state else None, limit=limit, offset=offset
+        )
+        return {"jobs": [view(request, j, None) for j in jobs]}
+
+    @api.get("/jobs/{job_id}/events", name="job_events", tags=["jobs"], response_class=StreamingResponse)
+    async def job_events(job_id: str, request: Request) -> StreamingResponse:
+        """Server-Sent Events: a `snapshot`, then `progress` events, then one `end` with the final job."""
+        await services.repo.require(job_id)
+
+        async def stream() -> AsyncIterator[str]:
+            async with services.events.subscribe(job_id) as q:
+                job = await services.repo.require(job_id)
+                yield _sse("snapshot", await full_view(request, job))
+                if job.terminal:
+                    yield _sse("end", await full_view(request, job))
+                    return
+                while True:
+                    try:
+                        ev = await asyncio.wait_for(q.get(), 15.0)
+                    except TimeoutError:
+                        job = await services.repo.require(job_id)
+                        if job.terminal:  # ended elsewhere (another process, cleanup)
+                            yield _sse("end", await full_view(request, job))
+                            return
+                        yield ": keepalive\n\n"
+                        continue
+                    if ev.get("event") == "end":
+                        job = await services.repo.require(job_id)
+                        yield _sse("end", await full_view(request, job))
+                        return
+                    yield _sse(ev.get("event", "progress"), ev)
+
+        return StreamingResponse(
+            stream(),
+            media_type="text/event-stream",
+            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+        )
+
+    @api.get("/metrics", tags=["probes"], response_class=Response)
+    async def metrics() -> Response:
+        return Response(await services.metrics.render(services.repo, services.pool), media_type=CONTENT_TYPE)
+
+    app.include_router(api)
+    for router in services.routers:
+        app.include_router(router)
+    return app
+
+
+def _sse(event: str, data: dict[str, Any]) -> str:
+    return f"event: {event}\ndata: {json.dumps(data, default=str)}\n\n"

@@ -1,0 +1,257 @@
+"""Taking an input image from a caller safely: URL fetch with an SSRF guard, size and pixel caps, and a
+real decode.
+
+The guard resolves the host itself and connects to the address it checked (Host header and TLS SNI keep
+the name), so DNS rebinding between check and connect cannot reach an internal address; every redirect is
+checked the same way. Only globally routable addresses pass (loopback optionally, for tests and local
+setups). Images are staged under a private name and only committed to the inputs folder, named by their
+sha256, when the request is accepted, so a rejected request leaves nothing behind.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import hashlib
+import ipaddress
+import os
+import socket
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urljoin, urlsplit, urlunsplit
+
+import httpx
+from PIL import Image, UnidentifiedImageError
+
+from app.errors import ValidationError
+
+Resolver = Callable[[str, int], Awaitable[list[str]]]
+_FORMATS = {"PNG": "png", "JPEG": "jpg", "WEBP": "webp", "GIF": "gif", "BMP": "bmp", "TIFF": "tiff"}
+# Cloud metadata endpoints; most are link-local or private already, listed so the intent is explicit.
+_METADATA = {
+    ipaddress.ip_address("169.254.169.254"),
+    ipaddress.ip_address("169.254.170.2"),
+    ipaddress.ip_address("100.100.100.200"),
+    ipaddress.ip_address("fd00:ec2::254"),
+}
+
+
+async def system_resolver(host: str, port: int) -> list[str]:
+    infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    return list(dict.fromkeys(info[4][0] for info in infos))
+
+
+def address_problem(addr: str, *, allow_loopback: bool = False) -> str | None:
+    """Why connecting to `addr` is refused, or None when it is a public address."""
+    ip = ipaddress.ip_address(addr.split("%", 1)[0])
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    if ip in _METADATA:
+        return "a cloud metadata address"
+    if ip.is_loopback:
+        return None if allow_loopback else "a loopback address"
+    if ip.is_link_local:
+        return "a link-local address"
+    if ip.is_private:
+        return "a private address"
+    if ip.is_multicast or ip.is_unspecified or ip.is_reserved or not ip.is_global:
+        return "not a public address"
+    return None
+
+
+@dataclass
+class InputImage:
+    sha256: str
+    path: Path  # staged until `commit`
+    width: int
+    height: int
+    format: str
+    size_bytes: int
+
+    def commit(self, inputs_dir: Path) -> Path:
+        """Move the staged file to its content-addressed name (idempotent for identical images)."""
+        final = inputs_dir / f"{self.sha256}.{_FORMATS.get(self.format, 'img')}"
+        if final.exists():
+            self.path.unlink(missing_ok=True)
+        else:
+            os.replace(self.path, final)
+        self.path = final
+        return final
+
+    def discard(self) -> None:
+        if self.path.parent.name == ".staging":
+            self.path.unlink(missing_ok=True)
+
+
+class ImageIntake:
+    def __init__(
+        self,
+        inputs_dir: Path,
+        *,
+        max_bytes: int,
+        max_pixels: int,
+        allow_loopback: bool = False,
+        resolver: Resolver | None = None,
+        transport: httpx.AsyncBaseTransport | None = None,
+        timeout_s: float = 20.0,
+        max_redirects: int = 5,
+    ) -> None:
+        self.inputs_dir = inputs_dir
+        self.staging = inputs_dir / ".staging"
+        self.max_bytes, self.max_pixels = max_bytes, max_pixels
+        self.allow_loopback = allow_loopback
+        self.resolver = resolver or system_resolver
+        self.transport = transport
+        self.timeout_s = timeout_s
+        self.max_redirects = max_redirects
+
+    # --- URL safety --------------------------------------------------------------------------------
+    async def check_url(self, url: str, field: str) -> tuple[str, int, str]:
+        """Validate scheme/host and resolve; returns (host, port, the address to connect to)."""
+        try:
+            parts = urlsplit(url)
+        except ValueError as exc:
+            raise ValidationError(field, f"not a valid URL ({exc})") from None
+        if parts.scheme not in ("http", "https"):
+            raise ValidationError(field, "must be an http:// or https:// URL")
+        host = parts.hostname
+        if not host:
+            raise ValidationError(field, "the URL has no host")
+        try:
+            port = parts.port or (443 if parts.scheme == "https" else 80)
+        except ValueError:
+            raise ValidationError(field, "the URL has an invalid port") from None
+        try:
+            addrs = await asyncio.wait_for(self.resolver(host, port), 10)
+        except (OSError, TimeoutError) as exc:
+            raise ValidationError(field, f"cannot resolve host {host!r} ({type(exc).__name__})") from None
+        if not addrs:
+            raise ValidationError(field, f"host {host!r} has no address")
+        for addr in addrs:
+            problem = address_problem(addr, allow_loopback=self.allow_loopback)
+            if problem:
+                raise ValidationError(field, f"host {host!r} resolves to {problem} ({addr}); refused")
+        return host, port, addrs[0]
+
+    async def guard(self, url: str) -> None:
+        """For other outbound URLs (webhooks): the same address rules, raising ValidationError."""
+        await self.check_url(url, "webhook_url")
+
+    # --- sources -----------------------------------------------------------------------------------
+    async def from_url(self, url: str, field: str = "image_url") -> InputImage:
+        self.staging.mkdir(parents=True, exist_ok=True)
+        staged = self.staging / uuid.uuid4().hex
+        try:
+            async with httpx.AsyncClient(
+                timeout=self.timeout_s, follow_redirects=False, transport=self.transport, trust_env=False
+            ) as client:
+                current = url
+                for _ in range(self.max_redirects + 1):
+                    host, port, addr = await self.check_url(current, field)
+                    parts = urlsplit(current)
+                    ip_host = f"[{addr}]" if ":" in addr else addr
+                    netloc = f"{ip_host}:{port}"
+                    pinned = urlunsplit((parts.scheme, netloc, parts.path or "/", parts.query, ""))
+                    headers = {
+                        "Host": host if parts.port is None else f"{host}:{parts.port}",
+                        "Accept": "image/*",
+                    }
+                    req = client.build_request(
+                        "GET", pinned, headers=headers, extensions={"sni_hostname": host}
+                    )
+                    resp = await client.send(req, stream=True)
+                    try:
+                        if resp.status_code in (301, 302, 303, 307, 308):
+                            location = resp.headers.get("location")
+                            if not location:
+                                raise ValidationError(field, "the server sent a redirect without a location")
+                            current = urljoin(current, location)
+                            continue
+                        if resp.status_code != 200:
+                            raise ValidationError(
+                                field, f"fetching the image failed: HTTP {resp.status_code}"
+                            )
+                        declared = resp.headers.get("content-length")
+                        if declared and declared.isdigit() and int(declared) > self.max_bytes:
+                            raise ValidationError(field, self._too_big())
+                        digest, size = hashlib.sha256(), 0
+                        with open(staged, "wb") as fh:
+                            async for chunk in resp.aiter_bytes(65536):
+                                size += len(chunk)
+                                if size > self.max_bytes:
+                                    raise ValidationError(field, self._too_big())
+                                digest.update(chunk)
+                                fh.write(chunk)
+                    finally:
+                        await resp.aclose()
+                    return await self._decode(staged, digest.hexdigest(), size, field)
+                raise ValidationError(field, f"more than {self.max_redirects} redirects")
+        except ValidationError:
+            staged.unlink(missing_ok=True)
+            raise
+        except httpx.HTTPError as exc:
+            staged.unlink(missing_ok=True)
+            raise ValidationError(field, f"fetching the image failed ({type(exc).__name__})") from None
+
+    async def from_base64(self, data: str, field: str = "image_base64") -> InputImage:
+        if data.startswith("data:"):
+            data = data.split(",", 1)[-1]
+        if len(data) > (self.max_bytes * 4) // 3 + 8:
+            raise ValidationError(field, self._too_big())
+        try:
+            raw = base64.b64decode(data, validate=True)
+        except (binascii.Error, ValueError):
+            raise ValidationError(field, "is not valid base64") from None
+        return await self.from_bytes(raw, field)
+
+    async def from_bytes(self, raw: bytes, field: str) -> InputImage:
+        if len(raw) > self.max_bytes:
+            raise ValidationError(field, self._too_big())
+        self.staging.mkdir(parents=True, exist_ok=True)
+        staged = self.staging / uuid.uuid4().hex
+        staged.write_bytes(raw)
+        return await self._decode(staged, hashlib.sha256(raw).hexdigest(), len(raw), field)
+
+    async def from_path(self, path: Path, field: str = "image") -> InputImage:
+        if not path.is_file():
+            raise ValidationError(field, f"{path} is not a file")
+        if path.stat().st_size > self.max_bytes:
+            raise ValidationError(field, self._too_big())
+        return await self.from_bytes(await asyncio.to_thread(path.read_bytes), field)
+
+    # --- decoding ----------------------------------------------------------------------------------
+    async def _decode(self, staged: Path, sha: str, size: int, field: str) -> InputImage:
+        try:
+            width, height, fmt = await asyncio.to_thread(self._decode_sync, staged, field)
+        except BaseException:
+            staged.unlink(missing_ok=True)
+            raise
+        return InputImage(sha, staged, width, height, fmt, size)
+
+    def _decode_sync(self, path: Path, field: str) -> tuple[int, int, str]:
+        try:
+            with Image.open(path) as img:
+                width, height = img.size
+                fmt = img.format or ""
+                if width * height > self.max_pixels:
+                    raise ValidationError(
+                        field, f"the image is {width}x{height}, more than the {self.max_pixels} pixel limit"
+                    )
+                if fmt not in _FORMATS:
+                    raise ValidationError(
+                        field, f"unsupported image format {fmt or 'unknown'}; use PNG/JPEG/WEBP"
+                    )
+                img.load()  # a real decode: truncated or corrupt data fails here
+        except ValidationError:
+            raise
+        except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError):
+            raise ValidationError(field, "is not a decodable image (PNG, JPEG or WEBP expected)") from None
+        if width < 16 or height < 16:
+            raise ValidationError(field, f"the image is {width}x{height}; at least 16x16 is needed")
+        return width, height, fmt
+
+    def _too_big(self) -> str:
+        return f"the image is larger than the {self.max_bytes} byte limit"

@@ -1,0 +1,85 @@
+"""Request and response bodies of the HTTP API (what /docs shows)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class GenerateVideoRequest(BaseModel):
+    """One image-to-video request. Give exactly one of `image_url` and `image_base64`."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    image_url: str | None = Field(None, description="http(s) URL of the input image (public addresses only)")
+    image_base64: str | None = Field(None, description="The input image as base64 (a data: URL is fine)")
+    prompt: str = Field(..., description="What should happen in the video")
+    negative_prompt: str = ""
+    num_frames: int = Field(81, description="4n+1 frames")
+    width: int | None = Field(None, description="Default: the image's aspect ratio at 480p, multiple of 16")
+    height: int | None = None
+    steps: int = 4
+    cfg_scale: float = 1.0
+    seed: int = Field(-1, description="-1 = random (the seed used is reported)")
+    fps: int = 16
+    workflow: str | None = Field(None, description="Default: the server's DEFAULT_WORKFLOW")
+    webhook_url: str | None = Field(None, description="POSTed a signed Standard Webhooks message when done")
+    wait: bool | float = Field(
+        False, description="true: hold the response until the job ends (bounded); a number: up to N seconds"
+    )
+
+    def params(self) -> dict[str, Any]:
+        keys = (
+            "prompt",
+            "negative_prompt",
+            "num_frames",
+            "width",
+            "height",
+            "steps",
+            "cfg_scale",
+            "seed",
+            "fps",
+        )
+        out = {k: getattr(self, k) for k in keys}
+        return {k: v for k, v in out.items() if v is not None}
+
+
+class JobError(BaseModel):
+    message: str
+    kind: str | None = None
+
+
+class JobView(BaseModel):
+    job_id: str
+    state: str
+    stage: str | None = None
+    progress: float = 0.0
+    queue_position: int | None = None
+    workflow: str
+    params: dict[str, Any] | None = None
+    created_at: float
+    updated_at: float
+    finished_at: float | None = None
+    attempts: int = 0
+    result: dict[str, Any] | None = None
+    error: JobError | None = None
+    timings: dict[str, float] = {}
+    cost_usd: float | None = None
+    webhook: dict[str, Any] | None = None
+    status_url: str | None = None
+    events_url: str | None = None
+
+
+class JobList(BaseModel):
+    jobs: list[JobView]
+
+
+class FieldError(BaseModel):
+    field: str
+    message: str
+
+
+class ErrorBody(BaseModel):
+    detail: str
+    errors: list[FieldError] = []

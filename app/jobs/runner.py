@@ -1,0 +1,444 @@
+"""Runs one job from its row to a terminal state: cache, lease, provision, ComfyUI, store, result.
+
+Nothing is dropped silently: every exception ends the job as failed with a kind and a redacted message,
+a user cancel stops the prompt on the GPU before the job is marked cancelled, and a shutdown (task
+cancelled without a reason) leaves the row as it is so restart recovery can pick the job up.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import shutil
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from app.jobs import cache
+from app.jobs.errors import (
+    InputMissing,
+    InstanceGone,
+    JobCancelled,
+    JobError,
+    JobTimeout,
+    OutputMissing,
+    PromptLost,
+    classify,
+)
+from app.jobs.events import EventHub
+from app.jobs.models import IllegalTransition, Job, JobState
+from app.jobs.ports import ComfyConnector, ComfySession, Progress, maybe_await
+from app.jobs.repo import JobRepo
+from app.pool.scheduler import Lease, Pool
+from app.redact import redact
+
+log = logging.getLogger(__name__)
+
+VIDEO_SUFFIXES = (".mp4", ".webm", ".mov", ".mkv", ".gif")
+# Where each state sits on the overall 0..1 bar.
+_BANDS: dict[str, tuple[float, float]] = {
+    "queued": (0.0, 0.0),
+    "acquiring": (0.0, 0.02),
+    "provisioning": (0.02, 0.30),
+    "running": (0.30, 0.95),
+    "uploading": (0.95, 1.0),
+}
+MAX_ATTEMPTS = 2
+
+
+@dataclass
+class RunnerConfig:
+    tmp_dir: Path
+    simulated: bool = False
+    job_timeout_s: float = 1800.0
+    progress_write_interval_s: float = 1.0
+
+
+@dataclass
+class _RunState:
+    job_id: str
+    state: str = "queued"
+    stage: str = "queued"
+    progress: float = 0.0
+    detail: dict[str, Any] = field(default_factory=dict)
+    prompt_id: str | None = None
+    session: ComfySession | None = None
+    first_sample_at: float | None = None
+    last_write: float = 0.0
+    write_task: asyncio.Task | None = None
+    timeout: asyncio.Timeout | None = None
+
+
+class JobRunner:
+    def __init__(
+        self,
+        repo: JobRepo,
+        pool: Pool,
+        comfy: ComfyConnector,
+        store: Any,
+        workflows: Callable[[str], Any],
+        events: EventHub,
+        config: RunnerConfig,
+        *,
+        coalescer: cache.Coalescer | None = None,
+        on_finished: Callable[[Job], Awaitable[None]] | None = None,
+        mono: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.repo, self.pool, self.comfy, self.store = repo, pool, comfy, store
+        self.workflows, self.events, self.config = workflows, events, config
+        self.coalescer = coalescer or cache.Coalescer()
+        self.on_finished = on_finished
+        self._mono = mono
+        self.cancel_reasons: dict[str, str] = {}  # job id -> why its task is being cancelled
+        self.local_copies: dict[str, Path] = {}  # job id -> where the CLI wants the video
+        self.forced_failures: dict[str, tuple[str, str]] = {}  # job id -> (kind, message) set by the cleanup
+
+    # --- entry point -------------------------------------------------------------------------------
+    async def run(self, job_id: str, *, reattach: bool = False) -> Job | None:
+        job = await self.repo.get(job_id)
+        if job is None or job.terminal:
+            return job
+        rs = _RunState(job_id, state=job.state, stage=job.stage or job.state)
+        remaining = job.created_at + self.config.job_timeout_s - time.time()
+        try:
+            async with asyncio.timeout(max(0.0, remaining)) as rs.timeout:
+                while True:
+                    try:
+                        return await self._attempt(job, rs, reattach=reattach)
+                    except Exception as exc:
+                        if not (getattr(exc, "retryable", False) and job.attempts + 1 < MAX_ATTEMPTS):
+                            raise
+                        log.warning("job %s: retrying after %s", job_id, redact(str(exc)))
+                        job = await self._transition(
+                            rs,
+                            JobState.QUEUED,
+                            attempts=job.attempts + 1,
+                            comfy_prompt_id=None,
+                            stage="requeued",
+                        )
+                        reattach = False
+        except asyncio.CancelledError:
+            reason = self.cancel_reasons.pop(job_id, None)
+            if reason is None:  # shutdown: leave the row for restart recovery
+                raise
+            await self._stop_gpu_work(rs)
+            forced = self.forced_failures.pop(job_id, None)
+            if forced is not None:
+                err = JobError(forced[1])
+                err.kind = forced[0]
+                return await self._end(rs, JobState.FAILED, error=err)
+            return await self._end(rs, JobState.CANCELLED, error=JobCancelled(reason))
+        except TimeoutError:
+            await self._stop_gpu_work(rs)
+            return await self._end(
+                rs,
+                JobState.FAILED,
+                error=JobTimeout(
+                    f"the job did not finish within {self.config.job_timeout_s:.0f} s "
+                    f"(it was {rs.stage}); try again or raise JOB_TIMEOUT_S"
+                ),
+            )
+        except Exception as exc:
+            await self._stop_gpu_work(rs)
+            return await self._end(rs, JobState.FAILED, error=exc)
+        finally:
+            self.cancel_reasons.pop(job_id, None)
+            self.forced_failures.pop(job_id, None)
+            if rs.write_task is not None and not rs.write_task.done():
+                rs.write_task.cancel()
+
+    # --- one attempt -------------------------------------------------------------------------------
+    async def _attempt(self, job: Job, rs: _RunState, *, reattach: bool) -> Job:
+        wf = self.workflows(job.workflow)
+        req = job.request or {}
+        image_path = Path(req.get("image_path", ""))
+        if not image_path.is_file():
+            raise InputMissing(
+                "the job's input image is gone from the data directory; submit the request again"
+            )
+        params = wf.validate(req["raw_params"], tuple(req["image_size"]) if req.get("image_size") else None)
+        key = job.cache_key
+
+        leader = False
+        if key and not reattach:
+            hit = await self._cache_hit(rs, job, params, key)
+            if hit is not None:
+                return hit
+            while (fut := self.coalescer.claim(key)) is not None:
+                self._progress(rs, Progress("waiting for an identical request"))
+                if await asyncio.shield(fut):
+                    hit = await self._cache_hit(rs, job, params, key)
+                    if hit is not None:
+                        return hit
+            leader = True
+        ok = False
+        try:
+            result = await self._on_gpu(job, rs, wf, params, image_path, key, reattach=reattach)
+            ok = True
+            return result
+        finally:
+            if leader and key:
+                self.coalescer.finish(key, ok)
+
+    async def _cache_hit(self, rs: _RunState, job: Job, params: Any, key: str) -> Job | None:
+        found = await cache.lookup(self.store, key)
+        if found is None:
+            return None
+        result = self._result(
+            params,
+            video_url=found.video_url,
+            last_frame_url=found.last_frame_url,
+            size=found.video_size_bytes,
+            cached=True,
+            simulated=self.config.simulated,
+            timings={},
+            cost=0.0,
+            instance_id=None,
+        )
+        return await self._end(rs, JobState.SUCCEEDED, result=result, cost_usd=0.0)
+
+    async def _on_gpu(
+        self,
+        job: Job,
+        rs: _RunState,
+        wf: Any,
+        params: Any,
+        image_path: Path,
+        key: str | None,
+        *,
+        reattach: bool,
+    ) -> Job:
+        if not reattach:
+            await self._transition(rs, JobState.ACQUIRING, stage="waiting for an instance")
+        lease: Lease = await self.pool.lease(
+            job.id,
+            wf,
+            instance_id=job.instance_id if reattach else None,
+            on_wait=lambda what: self._progress(rs, Progress(what)),
+        )
+        try:
+            inst = lease.instance
+            if lease.needs_preparation(wf) and not reattach:
+                await self._transition(rs, JobState.PROVISIONING, instance_id=inst.id, stage="provisioning")
+            target = await lease.ensure_ready(wf, lambda p: self._progress(rs, p))
+            tmp = self.config.tmp_dir / job.id
+            tmp.mkdir(parents=True, exist_ok=True)
+            try:
+                async with self.comfy(target) as session:
+                    rs.session = session
+                    try:
+                        outcome, gpu_s = await self._prompt(
+                            job, rs, session, wf, params, image_path, inst, reattach
+                        )
+                    except BaseException as exc:
+                        if self._should_stop_gpu(rs, exc):
+                            await self._stop_gpu_work(rs)
+                        raise
+                    if rs.state != JobState.UPLOADING.value:
+                        await self._transition(rs, JobState.UPLOADING, stage="downloading outputs")
+                    outputs = await session.download_outputs(outcome, tmp)
+                    video = next((p for p in outputs if p.suffix.lower() in VIDEO_SUFFIXES), None)
+                    if video is None:
+                        raise OutputMissing(
+                            f"ComfyUI finished but produced no video (outputs: {[p.name for p in outputs]}); "
+                            f"check the workflow's video node {getattr(wf, 'video_node', '?')}"
+                        )
+                    frame = tmp / "last_frame.png"
+                    await session.extract_last_frame(video, frame)
+                rs.session = None
+                price = inst.price_per_hour
+                provision_s = lease.provision_s
+            finally:
+                rs.session = None
+                await lease.release()
+                lease = None  # type: ignore[assignment]
+            self._progress(rs, Progress("storing outputs", 0.5))
+            meta = {
+                "job_id": job.id,
+                "workflow": wf.name,
+                "seed": str(params.seed),
+                "simulated": str(self.config.simulated or inst.simulated).lower(),
+            }
+            stored_key = key or job.id
+            await maybe_await(self.store.put(video, cache.video_key(stored_key), "video/mp4", meta))
+            await maybe_await(self.store.put(frame, cache.frame_key(stored_key), "image/png", meta))
+            size = video.stat().st_size
+            local = self.local_copies.pop(job.id, None)
+            if local is not None:
+                local.parent.mkdir(parents=True, exist_ok=True)
+                await asyncio.to_thread(shutil.copyfile, video, local)
+            video_url = await maybe_await(self.store.url(cache.video_key(stored_key)))
+            frame_url = await maybe_await(self.store.url(cache.frame_key(stored_key)))
+            cost = round(price / 3600.0 * (gpu_s + provision_s), 6)
+            fresh = await self.repo.require(job.id)
+            timings = dict(fresh.timings or {})
+            if fresh.stage_started_at is not None:  # the current state closes with the final transition
+                timings[fresh.state] = round(timings.get(fresh.state, 0.0) + time.time() - fresh.stage_started_at, 6)
+            result = self._result(
+                params,
+                video_url=video_url,
+                last_frame_url=frame_url,
+                size=size,
+                cached=False,
+                simulated=self.config.simulated or inst.simulated,
+                timings={**timings, "gpu_s": round(gpu_s, 3), "provision_share_s": round(provision_s, 3)},
+                cost=cost,
+                instance_id=inst.id,
+            )
+            done = await self._end(rs, JobState.SUCCEEDED, result=result, cost_usd=cost)
+            shutil.rmtree(tmp, ignore_errors=True)
+            return done
+        except BaseException as exc:
+            if lease is not None:
+                if isinstance(exc, InstanceGone) or getattr(exc, "instance_broken", False):
+                    lease.mark_bad(f"job {job.id}: {redact(str(exc))}")
+                with contextlib.suppress(Exception):
+                    await asyncio.shield(lease.release())
+            raise
+
+    async def _prompt(
+        self,
+        job: Job,
+        rs: _RunState,
+        session: ComfySession,
+        wf: Any,
+        params: Any,
+        image_path: Path,
+        inst: Any,
+        reattach: bool,
+    ) -> tuple[Any, float]:
+        """Submit (or re-attach to) the prompt; returns the outputs handle and the GPU seconds used."""
+        deadline = self._mono() + max(1.0, job.created_at + self.config.job_timeout_s - time.time())
+
+        def on_progress(p: Progress) -> None:
+            if rs.first_sample_at is None and (p.fraction or 0) > 0:
+                rs.first_sample_at = self._mono()
+            self._progress(rs, p)
+
+        t0 = self._mono()
+        if reattach and job.comfy_prompt_id:
+            rs.prompt_id = job.comfy_prompt_id
+            outcome = await session.attach(job.comfy_prompt_id, deadline=deadline, on_progress=on_progress)
+            if outcome is None:
+                raise PromptLost(f"the ComfyUI on {inst.id} no longer knows prompt {job.comfy_prompt_id}")
+        else:
+            image_name = await session.upload_image(image_path)
+            graph = wf.render(params, image_name, f"comfyfleet/{job.id}")
+            prompt_id = uuid.uuid4().hex
+            # The prompt id is on disk before the prompt exists, so a crash can always find it again.
+            await self._transition(
+                rs, JobState.RUNNING, instance_id=inst.id, comfy_prompt_id=prompt_id, stage="queued on GPU"
+            )
+            rs.prompt_id = prompt_id
+            outcome = await session.run(
+                graph, prompt_id=prompt_id, deadline=deadline, on_progress=on_progress
+            )
+        end = self._mono()
+        gpu_s = end - (rs.first_sample_at or t0)
+        rs.prompt_id = None  # done: nothing left to cancel on the GPU
+        return outcome, gpu_s
+
+    def _should_stop_gpu(self, rs: _RunState, exc: BaseException) -> bool:
+        """A shutdown leaves the prompt running for recovery; a cancel, a timeout or a failure stops it."""
+        if isinstance(exc, asyncio.CancelledError):
+            expired = rs.timeout is not None and rs.timeout.expired()
+            return expired or rs.job_id in self.cancel_reasons
+        return True
+
+    async def _stop_gpu_work(self, rs: _RunState) -> None:
+        """Cancel our prompt on ComfyUI (pending or running) so a cancel or a timeout frees the GPU."""
+        if rs.session is None or rs.prompt_id is None:
+            return
+        try:
+            await asyncio.shield(asyncio.wait_for(rs.session.cancel(rs.prompt_id), 15))
+        except Exception as exc:
+            log.warning("job %s: could not cancel prompt %s: %s", rs.job_id, rs.prompt_id, redact(str(exc)))
+
+    # --- bookkeeping -------------------------------------------------------------------------------
+    @staticmethod
+    def _result(
+        params: Any, *, video_url, last_frame_url, size, cached, simulated, timings, cost, instance_id
+    ):
+        return {
+            "video_url": video_url,
+            "last_frame_url": last_frame_url,
+            "seed": params.seed,
+            "num_frames": params.num_frames,
+            "fps": params.fps,
+            "width": params.width,
+            "height": params.height,
+            "resolution": f"{params.width}x{params.height}",
+            "video_size_bytes": size,
+            "cached": cached,
+            "simulated": simulated,
+            "timings": timings,
+            "cost_usd": cost,
+            "instance_id": instance_id,
+        }
+
+    async def _transition(self, rs: _RunState, target: JobState, **fields: Any) -> Job:
+        job = await self.repo.transition(rs.job_id, target, **fields)
+        rs.state, rs.stage = job.state, job.stage or job.state
+        lo, _hi = _BANDS.get(job.state, (1.0, 1.0))
+        rs.progress = max(rs.progress, lo) if target is not JobState.QUEUED else 0.0
+        rs.detail = {}
+        self._publish(rs)
+        if job.cancel_requested and target not in (JobState.CANCELLED, JobState.FAILED, JobState.SUCCEEDED):
+            self.cancel_reasons.setdefault(rs.job_id, "cancelled by the user")
+            raise asyncio.CancelledError()
+        return job
+
+    async def _end(
+        self, rs: _RunState, target: JobState, *, error: BaseException | None = None, **fields
+    ) -> Job:
+        if error is not None:
+            kind, message = classify(error)
+            fields.update(error_kind=kind, error_message=message)
+            log.info("job %s %s: %s", rs.job_id, target.value, message)
+        try:
+            job = await asyncio.shield(self.repo.transition(rs.job_id, target, **fields))
+        except IllegalTransition:  # ended elsewhere (cancel, cleanup): the first end wins
+            job = await self.repo.require(rs.job_id)
+        rs.state, rs.stage = job.state, job.stage or job.state
+        rs.progress = job.progress or rs.progress
+        self.events.publish(rs.job_id, {"event": "end", **job.to_public()})
+        if self.on_finished is not None:
+            try:
+                await self.on_finished(job)
+            except Exception as exc:  # webhooks/metrics must never undo a finished job
+                log.warning("job %s: completion hook failed: %s", rs.job_id, redact(str(exc)))
+        return job
+
+    def _progress(self, rs: _RunState, p: Progress) -> None:
+        rs.stage = p.stage
+        rs.detail = dict(p.detail)
+        if p.fraction is not None:
+            lo, hi = _BANDS.get(rs.state, (rs.progress, rs.progress))
+            rs.progress = max(rs.progress, lo + (hi - lo) * min(1.0, max(0.0, p.fraction)))
+        self._publish(rs, fraction=p.fraction)
+        now = self._mono()
+        if now - rs.last_write >= self.config.progress_write_interval_s and (
+            rs.write_task is None or rs.write_task.done()
+        ):
+            rs.last_write = now
+            rs.write_task = asyncio.get_running_loop().create_task(
+                self.repo.update(rs.job_id, progress=rs.progress, stage=rs.stage[:64])
+            )
+
+    def _publish(self, rs: _RunState, fraction: float | None = None) -> None:
+        self.events.publish(
+            rs.job_id,
+            {
+                "event": "progress",
+                "job_id": rs.job_id,
+                "state": rs.state,
+                "stage": rs.stage,
+                "progress": round(rs.progress, 4),
+                "stage_progress": fraction,
+                "detail": rs.detail,
+            },
+        )

@@ -1,0 +1,235 @@
+"""The running control plane as one object: what the HTTP app, the CLI and the tests hold.
+
+`assemble` composes the jobs room's parts from collaborators (provider, preparer, ComfyUI connector,
+store, workflow loader). `app.jobs.wiring.build_services` passes the real ones; tests pass fakes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
+
+from app.api.images import ImageIntake, InputImage
+from app.cleanup import Cleaner
+from app.config import Settings
+from app.jobs.cache import cache_key
+from app.jobs.events import EventHub
+from app.jobs.manager import JobManager
+from app.jobs.metrics import Metrics
+from app.jobs.models import Job
+from app.jobs.ports import ComfyConnector, InstancePreparer, Ledger
+from app.jobs.repo import JobRepo
+from app.jobs.runner import JobRunner, RunnerConfig
+from app.jobs.webhooks import WebhookSender
+from app.pool.provider import CreateRequest, Provider
+from app.pool.scheduler import Pool
+from app.redact import register_secret
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Services:
+    settings: Settings
+    sessionmaker: async_sessionmaker
+    repo: JobRepo
+    events: EventHub
+    provider: Provider
+    ledger: Ledger | None
+    pool: Pool
+    store: Any
+    workflows: Callable[[str], Any]
+    runner: JobRunner
+    manager: JobManager
+    webhooks: WebhookSender
+    cleaner: Cleaner
+    intake: ImageIntake
+    metrics: Metrics
+    engine: AsyncEngine | None = None
+    routers: list[Any] = field(default_factory=list)  # extra FastAPI routers (the local store's /files)
+    closers: list[Callable[[], Awaitable[None]]] = field(default_factory=list)  # e.g. the simulated world
+    run_cleanup_loop: bool = True
+    started: bool = False
+    _cleanup_task: asyncio.Task | None = None
+
+    async def start(self) -> None:
+        if self.started:
+            return
+        await self.pool.start()
+        await self.webhooks.start()
+        await self.manager.start()
+        if self.run_cleanup_loop and self.settings.cleanup_interval_s > 0:
+            self._cleanup_task = asyncio.get_running_loop().create_task(
+                self.cleaner.run_forever(self.settings.cleanup_interval_s), name="cleanup"
+            )
+        self.started = True
+
+    async def stop(self) -> None:
+        if self._cleanup_task is not None:
+            self._cleanup_task.cancel()
+            with contextlib.suppress(BaseException):
+                await self._cleanup_task
+        await self.manager.stop()
+        await self.webhooks.stop()
+        await self.pool.stop()
+        for close in reversed(self.closers):
+            try:
+                await close()
+            except Exception as exc:
+                log.warning("shutdown step failed: %s", exc)
+        if self.engine is not None:
+            await self.engine.dispose()
+        self.started = False
+
+    async def submit(
+        self,
+        raw: dict[str, Any],
+        image: InputImage,
+        *,
+        workflow: str | None = None,
+        webhook_url: str | None = None,
+        local_copy: Path | None = None,
+    ) -> Job:
+        """Validate parameters against the workflow and create the job. Raises ValidationError (no job)."""
+        name = workflow or self.settings.default_workflow
+        try:
+            wf = self.workflows(name)
+            params = wf.validate(raw, (image.width, image.height))
+            params = params.with_resolved_seed(random.SystemRandom()) if params.seed == -1 else params
+        except BaseException:
+            image.discard()
+            raise
+        if webhook_url is not None:
+            await self.intake.guard(webhook_url)
+        resolved_raw = {**raw, "seed": params.seed, "width": params.width, "height": params.height}
+        path = image.commit(self.intake.inputs_dir)
+        key = cache_key(wf.name, wf.graph_sha256, params.normalized(), image.sha256)
+        request = {
+            "raw_params": resolved_raw,
+            "params": params.normalized(),
+            "seed_requested": raw.get("seed", -1),
+            "image_sha256": image.sha256,
+            "image_path": str(path),
+            "image_size": [image.width, image.height],
+        }
+        return await self.manager.submit(
+            workflow=wf.name, request=request, cache_key=key, webhook_url=webhook_url, local_copy=local_copy
+        )
+
+
+def create_request_factory(settings: Settings) -> Callable[[Any], CreateRequest]:
+    def make(workflow: Any) -> CreateRequest:
+        disk_gb = (getattr(workflow, "disk_bytes", 0) or 0) / 1e9 + settings.vast_disk_headroom_gb
+        return CreateRequest(
+            workflow=workflow.name, disk_gb=round(disk_gb, 1), min_gpu_ram_gb=settings.vast_min_gpu_ram_gb
+        )
+
+    return make
+
+
+def assemble(
+    settings: Settings,
+    *,
+    sessionmaker: async_sessionmaker,
+    provider: Provider,
+    preparer: InstancePreparer,
+    comfy: ComfyConnector,
+    store: Any,
+    workflows: Callable[[str], Any],
+    ledger: Ledger | None = None,
+    engine: AsyncEngine | None = None,
+    intake: ImageIntake | None = None,
+    webhook_client: Any = None,
+    webhook_backoff_s: tuple[float, ...] | None = None,
+    slots_per_instance: int = 2,
+) -> Services:
+    for secret in settings.secret_values():
+        register_secret(secret)
+    data = settings.data_dir
+    tmp_dir = data / "tmp"
+    inputs_dir = data / "inputs"
+    tmp_dir.mkdir(parents=True, exist_ok=True)
+    inputs_dir.mkdir(parents=True, exist_ok=True)
+    repo = JobRepo(sessionmaker)
+    events = EventHub()
+    metrics = Metrics()
+    pool = Pool(
+        provider,
+        preparer,
+        create_request=create_request_factory(settings),
+        ledger=ledger,
+        max_instances=settings.pool_max_instances,
+        spend_cap_usd=settings.spend_cap_usd,
+        max_price_per_hour=settings.vast_max_price_per_hour,
+        idle_ttl_s=settings.idle_ttl_s,
+        ready_timeout_s=settings.instance_ready_timeout_s,
+        slots_per_instance=slots_per_instance,
+    )
+    intake = intake or ImageIntake(
+        inputs_dir,
+        max_bytes=settings.max_image_bytes,
+        max_pixels=settings.max_image_pixels,
+        allow_loopback=getattr(settings, "allow_loopback_urls", False),
+    )
+    webhooks = WebhookSender(
+        repo,
+        secret=settings.webhook_secret.get_secret_value() if settings.webhook_secret else None,
+        client=webhook_client,
+        url_guard=intake.guard,
+        on_result=lambda outcome: metrics.webhooks.labels(outcome).inc(),
+        **({"backoff_s": webhook_backoff_s} if webhook_backoff_s else {}),
+    )
+
+    async def on_finished(job: Job) -> None:
+        metrics.job_finished(job)
+        await webhooks.enqueue(job)
+
+    runner = JobRunner(
+        repo,
+        pool,
+        comfy,
+        store,
+        workflows,
+        events,
+        RunnerConfig(tmp_dir=tmp_dir, simulated=settings.simulated, job_timeout_s=settings.job_timeout_s),
+        on_finished=on_finished,
+    )
+    manager = JobManager(repo, runner, events)
+    cleaner = Cleaner(
+        repo,
+        provider,
+        ledger,
+        pool=pool,
+        manager=manager,
+        idle_ttl_s=settings.idle_ttl_s,
+        instance_deadline_s=settings.instance_ready_timeout_s + settings.provision_timeout_s,
+        job_timeout_s=settings.job_timeout_s,
+        tmp_dirs=(tmp_dir, inputs_dir / ".staging"),
+        on_action=lambda a: metrics.cleanup.labels(a.kind).inc(),
+    )
+    return Services(
+        settings=settings,
+        sessionmaker=sessionmaker,
+        repo=repo,
+        events=events,
+        provider=provider,
+        ledger=ledger,
+        pool=pool,
+        store=store,
+        workflows=workflows,
+        runner=runner,
+        manager=manager,
+        webhooks=webhooks,
+        cleaner=cleaner,
+        intake=intake,
+        metrics=metrics,
+        engine=engine,
+    )

@@ -1,0 +1,210 @@
+"""Signed completion webhooks (Standard Webhooks), delivered by their own task with retries.
+
+Delivery state lives on the job row (status, attempts, next attempt time), so a restart continues where the
+last process stopped. A receiver that hangs or fails costs one bounded HTTP attempt per backoff step and
+can never block a job runner or crash the service.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import hashlib
+import hmac
+import json
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from typing import Any
+
+import httpx
+
+from app.jobs.models import Job
+from app.jobs.repo import JobRepo
+from app.redact import redact
+
+log = logging.getLogger(__name__)
+
+DEFAULT_BACKOFF_S = (2.0, 10.0, 30.0, 120.0, 600.0, 1800.0, 3600.0)
+
+
+def secret_bytes(secret: str) -> bytes:
+    """Standard Webhooks secrets look like `whsec_<base64>`; anything else is used as raw bytes."""
+    if secret.startswith("whsec_"):
+        return base64.b64decode(secret[len("whsec_") :])
+    return secret.encode()
+
+
+def sign(secret: str, msg_id: str, timestamp: int, body: bytes) -> str:
+    signed = f"{msg_id}.{timestamp}.".encode() + body
+    digest = hmac.new(secret_bytes(secret), signed, hashlib.sha256).digest()
+    return "v1," + base64.b64encode(digest).decode()
+
+
+def verify(secret: str, headers: dict[str, str], body: bytes, *, tolerance_s: float = 300.0) -> bool:
+    """What a receiver does: recompute the signature and check the timestamp is recent."""
+    h = {k.lower(): v for k, v in headers.items()}
+    try:
+        ts = int(h["webhook-timestamp"])
+        expected = sign(secret, h["webhook-id"], ts, body)
+    except (KeyError, ValueError):
+        return False
+    if abs(time.time() - ts) > tolerance_s:
+        return False
+    return any(hmac.compare_digest(expected, s) for s in h.get("webhook-signature", "").split())
+
+
+def payload(job: Job) -> dict[str, Any]:
+    return {
+        "type": f"job.{job.state}",
+        "timestamp": datetime.fromtimestamp(job.finished_at or time.time(), UTC).isoformat(),
+        "data": job.to_public(),
+    }
+
+
+class WebhookSender:
+    def __init__(
+        self,
+        repo: JobRepo,
+        *,
+        secret: str | None,
+        client: httpx.AsyncClient | None = None,
+        url_guard: Callable[[str], Awaitable[None]] | None = None,
+        backoff_s: tuple[float, ...] = DEFAULT_BACKOFF_S,
+        max_attempts: int = 8,
+        timeout_s: float = 10.0,
+        poll_interval_s: float = 1.0,
+        concurrency: int = 8,
+        on_result: Callable[[str], None] | None = None,
+    ) -> None:
+        self.repo = repo
+        self.secret = secret
+        self._client = client
+        self._own_client = client is None
+        self.url_guard = url_guard
+        self.backoff_s = backoff_s
+        self.max_attempts = max_attempts
+        self.timeout_s = timeout_s
+        self.poll_interval_s = poll_interval_s
+        self._sem = asyncio.Semaphore(concurrency)
+        self._inflight: dict[str, asyncio.Task] = {}
+        self._wake = asyncio.Event()
+        self._loop_task: asyncio.Task | None = None
+        self.on_result = on_result
+        if secret is None:
+            log.warning("WEBHOOK_SECRET is not set: webhooks are sent unsigned")
+
+    async def start(self) -> None:
+        if self._client is None:
+            self._client = httpx.AsyncClient(timeout=self.timeout_s, follow_redirects=False)
+        self._loop_task = asyncio.get_running_loop().create_task(self._loop(), name="webhooks")
+
+    async def stop(self) -> None:
+        tasks = [t for t in (self._loop_task, *self._inflight.values()) if t is not None]
+        for t in tasks:
+            t.cancel()
+        for t in tasks:
+            with contextlib.suppress(BaseException):
+                await t
+        if self._own_client and self._client is not None:
+            await self._client.aclose()
+            self._client = None
+
+    async def enqueue(self, job: Job) -> None:
+        """Called when a job ends: mark its webhook due now (persisted) and wake the sender."""
+        if not job.webhook_url:
+            return
+        await self.repo.set_fields(job.id, webhook_status="pending", webhook_next_at=time.time())
+        self._wake.set()
+
+    async def _loop(self) -> None:
+        while True:
+            try:
+                for job in await self.repo.webhooks_due(time.time()):
+                    if job.id not in self._inflight:
+                        task = asyncio.get_running_loop().create_task(self._deliver_guarded(job))
+                        self._inflight[job.id] = task
+                        task.add_done_callback(lambda _t, jid=job.id: self._inflight.pop(jid, None))
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # a database hiccup must not end webhook delivery for good
+                log.warning("webhooks: scan failed: %s", redact(str(exc)))
+            self._wake.clear()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self.poll_interval_s):
+                    await self._wake.wait()
+
+    async def _deliver_guarded(self, job: Job) -> None:
+        async with self._sem:
+            try:
+                await self.deliver(job)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("webhook for %s: unexpected error: %s", job.id, redact(str(exc)))
+
+    async def deliver(self, job: Job) -> bool:
+        """One attempt. Success -> delivered; failure -> next attempt scheduled, or failed for good."""
+        assert self._client is not None, "start() first"
+        body = json.dumps(payload(job), separators=(",", ":"), sort_keys=True).encode()
+        msg_id = f"msg_{job.id}_{job.state}"  # the same on every retry, so receivers can deduplicate
+        ts = int(time.time())
+        headers = {
+            "content-type": "application/json",
+            "webhook-id": msg_id,
+            "webhook-timestamp": str(ts),
+            "user-agent": "comfyfleet-webhooks",
+        }
+        if self.secret:
+            headers["webhook-signature"] = sign(self.secret, msg_id, ts, body)
+        attempts = (job.webhook_attempts or 0) + 1
+        error: str | None = None
+        try:
+            if self.url_guard is not None:
+                await self.url_guard(job.webhook_url or "")
+            async with asyncio.timeout(self.timeout_s):
+                resp = await self._client.post(job.webhook_url or "", content=body, headers=headers)
+            if 200 <= resp.status_code < 300:
+                await self.repo.set_fields(
+                    job.id,
+                    webhook_status="delivered",
+                    webhook_attempts=attempts,
+                    webhook_next_at=None,
+                    webhook_last_error=None,
+                )
+                log.info("webhook for %s delivered (attempt %d)", job.id, attempts)
+                self._report("delivered")
+                return True
+            error = f"receiver answered HTTP {resp.status_code}"
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            error = redact(str(exc)) or type(exc).__name__
+        if attempts >= self.max_attempts:
+            await self.repo.set_fields(
+                job.id,
+                webhook_status="failed",
+                webhook_attempts=attempts,
+                webhook_next_at=None,
+                webhook_last_error=error,
+            )
+            log.warning("webhook for %s failed for good after %d attempts: %s", job.id, attempts, error)
+            self._report("failed")
+        else:
+            delay = self.backoff_s[min(attempts - 1, len(self.backoff_s) - 1)]
+            await self.repo.set_fields(
+                job.id,
+                webhook_attempts=attempts,
+                webhook_next_at=time.time() + delay,
+                webhook_last_error=error,
+            )
+            log.info("webhook for %s: attempt %d failed (%s); next in %.0f s", job.id, attempts, error, delay)
+            self._report("retry")
+        return False
+
+    def _report(self, outcome: str) -> None:
+        if self.on_result is not None:
+            with contextlib.suppress(Exception):
+                self.on_result(outcome)

@@ -1,0 +1,385 @@
+"""Leasing instances to jobs: reuse first, queue one job ahead per GPU, rent only within limits.
+
+Each instance takes `slots_per_instance` leases (default 2): one job whose prompt runs and one whose prompt
+already waits in that ComfyUI's queue, so the GPU starts the next job the moment the current one ends. Jobs
+that find no slot wait in FIFO order. A rental starts when jobs wait (or sit queued ahead) beyond the
+rentals already in flight, and only while the pool is below `max_instances` and the projected spend of
+everything alive (plus the cheapest life a new instance can have) stays under the spend cap.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from app.jobs.errors import InstanceGone, NoCapacity, RentFailed, SpendCapReached
+from app.jobs.ports import ComfyTarget, InstancePreparer, Ledger, ProgressFn
+from app.pool.provider import CreateRequest, Instance, InstanceState, Provider
+from app.redact import redact
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class PoolMember:
+    instance: Instance
+    leases: int = 0
+    prepared: dict[str, ComfyTarget] = field(default_factory=dict)  # workflow name -> target
+    prep_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    retiring: bool = False
+    jobs_served: int = 0
+
+    @property
+    def id(self) -> str:
+        return self.instance.id
+
+
+@dataclass
+class _Waiter:
+    job_id: str
+    workflow: Any
+    instance_id: str | None
+    future: asyncio.Future
+    on_wait: Callable[[str], None] | None
+
+
+class Lease:
+    """A job's right to use one instance slot until `release()`."""
+
+    def __init__(self, pool: Pool, member: PoolMember, job_id: str) -> None:
+        self._pool, self.member, self.job_id = pool, member, job_id
+        self.acquired_at = pool._clock()
+        self.provision_s = 0.0  # this job's share of preparation time (for its cost)
+        self._released = False
+        self._bad: str | None = None
+
+    @property
+    def instance(self) -> Instance:
+        return self.member.instance
+
+    async def ensure_ready(self, workflow: Any, on_progress: ProgressFn) -> ComfyTarget:
+        """Make the instance able to run `workflow` (once per instance and workflow; waits for a
+        concurrent preparation instead of repeating it)."""
+        member = self.member
+        name = workflow.name
+        if name in member.prepared:
+            return member.prepared[name]
+        t0 = self._pool._mono()
+        async with member.prep_lock:
+            if name not in member.prepared:
+                member.instance.state = InstanceState.PROVISIONING
+                target = await self._pool._preparer.prepare(member.instance, workflow, on_progress)
+                member.prepared[name] = target
+                member.instance.state = InstanceState.READY
+                if member.instance.ready_at is None:
+                    member.instance.ready_at = self._pool._clock()
+                await self._pool._persist(member.instance)
+        self.provision_s = self._pool._mono() - t0
+        return member.prepared[name]
+
+    def needs_preparation(self, workflow: Any) -> bool:
+        return workflow.name not in self.member.prepared
+
+    def mark_bad(self, reason: str) -> None:
+        """The instance misbehaved (lost, broken GPU): retire it when this lease is released."""
+        self._bad = reason
+
+    async def release(self) -> None:
+        if self._released:
+            return
+        self._released = True
+        await self._pool._release(self, self._bad)
+
+
+class Pool:
+    def __init__(
+        self,
+        provider: Provider,
+        preparer: InstancePreparer,
+        *,
+        create_request: Callable[[Any], CreateRequest],
+        ledger: Ledger | None = None,
+        max_instances: int = 2,
+        spend_cap_usd: float = 20.0,
+        max_price_per_hour: float = 1.0,
+        idle_ttl_s: float = 600.0,
+        ready_timeout_s: float = 1800.0,
+        slots_per_instance: int = 2,
+        max_rent_failures: int = 2,
+        clock: Callable[[], float] = time.time,
+        mono: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._provider = provider
+        self._preparer = preparer
+        self._create_request = create_request
+        self._ledger = ledger
+        self.max_instances = max_instances
+        self.spend_cap_usd = spend_cap_usd
+        self.max_price_per_hour = max_price_per_hour
+        self.idle_ttl_s = idle_ttl_s
+        self.ready_timeout_s = ready_timeout_s
+        self.slots = max(1, slots_per_instance)
+        self.max_rent_failures = max_rent_failures
+        self._clock, self._mono = clock, mono
+        self.members: dict[str, PoolMember] = {}
+        self._waiters: list[_Waiter] = []
+        self._rentals: set[asyncio.Task] = set()
+        self._rent_failures = 0
+        self.rents_started = 0
+        self._closed = False
+
+    # --- lifecycle ---------------------------------------------------------------------------------
+    async def start(self) -> None:
+        """Adopt the provider's live, usable instances (reuse across restarts; static endpoints)."""
+        for inst in await self._provider.list():
+            if (
+                inst.state in (InstanceState.READY, InstanceState.PROVISIONING)
+                and inst.id not in self.members
+            ):
+                self.members[inst.id] = PoolMember(inst)
+                log.info(
+                    "pool: adopted instance %s (%s, $%.3f/h)", inst.id, inst.provider, inst.price_per_hour
+                )
+        self._dispatch()
+
+    async def stop(self) -> None:
+        """Stop renting and close connections. Instances stay alive (reused after a restart, or reaped)."""
+        self._closed = True
+        for t in list(self._rentals):
+            t.cancel()
+        for t in list(self._rentals):
+            with contextlib.suppress(BaseException):
+                await t
+        for w in self._waiters:
+            if not w.future.done():
+                w.future.set_exception(NoCapacity("the service is shutting down"))
+        self._waiters.clear()
+        for m in list(self.members.values()):
+            with contextlib.suppress(Exception):
+                await self._preparer.release(m.instance)
+
+    # --- leasing -----------------------------------------------------------------------------------
+    async def lease(
+        self,
+        job_id: str,
+        workflow: Any,
+        *,
+        instance_id: str | None = None,
+        on_wait: Callable[[str], None] | None = None,
+    ) -> Lease:
+        """Wait for a slot (FIFO). With `instance_id`, only that instance will do (re-attaching a job)."""
+        if instance_id is not None and instance_id not in self.members:
+            raise InstanceGone(f"instance {instance_id} is no longer in the pool")
+        fut: asyncio.Future = asyncio.get_running_loop().create_future()
+        waiter = _Waiter(job_id, workflow, instance_id, fut, on_wait)
+        self._waiters.append(waiter)
+        self._dispatch()
+        try:
+            return await fut
+        except asyncio.CancelledError:
+            if waiter in self._waiters:
+                self._waiters.remove(waiter)
+            if fut.done() and not fut.cancelled() and fut.exception() is None:
+                await fut.result().release()  # granted in the same tick as the cancel
+            raise
+
+    def waiting(self) -> int:
+        return len(self._waiters)
+
+    def _free_member(self, w: _Waiter) -> PoolMember | None:
+        best: PoolMember | None = None
+        for m in self.members.values():
+            if m.retiring or m.leases >= self.slots:
+                continue
+            if w.instance_id is not None and m.id != w.instance_id:
+                continue
+            key = (m.leases, 0 if w.workflow.name in m.prepared else 1)
+            if best is None or key < (best.leases, 0 if w.workflow.name in best.prepared else 1):
+                best = m
+        return best
+
+    def _dispatch(self) -> None:
+        """Grant slots to waiters in order, then decide whether to rent."""
+        for w in list(self._waiters):
+            if w.future.done():
+                self._waiters.remove(w)
+                continue
+            m = self._free_member(w)
+            if m is None:
+                if w.instance_id is not None and w.instance_id not in self.members:
+                    self._waiters.remove(w)
+                    w.future.set_exception(InstanceGone(f"instance {w.instance_id} left the pool"))
+                continue
+            self._waiters.remove(w)
+            m.leases += 1
+            m.jobs_served += 1
+            m.instance.last_used_at = self._clock()
+            w.future.set_result(Lease(self, m, w.job_id))
+        self._maybe_rent()
+
+    def _demand(self) -> int:
+        """Jobs that would start sooner on another GPU: waiting ones plus those queued ahead."""
+        queued_ahead = sum(max(0, m.leases - 1) for m in self.members.values())
+        return len([w for w in self._waiters if w.instance_id is None]) + queued_ahead
+
+    def live_count(self) -> int:
+        return len(self.members) + len(self._rentals)
+
+    def projected_spend(self) -> float:
+        """Money already spent by live instances plus what each costs until the idle reaper can take it."""
+        now = self._clock()
+        ttl_h = self.idle_ttl_s / 3600.0
+        return (
+            sum(m.instance.spent_usd(now) + m.instance.price_per_hour * ttl_h for m in self.members.values())
+            + len(self._rentals) * self.max_price_per_hour * ttl_h
+        )
+
+    def _new_instance_floor(self) -> float:
+        return self.max_price_per_hour * self.idle_ttl_s / 3600.0
+
+    def _maybe_rent(self) -> None:
+        if self._closed:
+            return
+        plain = [w for w in self._waiters if w.instance_id is None]
+        if not plain and self._demand() == 0:
+            return
+        while self._demand() > len(self._rentals):
+            reason = self._cannot_rent_reason()
+            if reason is not None:
+                if not self.members and not self._rentals:
+                    err = reason
+                    for w in plain:
+                        self._waiters.remove(w)
+                        if not w.future.done():
+                            w.future.set_exception(err)
+                return
+            workflow = plain[0] if plain else next(iter(self._waiters), None)
+            wf = workflow.workflow if workflow else None
+            if wf is None:
+                return
+            task = asyncio.get_running_loop().create_task(self._rent(wf))
+            self._rentals.add(task)
+            task.add_done_callback(self._rentals.discard)
+            self.rents_started += 1
+            for w in plain:
+                if w.on_wait:
+                    with contextlib.suppress(Exception):
+                        w.on_wait("renting")
+
+    def _cannot_rent_reason(self) -> Exception | None:
+        if not self._provider.can_create:
+            return NoCapacity(
+                "no usable instance: the configured static endpoints are all unavailable and this provider "
+                "cannot rent new ones; check STATIC_ENDPOINTS"
+            )
+        if self.live_count() >= self.max_instances:
+            return NoCapacity(f"the pool is at its maximum of {self.max_instances} instances")
+        if self.projected_spend() + self._new_instance_floor() > self.spend_cap_usd:
+            return SpendCapReached(
+                f"renting another instance would exceed the spend cap of ${self.spend_cap_usd:.2f} "
+                f"(live instances are projected at ${self.projected_spend():.2f}); raise SPEND_CAP_USD or wait"
+            )
+        return None
+
+    async def _rent(self, workflow: Any) -> None:
+        inst: Instance | None = None
+        try:
+            request = self._create_request(workflow)
+            inst = await self._provider.create(request)
+            log.info("pool: rented %s (%s) at $%.3f/h", inst.id, inst.label, inst.price_per_hour)
+            inst = await self._provider.wait_ready(inst, self._mono() + self.ready_timeout_s)
+            if inst.state not in (InstanceState.READY, InstanceState.PROVISIONING):
+                inst.state = InstanceState.PROVISIONING
+            self._rent_failures = 0
+            self.members[inst.id] = PoolMember(inst)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # any rental failure must reach the waiting jobs, never vanish
+            self._rent_failures += 1
+            msg = redact(str(exc)) or type(exc).__name__
+            log.warning("pool: renting failed (%d in a row): %s", self._rent_failures, msg)
+            if inst is not None:
+                with contextlib.suppress(Exception):
+                    await self._provider.destroy(inst)
+            if self._rent_failures >= self.max_rent_failures:
+                err = RentFailed(f"could not rent a working instance ({self._rent_failures} attempts): {msg}")
+                for w in [w for w in self._waiters if w.instance_id is None]:
+                    self._waiters.remove(w)
+                    if not w.future.done():
+                        w.future.set_exception(err)
+                self._rent_failures = 0
+        finally:
+            task = asyncio.current_task()
+            if task is not None:
+                self._rentals.discard(task)
+            if not self._closed:
+                self._dispatch()
+
+    async def _release(self, lease: Lease, bad: str | None) -> None:
+        m = lease.member
+        m.leases = max(0, m.leases - 1)
+        m.instance.last_used_at = self._clock()
+        if bad is not None:
+            log.warning("pool: retiring instance %s: %s", m.id, bad)
+            await self.retire(m.id, reason=bad, force=True)
+        else:
+            await self._persist(m.instance)
+        self._dispatch()
+
+    async def _persist(self, inst: Instance) -> None:
+        if self._ledger is not None:
+            try:
+                await self._ledger.update(inst)
+            except Exception as exc:  # bookkeeping must not fail a job
+                log.warning("pool: ledger update for %s failed: %s", inst.id, redact(str(exc)))
+
+    # --- retirement (the cleanup calls these) -------------------------------------------------------
+    def idle_members(self, idle_ttl_s: float | None = None) -> list[PoolMember]:
+        ttl = self.idle_ttl_s if idle_ttl_s is None else idle_ttl_s
+        now = self._clock()
+        out = []
+        for m in self.members.values():
+            last = m.instance.last_used_at or m.instance.ready_at or m.instance.created_at
+            if m.leases == 0 and not m.retiring and now - last > ttl:
+                out.append(m)
+        return out
+
+    async def retire(self, instance_id: str, *, reason: str, force: bool = False) -> bool:
+        """Take an instance out of the pool and destroy it (static endpoints are only dropped from use
+        when bad, never destroyed). Refuses while a job holds it, unless `force`."""
+        m = self.members.get(instance_id)
+        if m is None or (m.leases > 0 and not force):
+            return False
+        m.retiring = True
+        self.members.pop(instance_id, None)
+        with contextlib.suppress(Exception):
+            await self._preparer.release(m.instance)
+        if self._provider.can_create:
+            m.instance.state = InstanceState.DESTROYING
+            await self._provider.destroy(m.instance)
+            m.instance.state = InstanceState.DESTROYED
+            m.instance.destroyed_at = self._clock()
+        log.info("pool: retired %s: %s", instance_id, reason)
+        self._dispatch()
+        return True
+
+    def snapshot(self) -> dict[str, Any]:
+        by_state: dict[str, int] = {}
+        for m in self.members.values():
+            by_state[m.instance.state.value] = by_state.get(m.instance.state.value, 0) + 1
+        if self._rentals:
+            by_state["creating"] = by_state.get("creating", 0) + len(self._rentals)
+        now = self._clock()
+        return {
+            "instances": by_state,
+            "leases": sum(m.leases for m in self.members.values()),
+            "waiting": len(self._waiters),
+            "rentals_in_flight": len(self._rentals),
+            "spent_usd": sum(m.instance.spent_usd(now) for m in self.members.values()),
+            "projected_spend_usd": self.projected_spend(),
+        }

@@ -1,0 +1,70 @@
+import pytest
+
+from app.jobs.models import ALLOWED_TRANSITIONS, TERMINAL_STATES, IllegalTransition, JobState
+from app.jobs.repo import JobRepo
+from app.db import make_sessionmaker
+from tests.jobs.harness import create_tables
+
+
+@pytest.fixture
+async def repo(tmp_path):
+    engine = await create_tables(f"sqlite+aiosqlite:///{tmp_path / 'j.db'}")
+    yield JobRepo(make_sessionmaker(engine))
+    await engine.dispose()
+
+
+def test_every_active_state_can_fail_or_be_cancelled():
+    for state, nxt in ALLOWED_TRANSITIONS.items():
+        if state in TERMINAL_STATES:
+            assert not nxt
+        else:
+            assert {JobState.FAILED, JobState.CANCELLED} <= nxt
+
+
+async def test_happy_path_records_timings_per_state(repo):
+    job = await repo.create(workflow="w", request={})
+    for st in ("acquiring", "provisioning", "running", "uploading", "succeeded"):
+        job = await repo.transition(job.id, st)
+    assert job.state == "succeeded" and job.progress == 1.0 and job.finished_at is not None
+    assert set(job.timings) == {"queued", "acquiring", "provisioning", "running", "uploading"}
+
+
+async def test_cache_hit_goes_straight_from_queued_to_succeeded(repo):
+    job = await repo.create(workflow="w", request={})
+    job = await repo.transition(job.id, JobState.SUCCEEDED)
+    assert job.state == "succeeded"
+
+
+async def test_finished_job_cannot_move_again(repo):
+    job = await repo.create(workflow="w", request={})
+    await repo.transition(job.id, JobState.CANCELLED)
+    with pytest.raises(IllegalTransition):
+        await repo.transition(job.id, JobState.RUNNING)
+    with pytest.raises(IllegalTransition):
+        await repo.transition(job.id, JobState.SUCCEEDED)
+
+
+async def test_skipping_a_state_is_illegal(repo):
+    job = await repo.create(workflow="w", request={})
+    with pytest.raises(IllegalTransition):
+        await repo.transition(job.id, JobState.UPLOADING)
+
+
+async def test_error_message_is_redacted_when_written(repo):
+    from app.redact import register_secret
+
+    register_secret("supersecret-token-123")
+    job = await repo.create(workflow="w", request={})
+    job = await repo.transition(job.id, JobState.FAILED, error_message="auth failed for supersecret-token-123")
+    assert "supersecret" not in job.error_message
+
+
+async def test_queue_position_counts_earlier_waiting_jobs(repo):
+    a = await repo.create(workflow="w", request={})
+    b = await repo.create(workflow="w", request={})
+    c = await repo.create(workflow="w", request={})
+    await repo.transition(a.id, JobState.ACQUIRING)
+    await repo.transition(a.id, JobState.RUNNING)
+    assert await repo.queue_position(await repo.require(a.id)) is None
+    assert await repo.queue_position(b) == 1
+    assert await repo.queue_position(c) == 2
