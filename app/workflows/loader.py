@@ -29,7 +29,7 @@ def _stamp(folder: Path) -> tuple:
     return tuple(out)
 
 
-def _load_dir(root: Path, source: str) -> dict[str, Workflow]:
+def _load_dir(root: Path, source: str, broken: dict[str, WorkflowError] | None) -> dict[str, Workflow]:
     found: dict[str, Workflow] = {}
     for folder in sorted(root.iterdir()):
         if not folder.is_dir() or folder.name.startswith((".", "_")):
@@ -42,33 +42,50 @@ def _load_dir(root: Path, source: str) -> dict[str, Workflow]:
         if cached is not None and cached[0] == stamp:
             wf = cached[1]
         else:
-            wf = load_workflow_dir(folder, source)
+            try:
+                wf = load_workflow_dir(folder, source)
+            except WorkflowError as exc:
+                if broken is None:
+                    raise
+                log.error("%s", exc)
+                broken[folder.name] = exc
+                continue
             _cache[folder] = (stamp, wf)
         found[wf.name] = wf
     return found
 
 
-def load_workflows(settings: Settings) -> dict[str, Workflow]:
-    """Every workflow by name; a broken folder raises `WorkflowError` naming the file and the problem."""
-    workflows = _load_dir(SHIPPED_WORKFLOWS_DIR, "shipped") if SHIPPED_WORKFLOWS_DIR.is_dir() else {}
+def _load_all(settings: Settings, broken: dict[str, WorkflowError] | None) -> dict[str, Workflow]:
+    workflows = _load_dir(SHIPPED_WORKFLOWS_DIR, "shipped", broken) if SHIPPED_WORKFLOWS_DIR.is_dir() else {}
     user_dir = settings.workflows_dir
     if user_dir is not None:
         user_dir = Path(user_dir).expanduser()
         if not user_dir.is_dir():
             raise WorkflowError(f"WORKFLOWS_DIR {user_dir} is not a directory")
         if user_dir.resolve() != SHIPPED_WORKFLOWS_DIR.resolve():
-            for name, wf in _load_dir(user_dir, "user").items():
+            for name, wf in _load_dir(user_dir, "user", broken).items():
                 if name in workflows:
                     log.warning("workflow %s from %s replaces the shipped one", name, wf.path)
                 workflows[name] = wf
     return workflows
 
 
+def load_workflows(settings: Settings) -> dict[str, Workflow]:
+    """Every workflow by name; a broken folder raises `WorkflowError` naming the file and the problem."""
+    return _load_all(settings, None)
+
+
 def get_workflow(name: str, settings: Settings) -> Workflow:
-    """The named workflow; an unknown name is a `ValidationError("workflow", ...)` listing the known ones."""
-    workflows = load_workflows(settings)
-    try:
+    """The named workflow; an unknown name is a `ValidationError("workflow", ...)` listing the known ones.
+
+    A broken folder only fails requests for its own name (with its `WorkflowError`): one bad user
+    workflow must not stop the others from serving.
+    """
+    broken: dict[str, WorkflowError] = {}
+    workflows = _load_all(settings, broken)
+    if isinstance(name, str) and name in workflows:
         return workflows[name]
-    except (KeyError, TypeError):
-        known = ", ".join(sorted(workflows)) or "none"
-        raise ValidationError("workflow", f"unknown workflow {name!r} (available: {known})") from None
+    if isinstance(name, str) and name in broken:
+        raise broken[name]
+    known = ", ".join(sorted(workflows)) or "none"
+    raise ValidationError("workflow", f"unknown workflow {name!r} (available: {known})")

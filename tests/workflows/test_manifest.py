@@ -311,3 +311,11 @@ def test_custom_node_type_not_in_graph(tmp_path):
 
 def test_unknown_top_level_key(tmp_path):
     assert "unknown keys ['colour']" in _load_error(tmp_path, 'colour = "red"\n' + TINY_MANIFEST)
+
+
+def test_broken_user_workflow_does_not_stop_the_others(tmp_path):
+    root = tmp_path / "wf"
+    _write(root, "tiny_scale", TINY_MANIFEST.replace('video = "4"', 'video = "44"'), TINY_GRAPH)
+    assert get_workflow(SHIPPED, _settings(root)).name == SHIPPED
+    with pytest.raises(WorkflowError, match=r"outputs\.video"):
+        get_workflow("tiny_scale", _settings(root))
