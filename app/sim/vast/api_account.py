@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 
 from aiohttp import web
 
-from app.sim.vast.http import error, int_id, json_body
+from app.sim.vast.http import EMU, error, int_id, json_body
 
 if TYPE_CHECKING:
     from app.sim.vast.server import VastEmulator
@@ -16,7 +16,7 @@ USER_ID = 123456
 
 
 async def current_user(request: web.Request) -> web.Response:
-    emu: VastEmulator = request.app["emu"]
+    emu: VastEmulator = request.app[EMU]
     await emu.advance_all()
     emu.bill()
     first_key = emu.account_keys[0]["public_key"] if emu.account_keys else None
@@ -41,7 +41,7 @@ async def current_user(request: web.Request) -> web.Response:
 
 
 async def list_keys(request: web.Request) -> web.Response:
-    emu: VastEmulator = request.app["emu"]
+    emu: VastEmulator = request.app[EMU]
     return web.json_response(
         [
             {**{k: v for k, v in rec.items() if k != "public_key"}, "key": rec["public_key"]}
@@ -51,7 +51,7 @@ async def list_keys(request: web.Request) -> web.Response:
 
 
 async def create_key(request: web.Request) -> web.Response:
-    emu: VastEmulator = request.app["emu"]
+    emu: VastEmulator = request.app[EMU]
     try:
         body = await json_body(request)
     except ValueError:
@@ -67,7 +67,7 @@ async def create_key(request: web.Request) -> web.Response:
 
 
 async def delete_key(request: web.Request) -> web.Response:
-    emu: VastEmulator = request.app["emu"]
+    emu: VastEmulator = request.app[EMU]
     key_id = int_id(request.match_info["id"])
     kept = [k for k in emu.account_keys if k["id"] != key_id]
     if len(kept) == len(emu.account_keys):

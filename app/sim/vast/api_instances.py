@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
-from app.sim.vast.http import error, int_id, json_body, json_param
+from app.sim.vast.http import EMU, error, int_id, json_body, json_param
 from app.sim.vast.instances import STORED_COLUMNS
 from app.sim.vast.search import OPERATORS, SearchError, matches
 
@@ -41,7 +41,7 @@ async def _live(emu: VastEmulator, raw_id: str) -> tuple[int | None, SimInstance
 
 
 async def show(request: web.Request) -> web.Response:
-    emu: VastEmulator = request.app["emu"]
+    emu: VastEmulator = request.app[EMU]
     instance_id, inst = await _live(emu, request.match_info["id"])
     if instance_id is None:
         return error(400, "invalid_args", "invalid instance_id")
@@ -108,7 +108,7 @@ def _parse_order(raw: Any) -> list[tuple[str, bool]]:
 
 
 async def list_v1(request: web.Request) -> web.Response:
-    emu: VastEmulator = request.app["emu"]
+    emu: VastEmulator = request.app[EMU]
     try:
         filters = json_param(request, "select_filters", {})
         order_raw = json_param(request, "order_by", [{"col": "id", "dir": "asc"}])
@@ -201,7 +201,7 @@ async def _apply_manage(emu: VastEmulator, inst: SimInstance, body: dict[str, An
 
 
 async def manage(request: web.Request) -> web.Response:
-    emu: VastEmulator = request.app["emu"]
+    emu: VastEmulator = request.app[EMU]
     instance_id, inst = await _live(emu, request.match_info["id"])
     if instance_id is None:
         return error(400, "invalid_args", "invalid instance_id")
@@ -220,7 +220,7 @@ async def manage(request: web.Request) -> web.Response:
 
 async def manage_bulk(request: web.Request) -> web.Response:
     """`PUT /api/v0/instances/` with `{"ids": [...], "state": ...}`."""
-    emu: VastEmulator = request.app["emu"]
+    emu: VastEmulator = request.app[EMU]
     try:
         body = await json_body(request)
     except ValueError:
@@ -242,7 +242,7 @@ async def manage_bulk(request: web.Request) -> web.Response:
 
 
 async def destroy(request: web.Request) -> web.Response:
-    emu: VastEmulator = request.app["emu"]
+    emu: VastEmulator = request.app[EMU]
     instance_id = int_id(request.match_info["id"])
     if instance_id is None:
         return error(400, "invalid_args", "invalid instance_id")
@@ -254,7 +254,7 @@ async def destroy(request: web.Request) -> web.Response:
 
 async def destroy_bulk(request: web.Request) -> web.Response:
     """`DELETE /api/v0/instances/` with `{"instance_ids": [...]}`."""
-    emu: VastEmulator = request.app["emu"]
+    emu: VastEmulator = request.app[EMU]
     try:
         body = await json_body(request)
     except ValueError:
@@ -281,7 +281,7 @@ async def destroy_bulk(request: web.Request) -> web.Response:
 
 
 async def attach_ssh(request: web.Request) -> web.Response:
-    emu: VastEmulator = request.app["emu"]
+    emu: VastEmulator = request.app[EMU]
     instance_id, inst = await _live(emu, request.match_info["id"])
     if instance_id is None or inst is None:
         return error(404, "no_such_instance", "Instance not found")
@@ -301,7 +301,7 @@ async def attach_ssh(request: web.Request) -> web.Response:
 
 
 async def list_instance_ssh(request: web.Request) -> web.Response:
-    emu: VastEmulator = request.app["emu"]
+    emu: VastEmulator = request.app[EMU]
     instance_id, inst = await _live(emu, request.match_info["id"])
     if instance_id is None or inst is None:
         return error(404, "no_such_instance", "Instance not found")
@@ -310,7 +310,7 @@ async def list_instance_ssh(request: web.Request) -> web.Response:
 
 
 async def detach_ssh(request: web.Request) -> web.Response:
-    emu: VastEmulator = request.app["emu"]
+    emu: VastEmulator = request.app[EMU]
     instance_id, inst = await _live(emu, request.match_info["id"])
     if instance_id is None or inst is None:
         return error(404, "no_such_instance", "Instance not found")
@@ -323,7 +323,7 @@ async def detach_ssh(request: web.Request) -> web.Response:
 
 
 async def request_logs(request: web.Request) -> web.Response:
-    emu: VastEmulator = request.app["emu"]
+    emu: VastEmulator = request.app[EMU]
     instance_id, inst = await _live(emu, request.match_info["id"])
     if instance_id is None or inst is None:
         return error(404, "invalid_id", "Invalid instance id.")
@@ -363,7 +363,7 @@ async def request_logs(request: web.Request) -> web.Response:
 
 async def fetch_logs(request: web.Request) -> web.Response:
     """The `result_url` stand-in for S3: 404 until the 'upload' finished, then the text (no auth)."""
-    emu: VastEmulator = request.app["emu"]
+    emu: VastEmulator = request.app[EMU]
     entry = emu.log_uploads.get(request.match_info["token"])
     if entry is None or time.monotonic() < entry[0]:
         return web.Response(

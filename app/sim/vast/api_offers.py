@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
-from app.sim.vast.http import error, int_id, json_body
+from app.sim.vast.http import EMU, error, int_id, json_body
 from app.sim.vast.instances import SimInstance, normalize_runtype
 from app.sim.vast.market import priced_offer
 from app.sim.vast.search import SearchError, matches, parse_search, sort_offers
@@ -62,7 +62,7 @@ def _search(emu: VastEmulator, body: Any) -> web.Response:
 
 
 async def search_post(request: web.Request) -> web.Response:
-    emu: VastEmulator = request.app["emu"]
+    emu: VastEmulator = request.app[EMU]
     try:
         body = await json_body(request)
     except ValueError:
@@ -72,7 +72,7 @@ async def search_post(request: web.Request) -> web.Response:
 
 async def search_get(request: web.Request) -> web.Response:
     """Legacy `GET /bundles/?q=<json>`."""
-    emu: VastEmulator = request.app["emu"]
+    emu: VastEmulator = request.app[EMU]
     try:
         body = json.loads(request.query.get("q") or "{}")
     except ValueError:
@@ -162,7 +162,7 @@ def _no_such_ask(offer_id: int, cancel_unavail: bool) -> web.Response:
 
 
 async def create(request: web.Request) -> web.StreamResponse:
-    emu: VastEmulator = request.app["emu"]
+    emu: VastEmulator = request.app[EMU]
     offer_id = int_id(request.match_info["id"])
     if offer_id is None:
         return error(
@@ -234,7 +234,7 @@ async def create(request: web.Request) -> web.StreamResponse:
         log.info("sim vast: create of instance %s succeeded but its answer is withheld (fault)", inst.id)
         if emu.faults.create_timeout_mode == "drop":
             if request.transport is not None:
-                request.transport.close()
-            raise ConnectionResetError("simulated: connection dropped after create")
+                request.transport.abort()  # the client sees the connection die with no answer
+            return web.Response(status=504)  # never reaches the client
         await asyncio.sleep(emu.faults.create_timeout_s)
     return web.json_response(answer)

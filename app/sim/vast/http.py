@@ -7,6 +7,9 @@ from typing import Any
 
 from aiohttp import web
 
+# Where handlers find their emulator (typed as Any to avoid an import cycle with server.py).
+EMU: web.AppKey[Any] = web.AppKey("vast_emulator")
+
 
 def error(status: int, code: str | None, msg: str, **extra: Any) -> web.Response:
     """`{"success": false, "error": code, "msg": msg, ...}` with the given HTTP status."""

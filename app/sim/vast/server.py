@@ -21,7 +21,7 @@ from aiohttp import web
 from app.sim.vast import api_account, api_instances, api_offers
 from app.sim.vast.backend import InstanceBackend
 from app.sim.vast.faults import VastFaults
-from app.sim.vast.http import error, json_body, too_frequent
+from app.sim.vast.http import EMU, error, json_body, too_frequent
 from app.sim.vast.instances import SimInstance
 from app.sim.vast.lifecycle import Lifecycle, Timings
 from app.sim.vast.market import default_market
@@ -98,7 +98,7 @@ class VastEmulator:
     # ------------------------------------------------------------------ server
     async def start(self, host: str = "127.0.0.1", port: int = 0) -> str:
         app = web.Application(middlewares=[self._middleware])
-        app["emu"] = self
+        app[EMU] = self
         self._routes(app)
         self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.5, handler_cancellation=True)
         await self._runner.setup()
