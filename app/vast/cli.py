@@ -22,7 +22,7 @@ from app.errors import ComfyfleetError, ValidationError
 from app.pool.provider import CreateRequest, Instance, InstanceState
 from app.redact import redact
 from app.vast.factory import open_provider
-from app.vast.offers import disk_gb_for
+from app.vast.offers import disk_gb_for, explain
 from app.vast.provider import VastProvider, ssh_target_of
 
 DEFAULT_MODEL_BYTES = 26e9  # Wan 2.2 i2v set, when the workflow room cannot tell us
@@ -85,6 +85,12 @@ def _row(inst: Instance, now: float) -> dict[str, Any]:
     }
 
 
+def _console() -> Console:
+    """Rich console; wide when output is not a terminal, so ids and labels are never wrapped."""
+    console = Console()
+    return console if console.is_terminal else Console(width=200)
+
+
 def _echo_json(data: Any) -> None:
     typer.echo(redact(json.dumps(data, indent=2, default=str)))
 
@@ -133,7 +139,7 @@ def list_cmd(as_json: bool = typer.Option(False, "--json", help="Machine-readabl
             f"{r['spent_usd']:.3f}",
             r["ssh"] or "-",
         )
-    console = Console()
+    console = _console()
     console.print(table)
     console.print(
         f"{len(rows)} instance(s), ${sum(r['price_per_hour'] for r in rows):.3f}/h total"
@@ -191,7 +197,9 @@ def offers_cmd(
             f"{r['clip_s']:.0f}",
             f"{r['cost_per_clip_usd']:.4f}",
         )
-    Console().print(table)
+    _console().print(table)
+    if ranked:
+        typer.echo("why: " + explain(ranked))
     if not rows:
         typer.echo("no offer matches; loosen VAST_MAX_PRICE_PER_HOUR, VAST_GPU_NAMES, VAST_REGIONS, ...")
 
