@@ -1,0 +1,117 @@
+"""An in-process SSH server for a simulated instance: real `bash -c` commands in a sandbox directory.
+
+It lets the product's unchanged SSH code (SFTP upload, exec with env and stdin, exit codes, local port
+forwarding) run against a simulated instance. Differences from a real host: commands run as the current
+user with cwd = HOME = the sandbox, SFTP is rooted at the sandbox, and every environment variable the
+client sends is accepted. Child processes run in their own process group and are killed on `stop()`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+from collections.abc import Iterable
+from pathlib import Path
+
+import asyncssh
+
+
+class _Server(asyncssh.SSHServer):
+    def connection_requested(self, dest_host: str, dest_port: int, orig_host: str, orig_port: int) -> bool:
+        return True  # allow `ssh -L` (the control plane tunnels to ComfyUI on the instance's loopback)
+
+
+class SandboxSSHServer:
+    """`SandboxSSHServer(sandbox_dir, authorized_keys)`; `port = await start()`; `host_key_line`; `stop()`."""
+
+    def __init__(
+        self,
+        sandbox_dir: str | Path,
+        authorized_keys: str | Iterable[str],
+        *,
+        host_key: asyncssh.SSHKey | None = None,
+    ) -> None:
+        self.sandbox = Path(sandbox_dir).resolve()
+        self.sandbox.mkdir(parents=True, exist_ok=True)
+        lines = [authorized_keys] if isinstance(authorized_keys, str) else list(authorized_keys)
+        self._authorized = asyncssh.import_authorized_keys("\n".join(lines) + "\n")
+        self._host_key = host_key or asyncssh.generate_private_key("ssh-ed25519")
+        self._server: asyncssh.SSHAcceptor | None = None
+        self._children: set[asyncio.subprocess.Process] = set()
+        self._pgids: set[int] = set()  # every process group we started; descendants may outlive bash
+        self.port: int | None = None
+        self.commands: list[str] = []  # every command run (for tests and the simulated world's logs)
+
+    @property
+    def host_key_line(self) -> str:
+        return " ".join(self._host_key.export_public_key("openssh").decode().split()[:2])
+
+    async def start(self, host: str = "127.0.0.1", port: int = 0) -> int:
+        self._server = await asyncssh.create_server(
+            _Server,
+            host,
+            port,
+            server_host_keys=[self._host_key],
+            authorized_client_keys=self._authorized,
+            process_factory=self._handle,
+            sftp_factory=lambda chan: asyncssh.SFTPServer(chan, chroot=str(self.sandbox).encode()),
+            allow_scp=True,
+            encoding=None,
+            keepalive_interval=30,
+        )
+        self.port = self._server.sockets[0].getsockname()[1]
+        return self.port
+
+    async def _handle(self, process: asyncssh.SSHServerProcess) -> None:
+        command = process.command or "exec bash"
+        self.commands.append(command)
+        env = dict(os.environ)
+        env.update({str(k): str(v) for k, v in (process.env or {}).items()})
+        env["HOME"] = str(self.sandbox)
+        env["PWD"] = str(self.sandbox)
+        try:
+            child = await asyncio.create_subprocess_exec(
+                "bash",
+                "-c",
+                command,
+                cwd=self.sandbox,
+                env=env,
+                stdin=asyncio.subprocess.PIPE,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.PIPE,
+                start_new_session=True,
+            )
+        except OSError as exc:
+            process.stderr.write(f"cannot start bash: {exc}\n".encode())
+            process.exit(127)
+            return
+        self._children.add(child)
+        self._pgids.add(child.pid)
+        try:
+            await process.redirect(stdin=child.stdin, stdout=child.stdout, stderr=child.stderr)
+            rc = await child.wait()
+            with contextlib.suppress(Exception):
+                await process.stdout.drain()
+                await process.stderr.drain()
+            process.exit(rc if rc >= 0 else 128 - rc)
+        except (asyncssh.Error, OSError, BrokenPipeError):
+            pass
+        finally:
+            self._children.discard(child)
+
+    async def stop(self) -> None:
+        for pgid in list(self._pgids):
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(pgid, signal.SIGKILL)
+        self._pgids.clear()
+        for child in list(self._children):
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(child.wait(), timeout=2)
+        self._children.clear()
+        if self._server is not None:
+            self._server.close()
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._server.wait_closed(), timeout=2)
+            self._server = None

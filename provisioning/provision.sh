@@ -1,0 +1,641 @@
+#!/usr/bin/env bash
+# comfyfleet provisioning: make a ComfyUI install ready for a workflow (models + custom nodes).
+#
+# Runs ON the instance (uploaded by the control plane over SFTP). Idempotent: a second run skips
+# everything that is present and verified, at the cost of a few stat() calls.
+#
+# Usage: bash provision.sh PLAN_FILE [--comfy-dir DIR] [--token-stdin]
+#   --token-stdin   read the Hugging Face token from the first line of stdin (never from argv).
+#                   Without it, $HF_TOKEN from the environment is used if set. Either way it is kept in
+#                   an unexported shell variable, handed to curl only through a config read from a pipe
+#                   (`curl -K -`), sent only to the plan's token hosts, and never printed.
+#
+# Plan file: UTF-8 text, one record per line, fields separated by a single TAB, `-` = empty, `#` comments.
+#   set    <key>    <value>
+#   model  <folder> <name> <size> <sha256|-> <url>     size: exact bytes, or ~bytes when approximate
+#   node   <name>   <git_url> <commit>
+# Keys (defaults): comfy_dir (/workspace/ComfyUI), parallel (4), python (auto), pip (1),
+#   restart (-: none), comfy_url (-), restart_timeout (300), min_free (1073741824), token_hosts
+#   (huggingface.co), retries (6 consecutive attempts without progress), backoff (1 s, doubles, max 30),
+#   connect_timeout (20), stall_timeout (60 s below 1 KB/s), progress_interval (1), tool (auto|curl|wget).
+#
+# Output: JSON lines on stdout (events begin, plan, skipped, start, progress, retry, done, error, node_*,
+# restart*, comfy_ready, summary). Diagnostics on stderr. Exit codes:
+#   0 ok, 2 bad plan/usage, 10 not enough disk, 11 download failed, 12 verification failed,
+#   13 needs an HF token, 14 custom node install failed, 15 ComfyUI restart failed, 16 missing tool,
+#   17 another provisioning run holds the lock.
+# A verified model has a sidecar `.<name>.verified` next to it (size, sha256 or size-only, source, mtime).
+
+set -u -o pipefail
+umask 022
+
+E_USAGE=2 E_DISK=10 E_DOWNLOAD=11 E_VERIFY=12 E_TOKEN=13 E_NODE=14 E_RESTART=15 E_TOOL=16 E_LOCKED=17
+
+PLAN="" TOKEN_STDIN=0 COMFY_DIR_ARG=""
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --plan) PLAN=${2:-}; shift 2 ;;
+        --comfy-dir) COMFY_DIR_ARG=${2:-}; shift 2 ;;
+        --token-stdin) TOKEN_STDIN=1; shift ;;
+        -*) echo "unknown option $1" >&2; exit $E_USAGE ;;
+        *) PLAN=$1; shift ;;
+    esac
+done
+
+HF_TOKEN_VAL=""
+if [ "$TOKEN_STDIN" = 1 ]; then
+    IFS= read -r HF_TOKEN_VAL || true
+fi
+if [ -z "$HF_TOKEN_VAL" ] && [ -n "${HF_TOKEN:-}" ]; then
+    HF_TOKEN_VAL=$HF_TOKEN
+fi
+unset HF_TOKEN HUGGING_FACE_HUB_TOKEN
+exec </dev/null
+
+# --- JSON output --------------------------------------------------------------------------------
+# jstr VALUE: sets REPLY to VALUE as a JSON string literal (no subshell).
+jstr() {
+    local s=$1
+    s=${s//\\/\\\\}; s=${s//\"/\\\"}; s=${s//$'\n'/\\n}; s=${s//$'\r'/\\r}; s=${s//$'\t'/\\t}
+    REPLY="\"$s\""
+}
+emit() { printf '%s\n' "$1"; }
+log() { printf '%s\n' "$*" >&2; }
+
+now_us() {
+    if [ -n "${EPOCHREALTIME:-}" ]; then REPLY=${EPOCHREALTIME/[.,]/}; else REPLY=$(( $(date +%s) * 1000000 )); fi
+}
+
+fatal() { # code message
+    jstr "$2"
+    emit "{\"event\":\"error\",\"code\":$1,\"message\":$REPLY}"
+    emit "{\"event\":\"summary\",\"ok\":false,\"exit_code\":$1,\"message\":$REPLY}"
+    exit "$1"
+}
+
+[ -n "$PLAN" ] && [ -r "$PLAN" ] || fatal $E_USAGE "plan file not readable: ${PLAN:-<none>}"
+
+# --- plan ---------------------------------------------------------------------------------------
+COMFY_DIR=/workspace/ComfyUI PARALLEL=4 PY=auto PIP=1 RESTART=- COMFY_URL=- RESTART_TIMEOUT=300
+MIN_FREE=1073741824 TOKEN_HOSTS=huggingface.co RETRIES=6 BACKOFF=1 CONNECT_TIMEOUT=20 STALL_TIMEOUT=60
+PROGRESS_INTERVAL=1 TOOL=auto
+M_FOLDER=() M_NAME=() M_SIZE=() M_EXACT=() M_SHA=() M_URL=()
+N_NAME=() N_URL=() N_COMMIT=()
+
+safe_name() { # a single path component, no traversal, no hidden files
+    case "$1" in ''|.*|*/*|*$'\n'*) return 1 ;; esac
+    return 0
+}
+is_uint() { case "$1" in ''|*[!0-9]*) return 1 ;; esac; return 0; }
+
+lineno=0
+while IFS= read -r line || [ -n "$line" ]; do
+    lineno=$((lineno + 1))
+    line=${line%$'\r'}
+    case "$line" in ''|'#'*) continue ;; esac
+    IFS=$'\t' read -r kind f1 f2 f3 f4 f5 <<<"$line"
+    [ "${f2:-}" = "-" ] && f2=""
+    case "$kind" in
+        set)
+            case "$f1" in
+                comfy_dir) COMFY_DIR=$f2 ;;
+                parallel) PARALLEL=$f2 ;;
+                python) PY=$f2 ;;
+                pip) PIP=$f2 ;;
+                restart) RESTART=${f2:--} ;;
+                comfy_url) COMFY_URL=${f2:--} ;;
+                restart_timeout) RESTART_TIMEOUT=$f2 ;;
+                min_free) MIN_FREE=$f2 ;;
+                token_hosts) TOKEN_HOSTS=$f2 ;;
+                retries) RETRIES=$f2 ;;
+                backoff) BACKOFF=$f2 ;;
+                connect_timeout) CONNECT_TIMEOUT=$f2 ;;
+                stall_timeout) STALL_TIMEOUT=$f2 ;;
+                progress_interval) PROGRESS_INTERVAL=$f2 ;;
+                tool) TOOL=$f2 ;;
+                *) log "plan line $lineno: unknown setting '$f1' ignored" ;;
+            esac
+            ;;
+        model)
+            size=${f3:-}
+            exact=1
+            case "$size" in '~'*) exact=0; size=${size#\~} ;; esac
+            if ! safe_name "$f1" || ! safe_name "$f2" || ! is_uint "$size" || [ -z "${f5:-}" ]; then
+                fatal $E_USAGE "plan line $lineno: bad model record"
+            fi
+            sha=${f4:--}
+            case "$sha" in -) ;; *) [ ${#sha} = 64 ] || fatal $E_USAGE "plan line $lineno: sha256 must be 64 hex" ;; esac
+            M_FOLDER+=("$f1"); M_NAME+=("$f2"); M_SIZE+=("$size"); M_EXACT+=("$exact")
+            M_SHA+=("${sha,,}"); M_URL+=("$f5")
+            ;;
+        node)
+            if ! safe_name "$f1" || [ -z "${f2:-}" ] || [ -z "${f3:-}" ]; then
+                fatal $E_USAGE "plan line $lineno: bad node record"
+            fi
+            N_NAME+=("$f1"); N_URL+=("$f2"); N_COMMIT+=("$f3")
+            ;;
+        *) fatal $E_USAGE "plan line $lineno: unknown record '$kind'" ;;
+    esac
+done <"$PLAN"
+
+[ -n "$COMFY_DIR_ARG" ] && COMFY_DIR=$COMFY_DIR_ARG
+is_uint "$PARALLEL" && [ "$PARALLEL" -ge 1 ] || PARALLEL=4
+is_uint "$RETRIES" && [ "$RETRIES" -ge 1 ] || RETRIES=6
+PROGRESS_US=$(awk -v s="$PROGRESS_INTERVAL" 'BEGIN { u = int(s * 1000000); print (u >= 100000 ? u : 1000000) }')
+MODELS="$COMFY_DIR/models"
+STATE_DIR="$COMFY_DIR/.comfyfleet"
+
+mkdir -p "$MODELS" "$COMFY_DIR/custom_nodes" "$STATE_DIR/nodes" ||
+    fatal $E_USAGE "cannot create directories under $COMFY_DIR"
+
+WORK=$(mktemp -d "${TMPDIR:-/tmp}/comfyfleet-prov.XXXXXX") || fatal $E_USAGE "mktemp failed"
+RESULTS="$WORK/results"
+: >"$RESULTS"
+
+# nap SECONDS: a fractional sleep without forking (read with a timeout on a fifo nobody writes).
+if mkfifo "$WORK/nap" 2>/dev/null && exec {NAPFD}<>"$WORK/nap"; then
+    nap() { read -r -t "$1" -u "$NAPFD" _ 2>/dev/null; return 0; }
+else
+    nap() { sleep "$1" 2>/dev/null || sleep 1; }
+fi
+
+on_exit() { rm -rf "$WORK"; }
+kill_tree() { # TERM every descendant of pid $1 (children first, then the process itself)
+    local c
+    for c in $(cat /proc/"$1"/task/*/children 2>/dev/null); do kill_tree "$c"; done
+    [ "$1" = "$$" ] || kill -TERM "$1" 2>/dev/null
+}
+on_term() {
+    trap '' TERM INT
+    log "provisioning interrupted"
+    kill_tree $$
+    kill -TERM $(jobs -p) 2>/dev/null
+    rm -rf "$WORK"
+    exit 143
+}
+trap on_exit EXIT
+trap on_term TERM INT
+
+# One provisioning run at a time per ComfyUI dir (a retried job must not race a still-running one).
+if command -v flock >/dev/null 2>&1; then
+    exec 9>"$STATE_DIR/provision.lock"
+    flock -w 5 9 || fatal $E_LOCKED "another provisioning run is in progress on $COMFY_DIR"
+fi
+
+# --- tools --------------------------------------------------------------------------------------
+if [ "$TOOL" = auto ]; then
+    if command -v curl >/dev/null 2>&1; then TOOL=curl
+    elif command -v wget >/dev/null 2>&1; then TOOL=wget
+    else TOOL=none; fi
+fi
+
+fsize() { # sets REPLY to the size of $1 (0 when missing)
+    REPLY=0
+    [ -e "$1" ] || return 0
+    REPLY=$(stat -c %s -- "$1" 2>/dev/null || wc -c <"$1" | tr -d ' ')
+}
+fmtime() { REPLY=$(stat -c %Y -- "$1" 2>/dev/null || echo 0); }
+
+sha256_of() {
+    local h
+    if command -v sha256sum >/dev/null 2>&1; then read -r h _ < <(sha256sum -- "$1")
+    elif command -v shasum >/dev/null 2>&1; then read -r h _ < <(shasum -a 256 -- "$1")
+    else read -r h _ < <(openssl dgst -sha256 -r -- "$1"); fi
+    REPLY=${h,,}
+}
+
+# host_of URL -> REPLY (lowercase host, no port, no userinfo)
+host_of() {
+    local h=${1#*://}
+    h=${h%%/*}; h=${h%%\?*}; h=${h##*@}
+    case "$h" in \[*) h=${h%%]*}; h=${h#\[} ;; *) h=${h%%:*} ;; esac
+    REPLY=${h,,}
+}
+token_for() { # 0 when the token may be sent to URL $1
+    [ -n "$HF_TOKEN_VAL" ] || return 1
+    local host
+    host_of "$1"; host=$REPLY
+    local IFS=,
+    for h in $TOKEN_HOSTS; do [ "$host" = "${h,,}" ] && return 0; done
+    return 1
+}
+token_cfg() { # curl config on stdout (to a pipe; builtin printf never execs, so nothing shows in ps)
+    local t=${HF_TOKEN_VAL//\\/\\\\}
+    t=${t//\"/\\\"}
+    printf 'header = "Authorization: Bearer %s"\n' "$t"
+}
+
+# --- results ------------------------------------------------------------------------------------
+record() { # kind status name bytes code message
+    printf '%s\t%s\t%s\t%s\t%s\t%s\n' "$1" "$2" "$3" "$4" "$5" "${6//$'\t'/ }" >>"$RESULTS"
+}
+model_error() { # i code kind retryable message
+    local jn jm
+    jstr "${M_NAME[$1]}"; jn=$REPLY
+    jstr "$5"; jm=$REPLY
+    emit "{\"event\":\"error\",\"file\":$jn,\"folder\":\"${M_FOLDER[$1]}\",\"code\":$2,\"kind\":\"$3\",\"retryable\":$4,\"message\":$jm}"
+    record model error "${M_NAME[$1]}" 0 "$2" "$5"
+}
+
+# --- verification -------------------------------------------------------------------------------
+# verify PATH i -> 0 ok (VERIFIED_SHA set) / 1 (VERIFY_ERR set)
+verify() {
+    local f=$1 i=$2 size want=${M_SIZE[$2]} name=${M_NAME[$2]}
+    VERIFY_ERR="" VERIFIED_SHA=""
+    fsize "$f"; size=$REPLY
+    if [ "${M_EXACT[$i]}" = 1 ] && [ "$size" != "$want" ]; then
+        VERIFY_ERR="size is $size bytes, expected $want"; return 1
+    fi
+    [ "$size" -gt 0 ] || { VERIFY_ERR="file is empty"; return 1; }
+    case "$name" in
+        *.gguf)
+            local magic
+            magic=$(head -c 4 -- "$f" 2>/dev/null)
+            [ "$magic" = GGUF ] || { VERIFY_ERR="not a GGUF file (bad magic)"; return 1; }
+            ;;
+        *.safetensors)
+            local hlen first
+            hlen=$(od -An -tu8 -N8 -- "$f" 2>/dev/null | tr -d ' \n')
+            first=$(od -An -c -j8 -N1 -- "$f" 2>/dev/null | tr -d ' \n')
+            if ! is_uint "$hlen" || [ "$hlen" -lt 2 ] || [ $((hlen + 8)) -gt "$size" ] ||
+                [ "$hlen" -gt 104857600 ] || [ "$first" != "{" ]; then
+                VERIFY_ERR="not a safetensors file (bad header)"; return 1
+            fi
+            ;;
+    esac
+    sha256_of "$f"
+    if [ "${M_SHA[$i]}" != - ] && [ "$REPLY" != "${M_SHA[$i]}" ]; then
+        VERIFY_ERR="sha256 mismatch (got $REPLY, expected ${M_SHA[$i]})"; return 1
+    fi
+    VERIFIED_SHA=$REPLY
+    return 0
+}
+
+write_sidecar() { # i dest
+    local i=$1 dest=$2 side size mtime sha=$VERIFIED_SHA
+    side="$(dirname -- "$dest")/.${M_NAME[$i]}.verified"
+    fsize "$dest"; size=$REPLY
+    fmtime "$dest"; mtime=$REPLY
+    [ -n "$sha" ] || sha=size-only
+    printf 'size=%s\nsha256=%s\nsource=%s\nmtime=%s\nverified_at=%s\n' \
+        "$size" "$sha" "${M_URL[$i]}" "$mtime" "$(date +%s)" >"$side.tmp" && mv -f "$side.tmp" "$side"
+}
+
+# sidecar_ok i: the file is present and was verified for this plan entry; costs two stats.
+sidecar_ok() {
+    local i=$1 dest="$MODELS/${M_FOLDER[$1]}/${M_NAME[$1]}"
+    local side="$MODELS/${M_FOLDER[$1]}/.${M_NAME[$1]}.verified"
+    [ -f "$dest" ] && [ -f "$side" ] || return 1
+    local k v s_size="" s_sha="" s_mtime="" size mtime
+    while IFS='=' read -r k v; do
+        case "$k" in size) s_size=$v ;; sha256) s_sha=$v ;; mtime) s_mtime=$v ;; esac
+    done <"$side"
+    fsize "$dest"; size=$REPLY
+    fmtime "$dest"; mtime=$REPLY
+    [ "$size" = "$s_size" ] && [ "$mtime" = "$s_mtime" ] || return 1
+    [ "${M_EXACT[$i]}" = 0 ] || [ "$size" = "${M_SIZE[$i]}" ] || return 1
+    [ "${M_SHA[$i]}" = - ] || [ "$s_sha" = "${M_SHA[$i]}" ] || return 1
+    return 0
+}
+
+# --- download -----------------------------------------------------------------------------------
+# fetch_once i part url -> runs one transfer attempt, emitting progress; sets HTTP_CODE, FETCH_RC.
+fetch_once() {
+    local i=$1 part=$2 url=$3 jn get_url auth=0 code errf="$WORK/err.$1"
+    jstr "${M_NAME[$i]}"; jn=$REPLY
+    HTTP_CODE=000 FETCH_RC=0
+    get_url=$url
+    if [ "$TOOL" = curl ] && token_for "$url"; then
+        # Ask the token host where the bytes are without following the redirect, so the token never
+        # travels to the CDN host it redirects to.
+        local head
+        head=$(token_cfg | curl -sS -I -K - -o /dev/null -w '%{http_code} %{redirect_url}' \
+            --connect-timeout "$CONNECT_TIMEOUT" --max-time 60 -- "$url" 2>>"$errf")
+        code=${head%% *}
+        case "$code" in
+            2??) auth=1 ;;
+            3??) get_url=${head#* }; [ -n "$get_url" ] || { HTTP_CODE=$code; FETCH_RC=99; return; } ;;
+            *) HTTP_CODE=$code; FETCH_RC=22; return ;;
+        esac
+        token_for "$get_url" && auth=1
+    elif [ "$TOOL" = wget ] && token_for "$url"; then
+        HTTP_CODE=000 FETCH_RC=98; return
+    fi
+    : >"$errf"
+    if [ "$TOOL" = curl ]; then
+        local -a opts=(-sS -f -C - -o "$part" -w '%{http_code}' --connect-timeout "$CONNECT_TIMEOUT"
+            --speed-limit 1024 --speed-time "$STALL_TIMEOUT" -A comfyfleet-provision/1)
+        if [ "$auth" = 1 ]; then
+            token_cfg | curl "${opts[@]}" -K - -- "$get_url" >"$WORK/code.$i" 2>>"$errf" &
+        else
+            curl "${opts[@]}" -L --max-redirs 10 -- "$get_url" >"$WORK/code.$i" 2>>"$errf" &
+        fi
+    else
+        wget -q -c -O "$part" --tries=1 --timeout="$STALL_TIMEOUT" -U comfyfleet-provision/1 -- "$get_url" 2>>"$errf" &
+    fi
+    local pid=$! t0 t1 b0 b1 rate every=$PROGRESS_US
+    now_us; t0=$REPLY
+    fsize "$part"; b0=$REPLY
+    while kill -0 "$pid" 2>/dev/null; do
+        nap 0.1
+        now_us; t1=$REPLY
+        [ $((t1 - t0)) -ge "$every" ] || continue
+        kill -0 "$pid" 2>/dev/null || break
+        fsize "$part"; b1=$REPLY
+        rate=0
+        [ "$t1" -gt "$t0" ] && rate=$(( (b1 - b0) * 1000000 / (t1 - t0) ))
+        emit "{\"event\":\"progress\",\"file\":$jn,\"bytes\":$b1,\"total\":${M_SIZE[$i]},\"rate\":$rate}"
+        t0=$t1 b0=$b1
+    done
+    wait "$pid"
+    FETCH_RC=$?
+    if [ "$TOOL" = curl ]; then
+        HTTP_CODE=$(cat "$WORK/code.$i" 2>/dev/null)
+        HTTP_CODE=${HTTP_CODE:-000}
+    elif [ "$FETCH_RC" = 8 ]; then
+        HTTP_CODE=500
+    elif [ "$FETCH_RC" = 0 ]; then
+        HTTP_CODE=200
+    fi
+}
+
+# download i part -> 0 when the part file is complete; else returns an exit code (error emitted).
+download() {
+    local i=$1 part=$2 url=${M_URL[$1]} have after fails=0 delay=$BACKOFF reason msg jn
+    jstr "${M_NAME[$i]}"; jn=$REPLY
+    while :; do
+        fsize "$part"; have=$REPLY
+        if [ "${M_EXACT[$i]}" = 1 ]; then
+            [ "$have" = "${M_SIZE[$i]}" ] && return 0
+            [ "$have" -gt "${M_SIZE[$i]}" ] && { rm -f -- "$part"; have=0; }
+        fi
+        fetch_once "$i" "$part" "$url"
+        fsize "$part"; after=$REPLY
+        if [ "$FETCH_RC" = 0 ]; then
+            [ "${M_EXACT[$i]}" = 0 ] || [ "$after" = "${M_SIZE[$i]}" ] && return 0
+            reason="transfer ended at byte $after of ${M_SIZE[$i]}"
+        else
+            case "$HTTP_CODE" in
+                401|403)
+                    if [ -n "$HF_TOKEN_VAL" ]; then
+                        msg="${M_NAME[$i]}: the HF token was refused (HTTP $HTTP_CODE); it needs access to this model"
+                    else
+                        msg="${M_NAME[$i]}: this model needs an HF token (HTTP $HTTP_CODE); set HF_TOKEN"
+                    fi
+                    model_error "$i" $E_TOKEN needs_hf_token false "$msg"; return $E_TOKEN ;;
+                404|410)
+                    model_error "$i" $E_DOWNLOAD not_found false "${M_NAME[$i]}: not found at its URL (HTTP $HTTP_CODE)"
+                    return $E_DOWNLOAD ;;
+                416)
+                    # Our partial file is not a prefix of what the server has: start over.
+                    rm -f -- "$part"; after=0; reason="HTTP 416 on resume" ;;
+                *)
+                    if [ "$FETCH_RC" = 33 ]; then
+                        rm -f -- "$part"; after=0; reason="server does not support resume"
+                    elif [ "$FETCH_RC" = 98 ]; then
+                        model_error "$i" $E_TOOL missing_tool false "${M_NAME[$i]}: curl is needed for downloads that use an HF token"
+                        return $E_TOOL
+                    else
+                        reason="$(tail -n 1 "$WORK/err.$1" 2>/dev/null) (exit $FETCH_RC, HTTP $HTTP_CODE)"
+                    fi ;;
+            esac
+        fi
+        if [ "$after" -gt "$have" ]; then
+            fails=0 delay=$BACKOFF
+        else
+            fails=$((fails + 1))
+        fi
+        if [ "$fails" -ge "$RETRIES" ]; then
+            model_error "$i" $E_DOWNLOAD download_failed true \
+                "${M_NAME[$i]}: download failed after $fails attempts without progress: $reason"
+            return $E_DOWNLOAD
+        fi
+        jstr "$reason"
+        emit "{\"event\":\"retry\",\"file\":$jn,\"offset\":$after,\"attempt\":$fails,\"reason\":$REPLY}"
+        if [ "$fails" -gt 0 ]; then
+            sleep "$delay" 2>/dev/null || sleep 1
+            delay=$(awk -v d="$delay" 'BEGIN{d=d*2; if (d>30) d=30; print d}')
+        fi
+    done
+}
+
+fetch_model() {
+    local i=$1 folder=${M_FOLDER[$1]} name=${M_NAME[$1]} dir dest part jn rc tries=0 t0 t1 bytes secs
+    dir="$MODELS/$folder" dest="$MODELS/$folder/$name" part="$MODELS/$folder/$name.part"
+    jstr "$name"; jn=$REPLY
+    mkdir -p -- "$dir" || { model_error "$i" $E_DOWNLOAD io false "$name: cannot create $dir"; return; }
+    if [ -f "$dest" ]; then
+        # Present but not (or no longer) verified for this plan: verify the file we have first.
+        if verify "$dest" "$i"; then
+            write_sidecar "$i" "$dest"
+            emit "{\"event\":\"skipped\",\"file\":$jn,\"folder\":\"$folder\",\"reason\":\"verified\"}"
+            record model skipped "$name" 0 0 ""
+            return
+        fi
+        jstr "$VERIFY_ERR"
+        emit "{\"event\":\"invalid\",\"file\":$jn,\"reason\":$REPLY}"
+        rm -f -- "$dest" "$dir/.$name.verified"
+    fi
+    fsize "$part"
+    emit "{\"event\":\"start\",\"file\":$jn,\"folder\":\"$folder\",\"offset\":$REPLY,\"total\":${M_SIZE[$i]}}"
+    now_us; t0=$REPLY
+    while :; do
+        download "$i" "$part"; rc=$?
+        [ "$rc" = 0 ] || return
+        if verify "$part" "$i"; then
+            mv -f -- "$part" "$dest" || { model_error "$i" $E_DOWNLOAD io false "$name: rename failed"; return; }
+            write_sidecar "$i" "$dest"
+            fsize "$dest"; bytes=$REPLY
+            now_us; t1=$REPLY
+            secs=$(( (t1 - t0) / 1000 ))
+            emit "{\"event\":\"done\",\"file\":$jn,\"folder\":\"$folder\",\"bytes\":$bytes,\"sha256\":\"$VERIFIED_SHA\",\"ms\":$secs,\"rate\":$(( bytes * 1000 / (secs > 0 ? secs : 1) ))}"
+            record model done "$name" "$bytes" 0 "$VERIFIED_SHA"
+            return
+        fi
+        rm -f -- "$part"
+        if [ "$tries" -ge 1 ]; then
+            model_error "$i" $E_VERIFY verification_failed false "$name: verification failed twice: $VERIFY_ERR"
+            return
+        fi
+        tries=1
+        jstr "verification failed: $VERIFY_ERR"
+        emit "{\"event\":\"retry\",\"file\":$jn,\"offset\":0,\"attempt\":1,\"reason\":$REPLY}"
+    done
+}
+
+# --- custom nodes -------------------------------------------------------------------------------
+pick_python() {
+    [ "$PY" != auto ] && return 0
+    local c
+    for c in /venv/main/bin/python "$COMFY_DIR/venv/bin/python" "$COMFY_DIR/.venv/bin/python" python3 python; do
+        if command -v "$c" >/dev/null 2>&1; then PY=$c; return 0; fi
+    done
+    PY=python3
+}
+
+node_error() { # j message
+    local jn jm
+    jstr "${N_NAME[$1]}"; jn=$REPLY
+    jstr "$2"; jm=$REPLY
+    emit "{\"event\":\"node_error\",\"node\":$jn,\"code\":$E_NODE,\"message\":$jm}"
+    record node error "${N_NAME[$1]}" 0 $E_NODE "$2"
+}
+
+install_node() {
+    local j=$1 name=${N_NAME[$1]} url=${N_URL[$1]} commit=${N_COMMIT[$1]}
+    local dir="$COMFY_DIR/custom_nodes/${N_NAME[$1]}" marker="$STATE_DIR/nodes/${N_NAME[$1]}" head="" jn
+    local -a git=(git -c safe.directory='*' -c advice.detachedHead=false)
+    export GIT_TERMINAL_PROMPT=0
+    jstr "$name"; jn=$REPLY
+    command -v git >/dev/null 2>&1 || { node_error "$j" "$name: git is not installed"; return; }
+    if [ -d "$dir/.git" ]; then
+        head=$("${git[@]}" -C "$dir" rev-parse HEAD 2>/dev/null)
+        if [ -n "$head" ] && [ "${head#"$commit"}" != "$head" ] && [ "$(cat "$marker" 2>/dev/null)" = "$head" ]; then
+            emit "{\"event\":\"node_skipped\",\"node\":$jn,\"commit\":\"$head\"}"
+            record node skipped "$name" 0 0 ""
+            return
+        fi
+    fi
+    emit "{\"event\":\"node_start\",\"node\":$jn,\"commit\":\"$commit\"}"
+    local out="$WORK/node.$j"
+    if [ -d "$dir/.git" ] && [ "${head#"$commit"}" != "$head" ]; then
+        :  # right commit, requirements not recorded as installed yet
+    elif [ -d "$dir/.git" ]; then
+        { "${git[@]}" -C "$dir" fetch --quiet "$url" || "${git[@]}" -C "$dir" fetch --quiet origin; } >>"$out" 2>&1
+        "${git[@]}" -C "$dir" checkout --quiet --force --detach "$commit" >>"$out" 2>&1 ||
+            { node_error "$j" "$name: cannot check out commit $commit: $(tail -n 1 "$out")"; return; }
+    else
+        [ -e "$dir" ] && mv -- "$dir" "$dir.replaced.$(date +%s)"
+        local tmp="$COMFY_DIR/custom_nodes/.$name.clone.$$"
+        rm -rf -- "$tmp"
+        if ! "${git[@]}" clone --quiet -- "$url" "$tmp" >>"$out" 2>&1; then
+            rm -rf -- "$tmp"; node_error "$j" "$name: git clone failed: $(tail -n 1 "$out")"; return
+        fi
+        if ! "${git[@]}" -C "$tmp" checkout --quiet --detach "$commit" >>"$out" 2>&1; then
+            rm -rf -- "$tmp"; node_error "$j" "$name: commit $commit not found in $url"; return
+        fi
+        mv -- "$tmp" "$dir" || { node_error "$j" "$name: cannot move clone into place"; return; }
+    fi
+    head=$("${git[@]}" -C "$dir" rev-parse HEAD 2>/dev/null)
+    local req="$dir/requirements.txt" pip_ran=false
+    if [ "$PIP" = 1 ] && [ -f "$req" ] && grep -qvE '^[[:space:]]*(#|$)' "$req"; then
+        if ! "$PY" -m pip install --disable-pip-version-check --no-input -q -r "$req" >>"$out" 2>&1; then
+            node_error "$j" "$name: pip install -r requirements.txt failed: $(tail -n 1 "$out")"; return
+        fi
+        pip_ran=true
+    fi
+    printf '%s\n' "$head" >"$marker"
+    emit "{\"event\":\"node_done\",\"node\":$jn,\"commit\":\"$head\",\"pip\":$pip_ran}"
+    record node done "$name" 0 0 ""
+}
+
+install_nodes() {
+    local j
+    for j in "${!N_NAME[@]}"; do install_node "$j"; done
+}
+
+# --- main ---------------------------------------------------------------------------------------
+now_us; T_START=$REPLY
+jstr "$COMFY_DIR"
+emit "{\"event\":\"begin\",\"pid\":$$,\"version\":1,\"comfy_dir\":$REPLY,\"tool\":\"$TOOL\",\"parallel\":$PARALLEL,\"models\":${#M_NAME[@]},\"nodes\":${#N_NAME[@]}}"
+
+TODO=()
+NEED=0
+for i in "${!M_NAME[@]}"; do
+    if sidecar_ok "$i"; then
+        jstr "${M_NAME[$i]}"
+        emit "{\"event\":\"skipped\",\"file\":$REPLY,\"folder\":\"${M_FOLDER[$i]}\",\"reason\":\"verified\"}"
+        record model skipped "${M_NAME[$i]}" 0 0 ""
+        continue
+    fi
+    TODO+=("$i")
+    if [ ! -f "$MODELS/${M_FOLDER[$i]}/${M_NAME[$i]}" ]; then
+        fsize "$MODELS/${M_FOLDER[$i]}/${M_NAME[$i]}.part"
+        [ "$REPLY" -lt "${M_SIZE[$i]}" ] && NEED=$((NEED + M_SIZE[i] - REPLY))
+    fi
+done
+emit "{\"event\":\"plan\",\"to_fetch\":${#TODO[@]},\"bytes_needed\":$NEED}"
+
+if [ "${#TODO[@]}" -gt 0 ]; then
+    [ "$TOOL" != none ] || fatal $E_TOOL "neither curl nor wget is installed on the instance"
+    avail_kb=$(df -Pk -- "$MODELS" 2>/dev/null | awk 'NR==2 {print $4}')
+    if is_uint "${avail_kb:-}"; then
+        avail=$((avail_kb * 1024))
+        if [ $((NEED + MIN_FREE)) -gt "$avail" ]; then
+            fatal $E_DISK "not enough disk under $MODELS: need $NEED bytes for models + $MIN_FREE bytes headroom, $avail bytes free"
+        fi
+    fi
+fi
+
+NODES_PID=""
+if [ "${#N_NAME[@]}" -gt 0 ]; then
+    pick_python
+    install_nodes &
+    NODES_PID=$!
+fi
+
+running_downloads() {
+    REPLY=$(jobs -rp | wc -l)
+    if [ -n "$NODES_PID" ] && kill -0 "$NODES_PID" 2>/dev/null; then REPLY=$((REPLY - 1)); fi
+}
+for i in "${TODO[@]}"; do
+    while running_downloads; [ "$REPLY" -ge "$PARALLEL" ]; do
+        wait -n
+    done
+    fetch_model "$i" &
+done
+wait
+
+# --- restart ComfyUI when custom nodes changed --------------------------------------------------
+RESTARTED=false
+if grep -q $'^node\tdone\t' "$RESULTS"; then
+    if [ "$RESTART" != - ]; then
+        emit '{"event":"restart","reason":"custom nodes changed"}'
+        if bash -c "$RESTART" >"$WORK/restart.log" 2>&1; then
+            RESTARTED=true
+            if [ "$COMFY_URL" != - ]; then
+                now_us; deadline=$(( REPLY + RESTART_TIMEOUT * 1000000 ))
+                up=0
+                while :; do
+                    code=$(curl -s -o /dev/null -w '%{http_code}' --max-time 5 -- "$COMFY_URL" 2>/dev/null)
+                    case "$code" in 000|"") ;; 5??) ;; *) up=1; break ;; esac
+                    now_us; [ "$REPLY" -lt "$deadline" ] || break
+                    sleep 1
+                done
+                if [ "$up" = 1 ]; then
+                    emit '{"event":"comfy_ready"}'
+                else
+                    record comfy error ComfyUI 0 $E_RESTART "ComfyUI did not answer at $COMFY_URL within ${RESTART_TIMEOUT}s after restart"
+                fi
+            fi
+        else
+            record comfy error ComfyUI 0 $E_RESTART "restart command failed: $(tail -n 1 "$WORK/restart.log")"
+        fi
+    else
+        emit '{"event":"restart_needed","reason":"custom nodes changed and the plan has no restart command"}'
+    fi
+fi
+
+# --- summary ------------------------------------------------------------------------------------
+downloaded=0 skipped=0 failed=0 bytes=0 n_done=0 n_skip=0 n_fail=0 code=0 errors=""
+while IFS=$'\t' read -r kind status name nbytes ecode msg; do
+    case "$kind/$status" in
+        model/done) downloaded=$((downloaded + 1)); bytes=$((bytes + nbytes)) ;;
+        model/skipped) skipped=$((skipped + 1)) ;;
+        node/done) n_done=$((n_done + 1)) ;;
+        node/skipped) n_skip=$((n_skip + 1)) ;;
+    esac
+    if [ "$status" = error ]; then
+        case "$kind" in model) failed=$((failed + 1)) ;; node) n_fail=$((n_fail + 1)) ;; esac
+        [ "$code" = 0 ] && code=$ecode
+        jstr "$name"; jn=$REPLY
+        jstr "$msg"
+        key=file; [ "$kind" = node ] && key=node; [ "$kind" = comfy ] && key=component
+        errors="$errors${errors:+,}{\"$key\":$jn,\"code\":$ecode,\"message\":$REPLY}"
+    fi
+done <"$RESULTS"
+now_us
+ms=$(( (REPLY - T_START) / 1000 ))
+ok=true; [ "$code" = 0 ] || ok=false
+emit "{\"event\":\"summary\",\"ok\":$ok,\"exit_code\":$code,\"downloaded\":$downloaded,\"skipped\":$skipped,\"failed\":$failed,\"bytes\":$bytes,\"ms\":$ms,\"nodes_installed\":$n_done,\"nodes_skipped\":$n_skip,\"nodes_failed\":$n_fail,\"restarted\":$RESTARTED,\"errors\":[$errors]}"
+exit "$code"
