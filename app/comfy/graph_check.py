@@ -177,6 +177,10 @@ class _Validator:
         self.in_progress.add(unique_id)
         try:
             return self._validate_node(unique_id)
+        except _TracedError:
+            raise
+        except Exception as exc:  # ComfyUI reports any exception here the same way
+            raise _TracedError(exc, [_TB_OTHER]) from None
         finally:
             self.in_progress.discard(unique_id)
 

@@ -182,3 +182,12 @@ def test_file_exists_hook_decides_loadimage(object_info_full):
     assert validate_prompt(prompt, object_info_full).status_code == 400
     check = validate_prompt(prompt, object_info_full, file_exists=lambda ct, v: v == "sub/uploaded.png")
     assert check.ok and check.node_errors == {}
+
+
+def test_inputs_that_are_not_an_object_are_exception_during_validation(object_info_full):
+    prompt = _save_empty_image()
+    prompt["2"]["inputs"] = 5
+    check = validate_prompt(prompt, object_info_full)
+    error = check.node_errors["2"]["errors"][0]
+    assert check.status_code == 400 and error["type"] == "exception_during_validation"
+    assert error["extra_info"]["exception_type"] == "TypeError"
