@@ -1,4 +1,4 @@
-"""The simulated video: a slow pan/zoom over the start image with a "SIMULATED" mark, encoded as a
+"""The simulated video: a slow pan/zoom over the start image with a drifting "SIMULATED" mark, encoded as a
 real H.264 MP4 (yuv420p) with PyAV, frame by frame so memory stays flat whatever the length."""
 
 from __future__ import annotations
@@ -46,23 +46,26 @@ def moving_frames(start: Frames | None, width: int, height: int, count: int) -> 
     def render(index: int) -> Image.Image:
         t = index / last
         zoom = 1.0 - 0.15 * t
-        crop_w, crop_h = (
-            width * zoom * big.width / (width * 1.25),
-            height * zoom * big.height / (height * 1.25),
-        )
-        crop_w, crop_h = min(big.width, crop_w), min(big.height, crop_h)
-        x0 = (big.width - crop_w) * t
-        y0 = (big.height - crop_h) * (0.5 + 0.5 * t) * 0.8
+        k = min(big.width / width, big.height / height) / 1.25 * zoom  # output aspect, 80 % of the cover
+        crop_w, crop_h = width * k, height * k
+        # centred, drifting right/down by up to a tenth of the window: a slow camera move
+        x0 = min(max(0.0, (big.width - crop_w) / 2 + crop_w * 0.2 * (t - 0.5)), big.width - crop_w)
+        y0 = min(max(0.0, (big.height - crop_h) / 2 + crop_h * 0.1 * (t - 0.5)), big.height - crop_h)
         frame = big.resize((width, height), Image.Resampling.BILINEAR, box=(x0, y0, x0 + crop_w, y0 + crop_h))
         draw = ImageDraw.Draw(frame)
+        # the label drifts and a bar fills up, so even a flat start image gives a moving video
+        text_w = draw.textlength("SIMULATED", font=font)
+        x = width // 20 + (width - text_w - width // 10) * t
         draw.text(
-            (width // 20 + 1, height // 20 + 1),
+            (x, height // 20),
             "SIMULATED",
             font=font,
             fill=(255, 255, 255),
             stroke_width=max(1, font.size // 12),
             stroke_fill=(0, 0, 0),
         )
+        bar = max(2, height // 40)
+        draw.rectangle((0, height - bar, round(width * (index + 1) / count), height), fill=(255, 255, 255))
         return frame
 
     return Frames(count, width, height, render)
