@@ -664,23 +664,27 @@ class ComfyClient:
     async def cancel(self, prompt_id: str) -> CancelOutcome:
         """Delete from the pending queue; interrupt only if OUR prompt is the one running.
 
-        A global /interrupt would kill whatever runs, possibly another job; a targeted one is ignored by
-        ComfyUI if the prompt is not running, but we re-read /queue anyway to report what happened.
+        A global /interrupt would kill whatever runs, possibly another tenant's job, and ComfyUI answers
+        200 to everything, so /queue is read before and after the delete to know what really happened:
+        "removed" (was pending), "interrupted" (was running), "not_found" (already finished or unknown).
+        A run() following this prompt then raises PromptInterrupted.
         """
         self._cancelled.add(prompt_id)
         job = self._jobs.get(prompt_id)
-        await self._request("POST", "/queue", json={"delete": [prompt_id]})
-        q = await self._get_json("/queue")
-        where = _queue_position(q, prompt_id)
-        outcome: CancelOutcome
-        if where == "running":
-            await self._request("POST", "/interrupt", json={"prompt_id": prompt_id})
-            outcome = "interrupted"
-        elif where == "pending":  # raced with the worker picking it up: delete again
+        before = _queue_position(await self._get_json("/queue"), prompt_id)
+        outcome: CancelOutcome = "not_found"
+        for _ in range(3):
             await self._request("POST", "/queue", json={"delete": [prompt_id]})
-            outcome = "removed"
+            after = _queue_position(await self._get_json("/queue"), prompt_id)
+            if after == "running":
+                await self._request("POST", "/interrupt", json={"prompt_id": prompt_id})
+                outcome = "interrupted"
+                break
+            if after is None:
+                outcome = "removed" if before == "pending" else "not_found"
+                break
         else:
-            outcome = "removed" if job is not None else "not_found"
+            raise ComfyProtocolError(f"ComfyUI kept prompt {prompt_id} in its queue after a delete")
         if job is not None:
             job.cancelled_by_us = True
             job.poll_now = True

@@ -200,3 +200,24 @@ async def test_token_used_on_http_and_websocket(emulator, start_image, auth):
         )
     assert result.video(VIDEO_NODE) is not None
     assert any(p.stage.startswith("sampling") for p in seen)  # events arrived over the authenticated socket
+
+
+async def test_cancel_of_a_finished_prompt_is_not_found(emulator, start_image):
+    emu = await emulator()
+    async with make_client(emu.url) as comfy:
+        name = await comfy.upload_image(start_image)
+        result = await comfy.run(wan_graph(name), deadline=time.monotonic() + 20)
+        assert await comfy.cancel(result.prompt_id) == "not_found"
+
+
+async def test_partially_invalid_graph_is_not_run_with_missing_outputs(emulator, start_image):
+    """ComfyUI queues the valid branch and answers 200 + node_errors; we refuse a partial result."""
+    emu = await emulator(step_delay_s=0.05)
+    async with make_client(emu.url) as comfy:
+        name = await comfy.upload_image(start_image)
+        graph = wan_graph(name)
+        graph["200"] = {"class_type": "SaveImage", "inputs": {"images": ["87", 0]}}  # filename_prefix missing
+        with pytest.raises(PromptValidationError) as exc:
+            await comfy.run(graph, deadline=time.monotonic() + 20)
+        assert [(e.node_id, e.type) for e in exc.value.node_errors] == [("200", "required_input_missing")]
+        await _wait_until(lambda: emu.running is None and not emu.pending)

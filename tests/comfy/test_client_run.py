@@ -61,3 +61,25 @@ async def test_upload_same_name_different_content_is_renamed(emulator, start_ima
         renamed = await comfy.upload_image(other)
     assert first == again == "start.png"
     assert renamed == "start (1).png"
+
+
+async def test_shipped_workflow_end_to_end(emulator, start_image, tmp_path):
+    """The R1 workflow contract as the job runner uses it: capabilities, render, run, outputs, last frame."""
+    from app.config import get_settings
+    from app.workflows import get_workflow
+
+    wf = get_workflow("wan22_i2v_lightx2v_gguf", get_settings())
+    emu = await emulator()
+    async with make_client(emu.url) as comfy:
+        await comfy.check_capabilities(wf.node_types, wf.models, custom_nodes=wf.custom_nodes)
+        name = await comfy.upload_image(start_image)
+        params = wf.validate({"prompt": "a fox", "width": 256, "height": 256, "num_frames": 9}, (64, 64))
+        graph = wf.render(params.with_resolved_seed(), name, "test/shipped")
+        seen = []
+        result = await comfy.run(
+            graph, deadline=time.monotonic() + 30, progress_nodes=wf.progress_nodes, on_progress=seen.append
+        )
+        [video] = await comfy.download_outputs(result, tmp_path, outputs=[result.video(wf.video_node)])
+        png = await comfy.extract_last_frame(video, tmp_path / "last.png")
+    assert Image.open(png).size == (256, 256)
+    assert seen[-1].fraction == 1.0 and any(p.stage == "sampling 2/2" for p in seen)
