@@ -42,8 +42,17 @@ class ComfyTarget:
 class ComfySession(Protocol):
     async def upload_image(self, path: Path) -> str: ...
 
-    async def run(self, graph: dict, *, prompt_id: str, deadline: float, on_progress: ProgressFn) -> Any:
-        """Submit `graph` under our `prompt_id` and follow it to the end; returns the outputs handle."""
+    async def run(
+        self,
+        graph: dict,
+        *,
+        deadline: float,
+        on_progress: ProgressFn,
+        on_submitted: Callable[[str], None],
+        progress_nodes: list[str],
+    ) -> Any:
+        """Submit `graph`, call `on_submitted(prompt_id)` once ComfyUI accepted it, follow it to the end
+        (cancelling the prompt if this call is cancelled); returns the outputs handle."""
         ...
 
     async def attach(self, prompt_id: str, *, deadline: float, on_progress: ProgressFn) -> Any | None:

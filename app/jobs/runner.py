@@ -8,17 +8,16 @@ cancelled without a reason) leaves the row as it is so restart recovery can pick
 from __future__ import annotations
 
 import asyncio
-import contextlib
+import hashlib
 import logging
 import shutil
 import time
-import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from app.jobs import cache
+from app.jobs.cache import Coalescer
 from app.jobs.errors import (
     InputMissing,
     InstanceGone,
@@ -31,7 +30,7 @@ from app.jobs.errors import (
 )
 from app.jobs.events import EventHub
 from app.jobs.models import IllegalTransition, Job, JobState
-from app.jobs.ports import ComfyConnector, ComfySession, Progress, maybe_await
+from app.jobs.ports import ComfyConnector, ComfySession, Progress
 from app.jobs.repo import JobRepo
 from app.pool.scheduler import Lease, Pool
 from app.redact import redact
@@ -71,6 +70,7 @@ class _RunState:
     last_write: float = 0.0
     write_task: asyncio.Task | None = None
     timeout: asyncio.Timeout | None = None
+    prompt_write: asyncio.Task | None = None
 
 
 class JobRunner:
@@ -79,18 +79,18 @@ class JobRunner:
         repo: JobRepo,
         pool: Pool,
         comfy: ComfyConnector,
-        store: Any,
+        results: Any,
         workflows: Callable[[str], Any],
         events: EventHub,
         config: RunnerConfig,
         *,
-        coalescer: cache.Coalescer | None = None,
+        coalescer: Coalescer | None = None,
         on_finished: Callable[[Job], Awaitable[None]] | None = None,
         mono: Callable[[], float] = time.monotonic,
     ) -> None:
-        self.repo, self.pool, self.comfy, self.store = repo, pool, comfy, store
+        self.repo, self.pool, self.comfy, self.results = repo, pool, comfy, results
         self.workflows, self.events, self.config = workflows, events, config
-        self.coalescer = coalescer or cache.Coalescer()
+        self.coalescer = coalescer or Coalescer()
         self.on_finished = on_finished
         self._mono = mono
         self.cancel_reasons: dict[str, str] = {}  # job id -> why its task is being cancelled
@@ -185,16 +185,16 @@ class JobRunner:
                 self.coalescer.finish(key, ok)
 
     async def _cache_hit(self, rs: _RunState, job: Job, params: Any, key: str) -> Job | None:
-        found = await cache.lookup(self.store, key)
+        found = await self.results.lookup(key)
         if found is None:
             return None
         result = self._result(
             params,
             video_url=found.video_url,
             last_frame_url=found.last_frame_url,
-            size=found.video_size_bytes,
+            size=found.size,
             cached=True,
-            simulated=self.config.simulated,
+            simulated=bool(found.simulated),
             timings={},
             cost=0.0,
             instance_id=None,
@@ -220,85 +220,112 @@ class JobRunner:
             instance_id=job.instance_id if reattach else None,
             on_wait=lambda what: self._progress(rs, Progress(what)),
         )
+        inst = lease.instance
+        tmp = self.config.tmp_dir / job.id
         try:
-            inst = lease.instance
-            if lease.needs_preparation(wf) and not reattach:
-                await self._transition(rs, JobState.PROVISIONING, instance_id=inst.id, stage="provisioning")
-            target = await lease.ensure_ready(wf, lambda p: self._progress(rs, p))
-            tmp = self.config.tmp_dir / job.id
-            tmp.mkdir(parents=True, exist_ok=True)
-            try:
-                async with self.comfy(target) as session:
-                    rs.session = session
-                    try:
-                        outcome, gpu_s = await self._prompt(
-                            job, rs, session, wf, params, image_path, inst, reattach
-                        )
-                    except BaseException as exc:
-                        if self._should_stop_gpu(rs, exc):
-                            await self._stop_gpu_work(rs)
-                        raise
-                    if rs.state != JobState.UPLOADING.value:
-                        await self._transition(rs, JobState.UPLOADING, stage="downloading outputs")
-                    outputs = await session.download_outputs(outcome, tmp)
-                    video = next((p for p in outputs if p.suffix.lower() in VIDEO_SUFFIXES), None)
-                    if video is None:
-                        raise OutputMissing(
-                            f"ComfyUI finished but produced no video (outputs: {[p.name for p in outputs]}); "
-                            f"check the workflow's video node {getattr(wf, 'video_node', '?')}"
-                        )
-                    frame = tmp / "last_frame.png"
-                    await session.extract_last_frame(video, frame)
-                rs.session = None
-                price = inst.price_per_hour
-                provision_s = lease.provision_s
-            finally:
-                rs.session = None
-                await lease.release()
-                lease = None  # type: ignore[assignment]
-            self._progress(rs, Progress("storing outputs", 0.5))
-            meta = {
-                "job_id": job.id,
-                "workflow": wf.name,
-                "seed": str(params.seed),
-                "simulated": str(self.config.simulated or inst.simulated).lower(),
-            }
-            stored_key = key or job.id
-            await maybe_await(self.store.put(video, cache.video_key(stored_key), "video/mp4", meta))
-            await maybe_await(self.store.put(frame, cache.frame_key(stored_key), "image/png", meta))
-            size = video.stat().st_size
-            local = self.local_copies.pop(job.id, None)
-            if local is not None:
-                local.parent.mkdir(parents=True, exist_ok=True)
-                await asyncio.to_thread(shutil.copyfile, video, local)
-            video_url = await maybe_await(self.store.url(cache.video_key(stored_key)))
-            frame_url = await maybe_await(self.store.url(cache.frame_key(stored_key)))
-            cost = round(price / 3600.0 * (gpu_s + provision_s), 6)
-            fresh = await self.repo.require(job.id)
-            timings = dict(fresh.timings or {})
-            if fresh.stage_started_at is not None:  # the current state closes with the final transition
-                timings[fresh.state] = round(timings.get(fresh.state, 0.0) + time.time() - fresh.stage_started_at, 6)
-            result = self._result(
-                params,
-                video_url=video_url,
-                last_frame_url=frame_url,
-                size=size,
-                cached=False,
-                simulated=self.config.simulated or inst.simulated,
-                timings={**timings, "gpu_s": round(gpu_s, 3), "provision_share_s": round(provision_s, 3)},
-                cost=cost,
-                instance_id=inst.id,
-            )
-            done = await self._end(rs, JobState.SUCCEEDED, result=result, cost_usd=cost)
-            shutil.rmtree(tmp, ignore_errors=True)
-            return done
+            video, frame, gpu_s = await self._use_instance(job, rs, lease, wf, params, image_path, tmp, reattach)
         except BaseException as exc:
-            if lease is not None:
-                if isinstance(exc, InstanceGone) or getattr(exc, "instance_broken", False):
-                    lease.mark_bad(f"job {job.id}: {redact(str(exc))}")
-                with contextlib.suppress(Exception):
-                    await asyncio.shield(lease.release())
+            if _instance_broken(exc):
+                lease.mark_bad(f"job {job.id}: {redact(str(exc))}")
+            elif str(getattr(exc, "kind", "")) == "model_corrupt":
+                lease.invalidate(wf)  # provision again before the next job uses this workflow
             raise
+        finally:
+            rs.session = None
+            await asyncio.shield(lease.release())
+        try:
+            return await self._store(job, rs, wf, params, key, inst, lease.provision_s, video, frame, gpu_s)
+        finally:
+            await asyncio.to_thread(shutil.rmtree, tmp, True)
+
+    async def _use_instance(
+        self,
+        job: Job,
+        rs: _RunState,
+        lease: Lease,
+        wf: Any,
+        params: Any,
+        image_path: Path,
+        tmp: Path,
+        reattach: bool,
+    ) -> tuple[Path, Path, float]:
+        """Everything that needs the instance: prepare, run the prompt, fetch the outputs to `tmp`."""
+        inst = lease.instance
+        if lease.needs_preparation(wf) and not reattach:
+            await self._transition(rs, JobState.PROVISIONING, instance_id=inst.id, stage="provisioning")
+        target = await lease.ensure_ready(wf, lambda p: self._progress(rs, p))
+        await asyncio.to_thread(tmp.mkdir, parents=True, exist_ok=True)
+        async with self.comfy(target) as session:
+            rs.session = session
+            try:
+                outcome, gpu_s = await self._prompt(job, rs, session, wf, params, image_path, inst, reattach)
+            except BaseException as exc:
+                if self._should_stop_gpu(rs, exc):
+                    await self._stop_gpu_work(rs)
+                raise
+            if rs.state != JobState.UPLOADING.value:
+                await self._transition(rs, JobState.UPLOADING, stage="downloading outputs")
+            outputs = await session.download_outputs(outcome, tmp)
+            video = next((p for p in outputs if p.suffix.lower() in VIDEO_SUFFIXES), None)
+            if video is None:
+                raise OutputMissing(
+                    f"ComfyUI finished but produced no video (outputs: {[p.name for p in outputs]}); "
+                    f"check the workflow's video node {getattr(wf, 'video_node', '?')}"
+                )
+            frame = tmp / "last_frame.png"
+            await session.extract_last_frame(video, frame)
+        return video, frame, gpu_s
+
+    async def _store(
+        self,
+        job: Job,
+        rs: _RunState,
+        wf: Any,
+        params: Any,
+        key: str | None,
+        inst: Any,
+        provision_s: float,
+        video: Path,
+        frame: Path,
+        gpu_s: float,
+    ) -> Job:
+        """Upload the outputs (the instance is already free for the next job) and finish the job."""
+        self._progress(rs, Progress("storing outputs", 0.5))
+        simulated = self.config.simulated or inst.simulated
+        stored = await self.results.save(
+            key or hashlib.sha256(job.id.encode()).hexdigest(),
+            video=video,
+            last_frame=frame,
+            workflow=wf.name,
+            seed=params.seed,
+            frames=params.num_frames,
+            fps=params.fps,
+            width=params.width,
+            height=params.height,
+            simulated=simulated,
+            job_id=job.id,
+            seedless=(job.request or {}).get("seedless_key"),
+        )
+        local = self.local_copies.pop(job.id, None)
+        if local is not None:
+            await asyncio.to_thread(_copy, video, local)
+        cost = round(inst.price_per_hour / 3600.0 * (gpu_s + provision_s), 6)
+        fresh = await self.repo.require(job.id)
+        timings = dict(fresh.timings or {})
+        if fresh.stage_started_at is not None:  # the current state closes with the final transition
+            timings[fresh.state] = round(timings.get(fresh.state, 0.0) + time.time() - fresh.stage_started_at, 6)
+        result = self._result(
+            params,
+            video_url=stored.video_url,
+            last_frame_url=stored.last_frame_url,
+            size=stored.size,
+            cached=False,
+            simulated=simulated,
+            timings={**timings, "gpu_s": round(gpu_s, 3), "provision_share_s": round(provision_s, 3)},
+            cost=cost,
+            instance_id=inst.id,
+        )
+        return await self._end(rs, JobState.SUCCEEDED, result=result, cost_usd=cost)
 
     async def _prompt(
         self,
@@ -326,17 +353,27 @@ class JobRunner:
             if outcome is None:
                 raise PromptLost(f"the ComfyUI on {inst.id} no longer knows prompt {job.comfy_prompt_id}")
         else:
+            # RUNNING (with the instance) is on disk before anything reaches the GPU; the prompt id
+            # follows the moment ComfyUI accepts the prompt, so a crash after that can re-attach.
+            await self._transition(rs, JobState.RUNNING, instance_id=inst.id, stage="submitting")
             image_name = await session.upload_image(image_path)
             graph = wf.render(params, image_name, f"comfyfleet/{job.id}")
-            prompt_id = uuid.uuid4().hex
-            # The prompt id is on disk before the prompt exists, so a crash can always find it again.
-            await self._transition(
-                rs, JobState.RUNNING, instance_id=inst.id, comfy_prompt_id=prompt_id, stage="queued on GPU"
-            )
-            rs.prompt_id = prompt_id
+
+            def on_submitted(prompt_id: str) -> None:
+                rs.prompt_id = prompt_id
+                rs.prompt_write = asyncio.get_running_loop().create_task(
+                    self.repo.update(job.id, comfy_prompt_id=prompt_id, stage="queued on GPU")
+                )
+
             outcome = await session.run(
-                graph, prompt_id=prompt_id, deadline=deadline, on_progress=on_progress
+                graph,
+                deadline=deadline,
+                on_progress=on_progress,
+                on_submitted=on_submitted,
+                progress_nodes=list(getattr(wf, "progress_nodes", None) or []),
             )
+            if rs.prompt_write is not None:
+                await rs.prompt_write
         end = self._mono()
         gpu_s = end - (rs.first_sample_at or t0)
         rs.prompt_id = None  # done: nothing left to cancel on the GPU
@@ -442,3 +479,17 @@ class JobRunner:
                 "detail": rs.detail,
             },
         )
+
+
+def _instance_broken(exc: BaseException) -> bool:
+    """The instance cannot be trusted with another job (gone, or a poisoned GPU context)."""
+    return (
+        isinstance(exc, InstanceGone)
+        or bool(getattr(exc, "instance_broken", False))
+        or str(getattr(exc, "kind", "")) == "device_fault"
+    )
+
+
+def _copy(src: Path, dest: Path) -> None:
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(src, dest)

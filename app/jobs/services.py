@@ -20,7 +20,6 @@ from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 from app.api.images import ImageIntake, InputImage
 from app.cleanup import Cleaner
 from app.config import Settings
-from app.jobs.cache import cache_key
 from app.jobs.events import EventHub
 from app.jobs.manager import JobManager
 from app.jobs.metrics import Metrics
@@ -32,6 +31,7 @@ from app.jobs.webhooks import WebhookSender
 from app.pool.provider import CreateRequest, Provider
 from app.pool.scheduler import Pool
 from app.redact import register_secret
+from app.store.cache import ResultCache, cache_key, seedless_key
 
 log = logging.getLogger(__name__)
 
@@ -111,7 +111,8 @@ class Services:
             await self.intake.guard(webhook_url)
         resolved_raw = {**raw, "seed": params.seed, "width": params.width, "height": params.height}
         path = image.commit(self.intake.inputs_dir)
-        key = cache_key(wf.name, wf.graph_sha256, params.normalized(), image.sha256)
+        normalized = params.normalized()
+        key = cache_key(wf.name, wf.graph_sha256, normalized, image.sha256, params.seed)
         request = {
             "raw_params": resolved_raw,
             "params": params.normalized(),
@@ -119,6 +120,7 @@ class Services:
             "image_sha256": image.sha256,
             "image_path": str(path),
             "image_size": [image.width, image.height],
+            "seedless_key": seedless_key(wf.name, wf.graph_sha256, normalized, image.sha256),
         }
         return await self.manager.submit(
             workflow=wf.name, request=request, cache_key=key, webhook_url=webhook_url, local_copy=local_copy
@@ -196,7 +198,7 @@ def assemble(
         repo,
         pool,
         comfy,
-        store,
+        ResultCache(store),
         workflows,
         events,
         RunnerConfig(tmp_dir=tmp_dir, simulated=settings.simulated, job_timeout_s=settings.job_timeout_s),

@@ -85,6 +85,10 @@ class Lease:
     def needs_preparation(self, workflow: Any) -> bool:
         return workflow.name not in self.member.prepared
 
+    def invalidate(self, workflow: Any) -> None:
+        """The instance's files for `workflow` proved broken: prepare it again on next use."""
+        self.member.prepared.pop(workflow.name, None)
+
     def mark_bad(self, reason: str) -> None:
         """The instance misbehaved (lost, broken GPU): retire it when this lease is released."""
         self._bad = reason

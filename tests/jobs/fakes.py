@@ -11,6 +11,7 @@ import io
 import random
 import shutil
 import time
+import uuid
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -249,9 +250,11 @@ class FakeSession:
         self.gpu.uploads += 1
         return path.name
 
-    async def run(self, graph: dict, *, prompt_id: str, deadline: float, on_progress) -> dict:
+    async def run(self, graph: dict, *, deadline: float, on_progress, on_submitted, progress_nodes) -> dict:
         self.comfy.runs += 1
         gpu = self.gpu
+        prompt_id = uuid.uuid4().hex
+        on_submitted(prompt_id)
         gpu.prompts[prompt_id] = "pending"
         gpu.submitted_at[prompt_id] = time.monotonic()
         gpu.done_events[prompt_id] = asyncio.Event()
@@ -334,7 +337,7 @@ class FakeStore:
     async def head(self, key: str) -> StoredObject | None:
         return self.objects.get(key)
 
-    def url(self, key: str) -> str:
+    async def url(self, key: str) -> str:
         return f"http://store.test/{key}"
 
     async def delete(self, key: str) -> None:

@@ -1,7 +1,7 @@
 import asyncio
 
 from app.errors import ValidationError
-from tests.jobs.fakes import FakeComfy, FakePreparer, FakeProvider, png_bytes
+from tests.jobs.fakes import FakeComfy, FakePreparer, FakeProvider
 from tests.jobs.harness import world
 
 
@@ -17,7 +17,8 @@ async def test_job_succeeds_end_to_end_with_result_fields(tmp_path):
         assert {"queued", "acquiring", "provisioning", "running", "uploading"} <= set(r["timings"])
         assert job.cost_usd is not None and job.cost_usd >= 0
         assert job.instance_id and job.comfy_prompt_id
-        assert len(w.store.objects) == 2
+        kinds = sorted(k.rsplit("/", 1)[-1] for k in w.store.objects if k.startswith("results/" + job.cache_key))
+        assert kinds == ["last_frame.png", "manifest.json", "video.mp4"]
 
 
 async def test_random_seed_is_resolved_and_reported(tmp_path):

@@ -1,8 +1,8 @@
 import pytest
 
+from app.db import make_sessionmaker
 from app.jobs.models import ALLOWED_TRANSITIONS, TERMINAL_STATES, IllegalTransition, JobState
 from app.jobs.repo import JobRepo
-from app.db import make_sessionmaker
 from tests.jobs.harness import create_tables
 
 
