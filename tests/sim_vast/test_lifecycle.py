@@ -216,7 +216,7 @@ async def test_billing_charges_running_instances_over_scaled_time() -> None:
 
 async def test_credit_exhaustion_stops_running_instances() -> None:
     async with (
-        VastEmulator(default_market(20, seed=5), api_key=API_KEY, time_scale=0.0001, credit=1.0) as emu,
+        VastEmulator(default_market(20, seed=5), api_key=API_KEY, time_scale=0.00001, credit=0.5) as emu,
         httpx.AsyncClient(base_url=emu.url, headers={"Authorization": f"Bearer {API_KEY}"}) as c,
     ):
         (offer_id,) = await cheapest_ids(c, 1)

@@ -188,7 +188,9 @@ class VastEmulator:
             return error(401, "auth_error", "Invalid user key")
         if key is not None and key != self.api_key and not self._instance_key_ok(key, request, route):
             return error(self.bad_key_status, "auth_error", "Invalid user key")
-        identity = f"{key or '-'}@{request.remote}"
+        # Vast's identity: bearer token + api_key parameter + client IP (each combination has its own budget)
+        bearer = request.headers.get("Authorization", "")
+        identity = f"{bearer}|{request.query.get('api_key', '')}@{request.remote}"
         threshold = self.limiter.check(route, identity)
         if threshold is not None:
             retry = (
