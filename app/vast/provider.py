@@ -462,7 +462,12 @@ class VastProvider:
                 if attempt == 1 or time.monotonic() >= deadline:
                     raise
             except BaseException:
-                await asyncio.shield(self.destroy(inst))
+                try:  # cancelled or broken mid-wait: what this attempt rented must not keep billing
+                    await asyncio.shield(self.destroy(inst))
+                except Exception as destroy_exc:
+                    log.error(
+                        "vast: could not destroy %s (%s); reconcile/cleanup must", inst.label, destroy_exc
+                    )
                 raise
         raise AssertionError("unreachable")  # pragma: no cover
 

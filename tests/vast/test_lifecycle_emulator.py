@@ -322,3 +322,47 @@ async def test_logs_and_balance(tmp_path):
         text = await p.client.request_logs(inst.id, poll_interval_s=0.02, deadline_s=5)
         assert "actual_status" in text
         assert await p.client.balance() > 0
+
+
+async def test_wait_ready_waits_for_comfyui_when_a_probe_is_given(tmp_path):
+    calls: list[str] = []
+
+    async def comfy_probe(instance) -> bool:
+        calls.append(instance.id)
+        return len(calls) >= 3  # ComfyUI answers on the third try (502 from Caddy before)
+
+    async with world(tmp_path) as w:
+        p = await w.provider(comfy_probe=comfy_probe)
+        inst = await p.acquire(REQ, soon())
+        assert inst.state == InstanceState.PROVISIONING and calls == [inst.id] * 3
+
+
+async def test_cancelled_acquire_destroys_what_it_rented(tmp_path):
+    probing = asyncio.Event()
+
+    async def never(instance) -> bool:
+        probing.set()
+        return False
+
+    async with world(tmp_path) as w:
+        p = await w.provider(ssh_probe=never, ssh_timeout_s=60)
+        task = asyncio.create_task(p.acquire(REQ, soon(60)))
+        await asyncio.wait_for(probing.wait(), 10)
+        assert len(w.live()) == 1
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert not w.live()
+        assert [r.state for r in await p.ledger.list(alive_only=False)] == [InstanceState.DESTROYED]
+
+
+async def test_search_logs_why_the_winner_won(tmp_path, caplog):
+    from app.pool.provider import Provider
+
+    caplog.set_level("INFO", logger="app.vast.provider")
+    async with world(tmp_path) as w:
+        p = await w.provider()
+        assert isinstance(p, Provider)
+        ranked = await p.search(REQ)
+        line = next(r.getMessage() for r in caplog.records if "qualify" in r.getMessage())
+        assert f"#1 offer {ranked[0].id}" in line and "#3 offer" in line and "/clip" in line
