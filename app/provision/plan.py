@@ -187,12 +187,14 @@ async def build_plan(
     node_sources: Mapping[str, tuple[str, str]] | None = None,
     comfy_dir: str | None = None,
     resolve: bool = True,
+    token_hosts: tuple[str, ...] = DEFAULT_TOKEN_HOSTS,
     http_timeout_s: float = 15.0,
 ) -> Plan:
     """The plan for `workflow` (an `app.workflows.Workflow`: `.name`, `.models`, `.custom_nodes`).
 
     `mirror_url` (default `settings.model_mirror_url`) makes every model come from
     `<mirror>/<folder>/<name>`. `node_sources` overrides a node's (git_url, commit), for local repos.
+    The HF token (`settings.hf_token`) is only ever sent to `token_hosts`.
     Raises `UpstreamChanged` when a source's sha256 differs from the one in the lock file.
     """
     mirror = (mirror_url or settings.model_mirror_url or "").rstrip("/") or None
@@ -206,7 +208,7 @@ async def build_plan(
         async with httpx.AsyncClient(timeout=http_timeout_s) as client:
             resolved = list(
                 await asyncio.gather(
-                    *(resolve_source(client, u, token=token, token_hosts=DEFAULT_TOKEN_HOSTS) for u in urls)
+                    *(resolve_source(client, u, token=token, token_hosts=token_hosts) for u in urls)
                 )
             )
 
@@ -249,5 +251,6 @@ async def build_plan(
         comfy_dir=comfy_dir or settings.comfy_dir,
         parallel=max(1, settings.provision_parallel),
         comfy_url=f"http://127.0.0.1:{settings.comfy_internal_port}/",
+        token_hosts=tuple(token_hosts),
         lock_path=lock_path,
     )

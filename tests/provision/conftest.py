@@ -162,6 +162,7 @@ async def make_plan(workflow: FakeWorkflow, model_server: ModelServer, remote: R
             get_settings(),
             mirror_url=model_server.url if mirror else None,
             node_sources=workflow.node_sources,  # type: ignore[attr-defined]
+            token_hosts=("127.0.0.1",),  # the HF-style route; its CDN redirect goes to "localhost"
         )
         stub = _stub_python(tmp_path / f"python-stub-{pip_rc}", remote.pip_log, pip_rc)
         defaults = dict(
@@ -173,7 +174,6 @@ async def make_plan(workflow: FakeWorkflow, model_server: ModelServer, remote: R
             backoff_s=0.2,
             retries=3,
             progress_interval_s=0.2,
-            token_hosts=("127.0.0.1",),
         )
         defaults.update(overrides)
         return dataclasses.replace(plan, **defaults)
