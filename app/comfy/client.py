@@ -77,7 +77,6 @@ class _Job:
     absent_since: float | None = None
     ws_outputs: dict[str, Any] = field(default_factory=dict)
     cached: list[str] = field(default_factory=list)
-    last_ws_message: float = field(default_factory=time.monotonic)
 
 
 class ComfyClient:
@@ -333,18 +332,18 @@ class ComfyClient:
             prompt_id, client_id, ProgressTracker(prompt_id, graph, progress_nodes), on_progress, ws=ws
         )
         self._jobs[prompt_id] = job
-        if on_submitted is not None:
-            on_submitted(prompt_id)
         try:
+            if on_submitted is not None:
+                on_submitted(prompt_id)
             result = await self._follow(job, deadline)
             final = job.tracker.finish()
             if final is not None:
                 await self._emit(job, final)
             return result
-        except ComfyTimeout:
-            await self._cancel_quietly(prompt_id)
-            raise
-        except asyncio.CancelledError:
+        except (ExecutionError, PromptInterrupted, ComfyUnavailable):
+            raise  # the prompt is over (or ComfyUI is gone): nothing to cancel
+        except BaseException:
+            # deadline, caller cancellation, a bug in a callback: the prompt must not keep the GPU busy
             await self._cancel_quietly(prompt_id)
             raise
         finally:
@@ -540,7 +539,6 @@ class ComfyClient:
                     continue
                 if not isinstance(msg, dict):
                     continue
-                job.last_ws_message = time.monotonic()
                 await self._handle_message(job, str(msg.get("type")), msg.get("data") or {})
         except ConnectionClosed:
             pass

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 
+import pytest
 from PIL import Image
 
 from tests.comfy.conftest import make_client
@@ -83,3 +85,34 @@ async def test_shipped_workflow_end_to_end(emulator, start_image, tmp_path):
         png = await comfy.extract_last_frame(video, tmp_path / "last.png")
     assert Image.open(png).size == (256, 256)
     assert seen[-1].fraction == 1.0 and any(p.stage == "sampling 2/2" for p in seen)
+
+
+async def test_broken_progress_callback_does_not_fail_the_job(emulator, start_image):
+    emu = await emulator()
+
+    def explode(_progress):
+        raise RuntimeError("progress sink down")
+
+    async with make_client(emu.url) as comfy:
+        name = await comfy.upload_image(start_image)
+        result = await comfy.run(
+            wan_graph(name), deadline=time.monotonic() + 20, on_progress=explode, progress_nodes=SAMPLERS
+        )
+    assert result.video(VIDEO_NODE) is not None
+
+
+async def test_failing_submitted_callback_does_not_leave_the_prompt_running(emulator, start_image):
+    emu = await emulator(step_delay_s=0.2)
+
+    def refuse(_prompt_id):
+        raise RuntimeError("job store unavailable")
+
+    async with make_client(emu.url) as comfy:
+        name = await comfy.upload_image(start_image)
+        with pytest.raises(RuntimeError):
+            await comfy.run(wan_graph(name), deadline=time.monotonic() + 20, on_submitted=refuse)
+    for _ in range(100):
+        if emu.running is None and not emu.pending:
+            break
+        await asyncio.sleep(0.02)
+    assert emu.running is None and not emu.pending
