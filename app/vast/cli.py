@@ -159,14 +159,21 @@ def offers_cmd(
     settings = get_settings()
     request = _request(settings, workflow)
 
-    async def go() -> list[Any]:
+    async def go() -> tuple[list[Any], dict[str, Any]]:
         async with open_provider(settings) as provider:
-            return await provider.search(request)
+            return await provider.search(request), provider.last_search
 
-    ranked = _run(go())[:limit]
+    ranked, stats = _run(go())
+    ranked = ranked[:limit]
     rows = [r.summary() for r in ranked]
     if as_json:
-        _echo_json({"request": {"workflow": request.workflow, "disk_gb": request.disk_gb}, "offers": rows})
+        _echo_json(
+            {
+                "request": {"workflow": request.workflow, "disk_gb": request.disk_gb},
+                "search": stats,
+                "offers": rows,
+            }
+        )
         return
     table = Table(title=f"offers for {request.workflow} (disk {request.disk_gb:.0f} GB), best first")
     for col in (
@@ -198,6 +205,10 @@ def offers_cmd(
             f"{r['cost_per_clip_usd']:.4f}",
         )
     _console().print(table)
+    typer.echo(
+        f"{stats.get('returned', 0)} offers returned, {stats.get('qualifying', 0)} qualify; rejected by "
+        + (", ".join(f"{k} x{v}" for k, v in sorted(stats.get("rejected", {}).items())) or "nothing")
+    )
     if ranked:
         typer.echo("why: " + explain(ranked))
     if not rows:
@@ -247,6 +258,12 @@ async def _resolve(provider: VastProvider, ident: str) -> tuple[Instance, dict[s
             raise ComfyfleetError(f"no instance {ident!r} on Vast.ai or in the ledger")
         known = Instance(provider="vast", id=str(info["id"]), label=str(info.get("label") or ""))
     return known, info
+
+
+def _need_id(inst: Instance) -> str:
+    if not inst.id:
+        raise ComfyfleetError(f"{inst.label} has no Vast.ai id yet (create in flight); run `instances list`")
+    return inst.id
 
 
 @instances.command("destroy")
@@ -307,7 +324,7 @@ def logs_cmd(
     async def go() -> tuple[Instance, str]:
         async with open_provider(settings) as provider:
             inst, _ = await _resolve(provider, ident)
-            return inst, await provider.client.request_logs(inst.id, tail=tail)
+            return inst, await provider.client.request_logs(_need_id(inst), tail=tail)
 
     inst, text = _run(go())
     if as_json:

@@ -30,6 +30,7 @@ from app.vast.errors import (
     AuthError,
     CreateAmbiguous,
     InstanceFailed,
+    InsufficientCredit,
     NoOffers,
     OfferUnavailable,
     VastError,
@@ -134,6 +135,7 @@ class VastProvider:
         self._bad_loaded = False
         self._account_key_checked = False
         self._public_key: str | None = None
+        self.last_search: dict[str, Any] = {}  # what the last search returned and why offers were rejected
 
     # --- naming ------------------------------------------------------------------------------------
 
@@ -165,6 +167,7 @@ class VastProvider:
         offers = await self.client.search_offers(build_query(req))
         ranked, rejected = rank_offers(offers, req, self.clip_profile or profile_from(request, self.settings))
         ranked = [r for r in ranked if r.id not in exclude_offers]
+        self.last_search = {"returned": len(offers), "qualifying": len(ranked), "rejected": rejected}
         log.info(
             "vast offers: %d returned, %d qualify (rejected: %s); %s",
             len(offers),
@@ -194,6 +197,20 @@ class VastProvider:
                     "vast: could not register the SSH key on the account (%s); attaching per instance", exc
                 )
         return self._public_key
+
+    async def _check_credit(self) -> None:
+        """Refuse before renting when the account has no credit left (clearer than a failed create)."""
+        try:
+            credit = await self.client.balance()
+        except AuthError:
+            raise
+        except VastError as exc:
+            log.warning("vast: could not read the account credit (%s); trying anyway", exc)
+            return
+        if credit <= 0:
+            raise InsufficientCredit(
+                402, "insufficient_credit", f"account credit is ${credit:.2f}; add credit"
+            )
 
     def create_body(self, ranked: RankedOffer, label: str, token: str, disk_gb: float) -> dict[str, Any]:
         """The `PUT /asks/{id}/` body. ComfyUI stays on the instance's loopback unless access is direct."""
@@ -233,6 +250,7 @@ class VastProvider:
     async def create(self, request: CreateRequest) -> Instance:
         """Rent the best offer; OfferUnavailable -> next offer; one fresh search when a page runs out."""
         public_key = await self._ensure_public_key()
+        await self._check_credit()
         tried: set[int] = set()
         last: Exception | None = None
         for _round in range(2):

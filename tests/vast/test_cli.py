@@ -79,6 +79,7 @@ def test_offers_explains_the_ranking(sim):
     assert len(costs) == 3 and costs == sorted(costs)
     human = invoke("offers", "--limit", "2")
     assert human.exit_code == 0 and "why: #1 offer" in human.output and "/clip" in human.output
+    assert "qualify; rejected by" in human.output and data["search"]["returned"] >= 3
 
 
 def test_create_list_ssh_logs_destroy(sim):

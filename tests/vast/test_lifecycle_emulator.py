@@ -287,7 +287,7 @@ async def test_destroy_is_idempotent(tmp_path):
 
 
 async def test_insufficient_credit_rents_nothing(tmp_path):
-    async with world(tmp_path, credit=0.0001) as w:
+    async with world(tmp_path, credit=0.00001) as w:
         p = await w.provider()
         with pytest.raises(InsufficientCredit):
             await p.create(REQ)
@@ -366,3 +366,11 @@ async def test_search_logs_why_the_winner_won(tmp_path, caplog):
         ranked = await p.search(REQ)
         line = next(r.getMessage() for r in caplog.records if "qualify" in r.getMessage())
         assert f"#1 offer {ranked[0].id}" in line and "#3 offer" in line and "/clip" in line
+
+
+async def test_no_credit_left_refuses_before_any_create(tmp_path):
+    async with world(tmp_path, credit=0.0) as w:
+        p = await w.provider()
+        with pytest.raises(InsufficientCredit, match="add credit"):
+            await p.create(REQ)
+        assert w.creates() == 0 and not await p.ledger.list(alive_only=False)
