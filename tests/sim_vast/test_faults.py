@@ -162,3 +162,37 @@ def test_faults_json_round_trip() -> None:
     again = VastFaults()
     again.update(json.loads(json.dumps(faults.to_json())))
     assert again == faults
+
+
+async def test_new_instance_shows_null_right_after_create(
+    emu: VastEmulator, client: httpx.AsyncClient
+) -> None:
+    emu.faults.null_shows_after_create = 2
+    (offer_id,) = await cheapest_ids(client, 1)
+    instance_id = await rent(client, offer_id)
+    assert await show(client, instance_id) is None
+    assert await show(client, instance_id) is None
+    inst = await show(client, instance_id)
+    assert inst is not None and inst["id"] == instance_id
+
+
+async def test_hung_backend_boot_blocks_only_its_own_instance() -> None:
+    class HangingFirst(RecordingBackend):
+        async def boot(self, instance_id, create_body, ssh_keys):
+            if not self.boots and not getattr(self, "hung", False):
+                self.hung = True
+                await asyncio.sleep(3600)
+            return await super().boot(instance_id, create_body, ssh_keys)
+
+    backend = HangingFirst()
+    async with (
+        VastEmulator(default_market(20, seed=7), api_key=API_KEY, backend=backend) as emu,
+        httpx.AsyncClient(base_url=emu.url, headers={"Authorization": f"Bearer {API_KEY}"}) as c,
+    ):
+        a, b = await cheapest_ids(c, 2)
+        await rent(c, a)
+        second = await rent(c, b)
+        deadline = time.monotonic() + 3
+        while emu.instances[second].phase != "running":  # the ticker boots it without any poll
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.02)

@@ -46,6 +46,9 @@ async def show(request: web.Request) -> web.Response:
     if instance_id is None:
         return error(400, "invalid_args", "invalid instance_id")
     emu.bill()
+    if inst is not None and inst.null_shows > 0:
+        inst.null_shows -= 1
+        return web.json_response({"instances": None})
     return web.json_response({"instances": inst.render() if inst is not None else None})
 
 

@@ -223,6 +223,7 @@ async def create(request: web.Request) -> web.StreamResponse:
         fault=emu.faults.fault_for_new_instance(offer_id),
         label=fields["label"],
         ssh_keys=[dict(k) for k in emu.account_keys],
+        null_shows=emu.faults.null_shows_after_create,
     )
     if fields["target"] == "stopped":
         inst.intended_status = "stopped"

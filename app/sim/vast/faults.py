@@ -52,6 +52,7 @@ class VastFaults:
     instance_faults: dict[int, str] = field(default_factory=dict)  # instance id -> fault
     offer_faults: dict[int, str] = field(default_factory=dict)  # offer id -> fault for instances on it
     next_instance_faults: list[str] = field(default_factory=list)  # applied to the next creates, in order
+    null_shows_after_create: int = 0  # each new instance answers `{"instances": null}` to its first N shows
 
     def take_server_error(self, route: str) -> int | None:
         """Consume one 5xx if armed for this route; returns the status to answer."""

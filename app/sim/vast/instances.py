@@ -153,6 +153,7 @@ class SimInstance:
     jupyter_token: str = field(default_factory=lambda: secrets.token_hex(32))
     log_lines: list[str] = field(default_factory=list)
     boot_count: int = 0
+    null_shows: int = 0  # first N shows answer null, as Vast sometimes does right after create
     destroyed: bool = False
 
     @property

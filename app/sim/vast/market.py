@@ -9,7 +9,6 @@ Query-dependent fields (prices with storage, `is_bid`, `rn`, ...) are recomputed
 
 from __future__ import annotations
 
-import copy
 import random
 import time
 from typing import Any
@@ -217,7 +216,7 @@ def priced_offer(
     now: float | None = None,
 ) -> dict[str, Any]:
     """The offer as one search (or a create with `bid_price`) prices it: storage included, bid or not."""
-    out = copy.deepcopy(offer)
+    out = dict(offer)  # shallow: nested values are never mutated, and deep copies made search slow
     now = time.time() if now is None else now
     is_bid = offer_type == "bid" or bid_price is not None
     gpu_hour = float(bid_price if bid_price is not None else (out["min_bid"] if is_bid else out["dph_base"]))

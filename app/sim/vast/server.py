@@ -29,6 +29,8 @@ from app.sim.vast.ratelimit import REAL_THRESHOLDS, RateLimiter
 
 log = logging.getLogger(__name__)
 
+STOP_TIMEOUT_S = 10.0
+
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
@@ -94,6 +96,7 @@ class VastEmulator:
         self._billed_at = time.monotonic()
         self._runner: web.AppRunner | None = None
         self._ticker: asyncio.Task[None] | None = None
+        self._advancing: dict[int, asyncio.Task[None]] = {}
 
     # ------------------------------------------------------------------ server
     async def start(self, host: str = "127.0.0.1", port: int = 0) -> str:
@@ -117,8 +120,14 @@ class VastEmulator:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._ticker
             self._ticker = None
+        for task in self._advancing.values():
+            task.cancel()
+        self._advancing.clear()
         for inst in list(self.instances.values()):
-            await self.lifecycle.stop(inst, "emulator shut down")
+            try:  # tear backends down; a hung backend must not hang the emulator's shutdown
+                await asyncio.wait_for(self.lifecycle.stop(inst, "emulator shut down"), STOP_TIMEOUT_S)
+            except TimeoutError:
+                log.warning("sim vast: teardown of instance %s timed out at shutdown", inst.id)
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
@@ -340,10 +349,21 @@ class VastEmulator:
             if inst.phase == "running" or inst.intended_status == "running":
                 await self.lifecycle.stop(inst, "Instance stopped: account credit exhausted (simulated)")
 
+    def _advance_in_background(self) -> None:
+        """Start transitions for every instance not already advancing (a slow boot blocks only itself)."""
+        for inst in list(self.instances.values()):
+            task = self._advancing.get(inst.id)
+            if task is None or task.done():
+                task = asyncio.create_task(self.lifecycle.advance(inst))
+                task.add_done_callback(_log_failure)
+                self._advancing[inst.id] = task
+        for instance_id in [i for i, t in self._advancing.items() if t.done() and i not in self.instances]:
+            self._advancing.pop(instance_id, None)
+
     async def _tick(self) -> None:
         while True:
             try:
-                await self.advance_all()
+                self._advance_in_background()
                 self.bill()
                 if self.credit <= 0:
                     await self._stop_for_credit()
@@ -355,6 +375,11 @@ class VastEmulator:
             except Exception:  # the ticker must never die; a bad backend is logged and retried
                 log.exception("sim vast: ticker step failed")
             await asyncio.sleep(self.tick_s)
+
+
+def _log_failure(task: asyncio.Task[None]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.error("sim vast: instance transition failed", exc_info=task.exception())
 
 
 def _tag(handler: Handler, route: str, auth: str) -> Handler:
