@@ -254,6 +254,12 @@ class Executor:
                 except NodeFailure as failure:
                     failure.inputs = inputs  # type: ignore[attr-defined]
                     raise
+                except (Interrupted, Crashed):
+                    raise
+                except Exception as exc:  # a stand-in hit an input it cannot use: report it like ComfyUI
+                    failure = NodeFailure(type(exc).__name__, f"{exc}\n", generic_traceback())
+                    failure.inputs = inputs  # type: ignore[attr-defined]
+                    raise failure from exc
                 values[node_id] = outputs
                 self.cache[sigs[node_id]] = (outputs, ui)
                 if ui is not None:

@@ -3,6 +3,7 @@ clientId equals sid gets the message (a newer socket with the same clientId repl
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import logging
@@ -17,6 +18,7 @@ from app.sim.comfyui.faults import ComfyFaults
 log = logging.getLogger(__name__)
 
 PREVIEW_IMAGE = 1
+SEND_TIMEOUT_S = 10.0
 PREVIEW_IMAGE_WITH_METADATA = 4
 
 
@@ -47,12 +49,17 @@ class Hub:
         if self.faults.silent_ws or client.ws.closed:
             return
         try:
-            if isinstance(payload, bytes):
-                await client.ws.send_bytes(payload)
-            else:
-                await client.ws.send_str(payload)
+            async with asyncio.timeout(SEND_TIMEOUT_S):
+                if isinstance(payload, bytes):
+                    await client.ws.send_bytes(payload)
+                else:
+                    await client.ws.send_str(payload)
         except (ConnectionError, RuntimeError) as exc:  # peer went away mid-send
             log.debug("ws send to %s failed: %s", client.sid, exc)
+        except TimeoutError:  # a peer that stops reading must not stall execution: cut it off
+            log.info("ws client %s stopped reading; dropping it", client.sid)
+            if client.request.transport is not None:
+                client.request.transport.abort()
 
     async def send(self, event: str, data: dict[str, Any], sid: str | None = None) -> None:
         text = json.dumps({"type": event, "data": data})

@@ -211,7 +211,7 @@ def build_routes(emu: ComfyEmulator) -> list[web.RouteDef]:
     @routes.post("/free")
     async def post_free(request: web.Request) -> web.Response:
         data = await _json_or_empty(request)
-        if data.get("free_memory") or data.get("unload_models"):
+        if data.get("free_memory"):  # ComfyUI resets its executor (and the output cache) on free_memory
             emu.executor.reset_cache()
         return web.Response(status=200)
 
