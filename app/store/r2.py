@@ -12,6 +12,7 @@ import asyncio
 import concurrent.futures
 import functools
 import logging
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -153,16 +154,18 @@ class R2Store:
     async def put(self, path: Path, key: str, content_type: str, metadata: dict[str, str]) -> StoredObject:
         validate_key(key)
         meta = validate_metadata(metadata)
-        path = Path(path)
-        if not path.is_file():
-            raise ObjectMissing(f"cannot upload {path}: not a file")
-        size = path.stat().st_size
         extra = {"ContentType": content_type, "Metadata": meta}
-        upload = functools.partial(
-            self._client.upload_file, str(path), self.bucket, key, ExtraArgs=extra, Config=self._transfer
-        )
+
+        def upload() -> int:
+            try:
+                size = os.stat(path).st_size
+            except FileNotFoundError:
+                raise ObjectMissing(f"cannot upload {path}: no such file") from None
+            self._client.upload_file(str(path), self.bucket, key, ExtraArgs=extra, Config=self._transfer)
+            return size
+
         try:
-            await self._call(f"upload {key}", upload)
+            size = await self._call(f"upload {key}", upload)
         except _NotFound:
             raise BucketMissing(self._bucket_missing_message()) from None
         stored = await self.head(key)

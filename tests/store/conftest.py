@@ -14,14 +14,21 @@ from tests.support.seaweedfs import SeaweedFS, seaweedfs  # noqa: F401 (session 
 PART = 5 * MB  # S3/R2 minimum part size
 
 
+@pytest.fixture(scope="session")
+def shared_bucket(seaweedfs: SeaweedFS) -> str:  # noqa: F811
+    """One bucket for the room's tests (each test uses its own keys): SeaweedFS spends ~0.25 s on the
+    first write into every new bucket, which per-test buckets would pay ~20 times."""
+    return seaweedfs.new_bucket("store")
+
+
 @pytest.fixture
-async def make_r2(seaweedfs: SeaweedFS) -> AsyncIterator[Callable[..., R2Store]]:  # noqa: F811
+async def make_r2(seaweedfs: SeaweedFS, shared_bucket: str) -> AsyncIterator[Callable[..., R2Store]]:  # noqa: F811
     """Build R2Stores against the session SeaweedFS (small parts so multipart is cheap to test)."""
     made: list[R2Store] = []
 
     def make(**kw) -> R2Store:
         args = dict(
-            bucket=kw.pop("bucket", None) or seaweedfs.new_bucket(),
+            bucket=kw.pop("bucket", None) or shared_bucket,
             endpoint_url=seaweedfs.endpoint,
             access_key_id=seaweedfs.access_key,
             secret_access_key=seaweedfs.secret_key,

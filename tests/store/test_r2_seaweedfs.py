@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import datetime
 import hashlib
 import time
 import traceback
 
+import botocore.auth
 import httpx
 import pytest
 
@@ -77,14 +79,17 @@ async def test_presigned_url_serves_full_body_and_range(r2: R2Store, tmp_path):
     assert part.headers["content-range"] == f"bytes 100-1099/{len(data)}"
 
 
-async def test_expired_presigned_url_is_refused(make_r2, tmp_path):
-    store = make_r2(presign_expiry_s=1)
+async def test_expired_presigned_url_is_refused(make_r2, tmp_path, monkeypatch):
+    store = make_r2(presign_expiry_s=60)
     await store.put(random_file(tmp_path / "v", 100), "e/v.mp4", "video/mp4", {})
-    url = await store.url("e/v.mp4")
+    fresh = await store.url("e/v.mp4")
+    an_hour_ago = datetime.datetime.now(datetime.UTC).replace(tzinfo=None) - datetime.timedelta(hours=1)
+    with monkeypatch.context() as mp:
+        mp.setattr(botocore.auth, "get_current_datetime", lambda *_, **__: an_hour_ago)
+        stale = await store.url("e/v.mp4")  # signed an hour ago, valid for 60 s
     async with httpx.AsyncClient(timeout=30) as http:
-        assert (await http.get(url)).status_code == 200
-        await asyncio.sleep(2.1)
-        expired = await http.get(url)
+        assert (await http.get(fresh)).status_code == 200
+        expired = await http.get(stale)
     assert expired.status_code == 403
     assert "expired" in expired.text.lower()
 
