@@ -101,6 +101,18 @@ async def test_vhs_jobs_match_capture_and_write_files(job_env, http, comfy_dir):
     assert video.is_file()
 
 
+async def test_createvideo_savevideo_and_webp_match_capture(job_env, http, comfy_dir):
+    emu, ws = job_env
+    job = JOBS["createvideo_savevideo_webp_job"]
+    _, messages, history = await _run(emu, http, ws, job)
+    assert shape(messages) == shape(captured(job["ws_messages"]))
+    want = _expected_history(job)
+    _assert_history_like(history, want)
+    assert history["outputs"] == want["outputs"]
+    assert (comfy_dir / "output" / "capture" / "video_00001_.mp4").stat().st_size > 0
+    assert (comfy_dir / "output" / "capture" / "webp_00001_.webp").stat().st_size > 0
+
+
 async def test_execution_error_on_broken_vae_matches_capture(job_env, http, comfy_dir):
     emu, ws = job_env
     (comfy_dir / "models" / "vae" / "wan_2.1_vae.safetensors").write_bytes(PLACEHOLDER)

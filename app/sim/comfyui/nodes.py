@@ -21,7 +21,7 @@ from PIL import Image, PngImagePlugin
 
 from app.sim.comfyui.install import ComfyInstall
 from app.sim.comfyui.loaders import check_model_file, generic_traceback
-from app.sim.comfyui.nodes_base import Frames, Latent, ModelRef, NodeFailure
+from app.sim.comfyui.nodes_base import Frames, Latent, ModelRef, NodeFailure, Video
 from app.sim.comfyui.video import Mp4Writer, moving_frames, pad_with_free_box, solid_frames, still_frames
 
 
@@ -279,6 +279,68 @@ async def save_image_websocket(ctx: NodeContext, inputs: dict[str, Any]) -> tupl
         frames.frame(index).save(buf, format="PNG")
         await ctx.tick(index, frames.count, buf.getvalue())
     return (), None
+
+
+# --- core video nodes --------------------------------------------------------------------------------
+@node("CreateVideo")
+async def create_video(ctx: NodeContext, inputs: dict[str, Any]) -> tuple[tuple[Any, ...], None]:
+    return (Video(inputs["images"], float(inputs.get("fps", 30.0))),), None
+
+
+def _write_mp4(path: Path, frames: Frames, fps: float) -> None:
+    writer = Mp4Writer(path, frames.width, frames.height, fps)
+    try:
+        for index in range(frames.count):
+            writer.add(frames.frame(index))
+        writer.close()
+    except BaseException:
+        writer.abort()
+        path.unlink(missing_ok=True)
+        raise
+
+
+@node("SaveVideo")
+async def save_video(ctx: NodeContext, inputs: dict[str, Any]) -> tuple[tuple[Any, ...], dict[str, Any]]:
+    fmt = str(inputs.get("format", "auto"))
+    if fmt not in ("auto", "mp4"):
+        raise NodeFailure("ValueError", f"'{fmt}' is not a valid VideoContainer\n", generic_traceback())
+    video: Video = inputs["video"]
+    root = ctx.install.comfy_dir / "output"
+    folder, filename, subfolder = _save_prefix(root, str(inputs.get("filename_prefix", "video/ComfyUI")))
+    name = f"{filename}_{_comfy_counter(folder, filename):05}_.mp4"
+    await asyncio.to_thread(_write_mp4, folder / name, video.frames, video.fps)
+    return (), {"images": [{"filename": name, "subfolder": subfolder, "type": "output"}], "animated": [True]}
+
+
+def _write_webp(path: Path, frames: Frames, fps: float, lossless: bool, quality: int) -> None:
+    images = [frames.frame(i) for i in range(frames.count)]
+    images[0].save(
+        path,
+        save_all=True,
+        append_images=images[1:],
+        duration=round(1000 / fps),
+        lossless=lossless,
+        quality=quality,
+    )
+
+
+@node("SaveAnimatedWEBP")
+async def save_animated_webp(
+    ctx: NodeContext, inputs: dict[str, Any]
+) -> tuple[tuple[Any, ...], dict[str, Any]]:
+    frames: Frames = inputs["images"]
+    root = ctx.install.comfy_dir / "output"
+    folder, filename, subfolder = _save_prefix(root, str(inputs.get("filename_prefix", "ComfyUI")))
+    name = f"{filename}_{_comfy_counter(folder, filename):05}_.webp"
+    await asyncio.to_thread(
+        _write_webp,
+        folder / name,
+        frames,
+        float(inputs.get("fps", 6.0)),
+        bool(inputs.get("lossless", True)),
+        int(inputs.get("quality", 80)),
+    )
+    return (), {"images": [{"filename": name, "subfolder": subfolder, "type": "output"}], "animated": [True]}
 
 
 # --- VideoHelperSuite --------------------------------------------------------------------------------

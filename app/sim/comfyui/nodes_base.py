@@ -58,3 +58,11 @@ class ModelRef:
 
     def __str__(self) -> str:
         return f"<{self.kind} {self.name} object at 0x7f00c0ffee00>"
+
+
+@dataclass
+class Video:
+    """A VIDEO value (core CreateVideo): frames plus a frame rate."""
+
+    frames: Frames
+    fps: float
