@@ -252,7 +252,7 @@ class VastClient:
                 raise CreateAmbiguous(label, str(exc)) from None
             raise
         except VastApiError as exc:
-            if exc.status >= 500:
+            if exc.status >= 500 or isinstance(exc, InvalidResponse):  # 5xx, or a 2xx we cannot read
                 raise CreateAmbiguous(label, str(exc)) from None
             raise
         contract = data.get("new_contract") if isinstance(data, Mapping) else None

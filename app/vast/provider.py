@@ -314,10 +314,8 @@ class VastProvider:
             ranked.id,
             inst.price_per_hour,
         )
-        try:
+        try:  # never raise from here: the instance is rented and the caller must get it back
             await self.client.attach_ssh_key(instance_id, public_key)
-        except AuthError:
-            raise
         except VastError as exc:
             log.warning(
                 "vast: attaching the SSH key to %s failed (%s); relying on the account key", inst.id, exc

@@ -429,3 +429,10 @@ async def test_api_key_never_in_errors_repr_or_logs(make_client, caplog):
     assert API_KEY not in repr(info.value)
     assert API_KEY not in repr(client)
     assert API_KEY not in caplog.text
+
+
+async def test_create_unreadable_200_is_ambiguous(make_client):
+    client, rec = make_client(lambda r: httpx.Response(200, text="<html>proxy page</html>"))
+    with pytest.raises(CreateAmbiguous):
+        await client.create_instance(7, {"label": "l"})
+    assert len(rec.requests) == 1
