@@ -120,6 +120,7 @@ class ComfyClient:
         self._http: httpx.AsyncClient | None = None
         self._jobs: dict[str, _Job] = {}
         self._cancelled: set[str] = set()
+        self._closing: set[asyncio.Task[None]] = set()
 
     # --- lifecycle -------------------------------------------------------------------------------
     async def __aenter__(self) -> ComfyClient:
@@ -136,6 +137,8 @@ class ComfyClient:
         await self.aclose()
 
     async def aclose(self) -> None:
+        if self._closing:
+            await asyncio.gather(*self._closing, return_exceptions=True)
         if self._http is not None:
             await self._http.aclose()
             self._http = None
@@ -354,7 +357,10 @@ class ComfyClient:
                 with contextlib.suppress(BaseException):
                     await job.reader
             if job.ws is not None:
-                await _close_ws(job.ws)
+                # the close handshake is not the caller's business: finish it in the background
+                task = asyncio.create_task(_close_ws(job.ws))
+                self._closing.add(task)
+                task.add_done_callback(self._closing.discard)
 
     async def _open_ws(self, client_id: str, deadline: float | None) -> ClientConnection:
         url = _ws_url(self.base_url) + f"/ws?clientId={client_id}"
@@ -370,6 +376,7 @@ class ComfyClient:
                 ping_timeout=20,
                 close_timeout=2,
                 max_size=64 * 1024 * 1024,
+                max_queue=256,
                 compression=None,
                 proxy=None,
             )
@@ -851,5 +858,17 @@ def _size_or_zero(path: Path) -> int:
 
 
 async def _close_ws(ws: ClientConnection) -> None:
+    """Close, reading whatever is still queued: with no reader, a full frame queue would stop the
+    connection from ever seeing the server's close frame (a 2 s close_timeout per job)."""
+
+    async def drain() -> None:
+        with contextlib.suppress(Exception):
+            async for _ in ws:
+                pass
+
+    drainer = asyncio.create_task(drain())
     with contextlib.suppress(Exception):
         await asyncio.wait_for(ws.close(), timeout=2.0)
+    drainer.cancel()
+    with contextlib.suppress(BaseException):
+        await drainer
