@@ -22,23 +22,36 @@ NO_KEY_MESSAGE = (
 
 
 def client_from_settings(
-    settings: Settings, *, transport: httpx.AsyncBaseTransport | None = None
+    settings: Settings,
+    *,
+    base_url: str | None = None,
+    api_key: str | None = None,
+    transport: httpx.AsyncBaseTransport | None = None,
 ) -> VastClient:
-    """A `VastClient` for `settings.vast_api_url`; raises `ConfigError` when no key is configured."""
-    key = settings.vast_api_key.get_secret_value() if settings.vast_api_key else ""
+    """A `VastClient` for `settings.vast_api_url` (or `base_url`, e.g. the simulated world's emulator).
+
+    Raises `ConfigError` when no key is configured or given."""
+    key = api_key or (settings.vast_api_key.get_secret_value() if settings.vast_api_key else "")
     if not key:
         raise ConfigError(NO_KEY_MESSAGE)
     return VastClient(
-        settings.vast_api_url, key, timeout=settings.vast_request_timeout_s, transport=transport
+        base_url or settings.vast_api_url, key, timeout=settings.vast_request_timeout_s, transport=transport
     )
 
 
 @asynccontextmanager
 async def open_provider(
-    settings: Settings, *, transport: httpx.AsyncBaseTransport | None = None, **provider_kwargs: Any
+    settings: Settings,
+    *,
+    base_url: str | None = None,
+    api_key: str | None = None,
+    transport: httpx.AsyncBaseTransport | None = None,
+    **provider_kwargs: Any,
 ) -> AsyncIterator[VastProvider]:
-    """`async with open_provider(settings) as provider:` -- client, ledger (tables created), provider."""
-    client = client_from_settings(settings, transport=transport)
+    """`async with open_provider(settings) as provider:` -- client, ledger (tables created), provider.
+
+    `provider_kwargs` go to `VastProvider` (e.g. `ssh_probe=`, `comfy_probe=`)."""
+    client = client_from_settings(settings, base_url=base_url, api_key=api_key, transport=transport)
     engine = make_engine(settings.effective_database_url)
     try:
         await init_db(engine)
