@@ -51,6 +51,8 @@ def address_problem(addr: str, *, allow_loopback: bool = False) -> str | None:
         ip = ip.ipv4_mapped
     if ip in _METADATA:
         return "a cloud metadata address"
+    if ip.is_unspecified:
+        return "not a public address"
     if ip.is_loopback:
         return None if allow_loopback else "a loopback address"
     if ip.is_link_local:

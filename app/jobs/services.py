@@ -108,7 +108,11 @@ class Services:
             image.discard()
             raise
         if webhook_url is not None:
-            await self.intake.guard(webhook_url)
+            try:
+                await self.intake.guard(webhook_url)
+            except BaseException:
+                image.discard()
+                raise
         resolved_raw = {**raw, "seed": params.seed, "width": params.width, "height": params.height}
         path = image.commit(self.intake.inputs_dir)
         normalized = params.normalized()

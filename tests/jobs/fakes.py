@@ -69,12 +69,16 @@ class FakeWorkflow:
         if not 1 <= steps <= 50:
             raise ValidationError("steps", "must be between 1 and 50")
         width, height = raw.get("width"), raw.get("height")
-        if width is None or height is None:
-            iw, ih = image_size or (832, 480)
+        iw, ih = image_size or (832, 480)
+        if width is None and height is None:
             if iw >= ih:
                 height, width = 480, round(480 * iw / ih / 16) * 16
             else:
                 width, height = 480, round(480 * ih / iw / 16) * 16
+        elif height is None:
+            height = round(int(width) * ih / iw / 16) * 16
+        elif width is None:
+            width = round(int(height) * iw / ih / 16) * 16
         for fname, v in (("width", width), ("height", height)):
             if int(v) % 16 or not 128 <= int(v) <= 1280:
                 raise ValidationError(fname, "must be a multiple of 16 between 128 and 1280")
@@ -222,6 +226,8 @@ class FakeGPU:
     fail_next: str | None = None
     cancels: list[str] = field(default_factory=list)
     uploads: int = 0
+    tasks: dict[str, asyncio.Task] = field(default_factory=dict)
+    listeners: dict[str, Any] = field(default_factory=dict)
 
 
 class FakeComfy:
@@ -258,12 +264,19 @@ class FakeSession:
         gpu.prompts[prompt_id] = "pending"
         gpu.submitted_at[prompt_id] = time.monotonic()
         gpu.done_events[prompt_id] = asyncio.Event()
-        gpu.graphs = getattr(gpu, "graphs", {})
-        gpu.graphs[prompt_id] = graph
-        return await self._execute(prompt_id, on_progress)
+        gpu.listeners[prompt_id] = on_progress
+        # The GPU works on its own: a client that disappears (SIGKILL) does not stop the prompt.
+        gpu.tasks[prompt_id] = asyncio.get_running_loop().create_task(self._execute(prompt_id))
+        return await asyncio.shield(gpu.tasks[prompt_id])
 
-    async def _execute(self, prompt_id: str, on_progress) -> dict:
+    async def _execute(self, prompt_id: str) -> dict:
         gpu = self.gpu
+
+        def on_progress(p):
+            listener = gpu.listeners.get(prompt_id)
+            if listener is not None:
+                listener(p)
+
         async with gpu.lock:
             if gpu.prompts[prompt_id] == "cancelled":
                 raise PromptFailed(f"prompt {prompt_id} was cancelled")
@@ -289,6 +302,7 @@ class FakeSession:
         status = self.gpu.prompts.get(prompt_id)
         if status is None or status in ("cancelled", "error"):
             return None
+        self.gpu.listeners[prompt_id] = on_progress
         await self.gpu.done_events[prompt_id].wait()
         return {"prompt_id": prompt_id} if self.gpu.prompts[prompt_id] == "done" else None
 

@@ -1,0 +1,86 @@
+"""Every bad input gets a 4xx that names the field, and creates no job (and leaves no file)."""
+
+import base64
+
+import pytest
+
+from tests.api.conftest import api
+from tests.jobs.fakes import png_bytes
+
+B64 = base64.b64encode(png_bytes(96, 64)).decode()
+
+
+async def _rejected(c, body, field, status=422):
+    r = await c.post("/vastai/generate-video", json=body)
+    assert r.status_code == status, r.text
+    data = r.json()
+    assert field in [e["field"] for e in data["errors"]], data
+    assert field in data["detail"]
+    assert await c.world.services.repo.list() == []
+    inputs = c.world.settings.data_dir / "inputs"
+    assert [p for p in inputs.rglob("*") if p.is_file()] == []
+    return data
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({"image_base64": B64}, "prompt"),
+        ({"image_base64": B64, "prompt": "x", "num_frames": "many"}, "num_frames"),
+        ({"image_base64": B64, "prompt": "x", "cfg_scale": "high"}, "cfg_scale"),
+        ({"image_base64": B64, "prompt": "x", "colour": "red"}, "colour"),
+        ({"image_base64": B64, "prompt": "x", "num_frames": 80}, "num_frames"),
+        ({"image_base64": B64, "prompt": "x", "steps": 0}, "steps"),
+        ({"image_base64": B64, "prompt": "x", "width": 650}, "width"),
+        ({"image_base64": B64, "prompt": "   "}, "prompt"),
+        ({"image_base64": B64, "prompt": "x", "workflow": "nope"}, "workflow"),
+    ],
+)
+async def test_bad_parameter_is_422_naming_the_field(tmp_path, body, field):
+    async with api(tmp_path) as c:
+        await _rejected(c, body, field)
+
+
+async def test_no_image_or_both_images_is_rejected(tmp_path):
+    async with api(tmp_path) as c:
+        await _rejected(c, {"prompt": "x"}, "image_url")
+        await _rejected(c, {"prompt": "x", "image_base64": B64, "image_url": "https://example.com/a.png"},
+                        "image_url")
+
+
+async def test_invalid_base64_is_rejected(tmp_path):
+    async with api(tmp_path) as c:
+        await _rejected(c, {"prompt": "x", "image_base64": "%%%not base64%%%"}, "image_base64")
+
+
+async def test_bytes_that_are_not_an_image_are_rejected(tmp_path):
+    async with api(tmp_path) as c:
+        data = base64.b64encode(b"<html>definitely not a png</html>").decode()
+        d = await _rejected(c, {"prompt": "x", "image_base64": data}, "image_base64")
+        assert "decodable image" in d["detail"]
+
+
+async def test_truncated_image_is_rejected(tmp_path):
+    async with api(tmp_path) as c:
+        raw = png_bytes(200, 200)
+        data = base64.b64encode(raw[: len(raw) // 2]).decode()
+        await _rejected(c, {"prompt": "x", "image_base64": data}, "image_base64")
+
+
+async def test_oversize_image_is_413(tmp_path):
+    async with api(tmp_path, max_image_bytes=1000) as c:
+        big = base64.b64encode(png_bytes(400, 400) + b"\0" * 2000).decode()
+        await _rejected(c, {"prompt": "x", "image_base64": big}, "image_base64", status=413)
+
+
+async def test_too_many_pixels_is_rejected_before_decoding(tmp_path):
+    async with api(tmp_path, max_image_pixels=100 * 100) as c:
+        d = await _rejected(c, {"prompt": "x", "image_base64": base64.b64encode(png_bytes(200, 200)).decode()},
+                            "image_base64")
+        assert "pixel limit" in d["detail"]
+
+
+async def test_webhook_url_must_be_http(tmp_path):
+    async with api(tmp_path) as c:
+        await _rejected(c, {"prompt": "x", "image_base64": B64, "webhook_url": "ftp://example.com/x"},
+                        "webhook_url")

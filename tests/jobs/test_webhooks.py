@@ -1,0 +1,168 @@
+import asyncio
+import json
+import socket
+
+from aiohttp import web
+
+from app.api.images import ImageIntake
+from app.jobs.webhooks import sign, verify
+from tests.jobs.harness import world
+
+SECRET = "whsec_" + "c2VjcmV0LWtleS1mb3ItdGVzdHM="
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Receiver:
+    def __init__(self, port: int, status: int = 200) -> None:
+        self.port, self.status = port, status
+        self.received: list[tuple[dict, bytes]] = []
+        self.runner: web.AppRunner | None = None
+
+    async def handle(self, request: web.Request) -> web.Response:
+        self.received.append((dict(request.headers), await request.read()))
+        return web.Response(status=self.status)
+
+    async def start(self) -> None:
+        app = web.Application()
+        app.router.add_post("/hook", self.handle)
+        self.runner = web.AppRunner(app)
+        await self.runner.setup()
+        await web.TCPSite(self.runner, "127.0.0.1", self.port).start()
+
+    async def stop(self) -> None:
+        if self.runner:
+            await self.runner.cleanup()
+
+
+def loopback_intake(tmp_path):
+    return ImageIntake(tmp_path / "data" / "inputs", max_bytes=10**7, max_pixels=10**8, allow_loopback=True)
+
+
+def test_signature_is_standard_webhooks_v1():
+    body = b'{"a":1}'
+    sig = sign(SECRET, "msg_1", 1700000000, body)
+    # reference value computed independently: HMAC-SHA256(base64decode(secret), "msg_1.1700000000.{body}")
+    import base64
+    import hashlib
+    import hmac
+
+    key = base64.b64decode(SECRET.removeprefix("whsec_"))
+    expected = base64.b64encode(hmac.new(key, b"msg_1.1700000000." + body, hashlib.sha256).digest()).decode()
+    assert sig == "v1," + expected
+
+
+async def test_webhook_is_signed_and_delivered_on_completion(tmp_path):
+    rx = Receiver(free_port())
+    await rx.start()
+    try:
+        async with world(tmp_path, webhook_secret=SECRET, intake=loopback_intake(tmp_path)) as w:
+            job = await w.submit(seed=1, webhook_url=f"http://127.0.0.1:{rx.port}/hook")
+            await w.wait(job.id)
+            for _ in range(200):
+                if (await w.services.repo.require(job.id)).webhook_status == "delivered":
+                    break
+                await asyncio.sleep(0.01)
+            job = await w.services.repo.require(job.id)
+            assert job.webhook_status == "delivered" and job.webhook_attempts == 1
+        [(headers, body)] = rx.received
+        assert verify(SECRET, headers, body)
+        assert not verify("whsec_" + "b3RoZXI=", headers, body)
+        payload = json.loads(body)
+        assert payload["type"] == "job.succeeded" and payload["data"]["job_id"] == job.id
+        assert payload["data"]["result"]["video_url"]
+    finally:
+        await rx.stop()
+
+
+async def test_webhook_receiver_down_then_up_is_retried_until_delivered(tmp_path):
+    port = free_port()
+    rx = Receiver(port)
+    try:
+        async with world(
+            tmp_path, webhook_secret=SECRET, intake=loopback_intake(tmp_path), webhook_backoff_s=(0.2,)
+        ) as w:
+            w.services.webhooks.poll_interval_s = 0.05
+            job = await w.wait((await w.submit(seed=1, webhook_url=f"http://127.0.0.1:{port}/hook")).id)
+            for _ in range(200):
+                if (await w.services.repo.require(job.id)).webhook_attempts >= 2:
+                    break
+                await asyncio.sleep(0.01)
+            down = await w.services.repo.require(job.id)
+            assert down.webhook_status == "pending" and down.webhook_last_error
+            await rx.start()
+            for _ in range(300):
+                if (await w.services.repo.require(job.id)).webhook_status == "delivered":
+                    break
+                await asyncio.sleep(0.01)
+            up = await w.services.repo.require(job.id)
+            assert up.webhook_status == "delivered" and up.webhook_attempts >= 3
+            assert len(rx.received) == 1
+            assert len({h["webhook-id"] for h, _ in rx.received}) == 1
+    finally:
+        await rx.stop()
+
+
+async def test_webhook_delivery_continues_after_restart(tmp_path):
+    port = free_port()
+    async with world(tmp_path, webhook_secret=SECRET, intake=loopback_intake(tmp_path),
+                     webhook_backoff_s=(0.1,)) as w:
+        w.services.webhooks.poll_interval_s = 0.05
+        job = await w.wait((await w.submit(seed=1, webhook_url=f"http://127.0.0.1:{port}/hook")).id)
+        for _ in range(200):
+            if (await w.services.repo.require(job.id)).webhook_attempts >= 1:
+                break
+            await asyncio.sleep(0.01)
+    rx = Receiver(port)
+    await rx.start()
+    try:
+        async with world(tmp_path, webhook_secret=SECRET, intake=loopback_intake(tmp_path), start=False) as w2:
+            w2.services.webhooks.poll_interval_s = 0.05
+            await w2.services.start()
+            for _ in range(300):
+                if (await w2.services.repo.require(job.id)).webhook_status == "delivered":
+                    break
+                await asyncio.sleep(0.01)
+            assert (await w2.services.repo.require(job.id)).webhook_status == "delivered"
+    finally:
+        await rx.stop()
+
+
+async def test_failing_receiver_gives_up_after_max_attempts_and_never_blocks_jobs(tmp_path):
+    rx = Receiver(free_port(), status=500)
+    await rx.start()
+    try:
+        async with world(tmp_path, intake=loopback_intake(tmp_path), webhook_backoff_s=(0.01,)) as w:
+            w.services.webhooks.poll_interval_s = 0.02
+            w.services.webhooks.max_attempts = 3
+            job = await w.wait((await w.submit(seed=1, webhook_url=f"http://127.0.0.1:{rx.port}/hook")).id)
+            other = await w.wait((await w.submit(seed=2)).id)
+            assert other.state == "succeeded"
+            for _ in range(300):
+                if (await w.services.repo.require(job.id)).webhook_status == "failed":
+                    break
+                await asyncio.sleep(0.01)
+            job = await w.services.repo.require(job.id)
+            assert job.webhook_status == "failed" and job.webhook_attempts == 3
+            assert "HTTP 500" in job.webhook_last_error
+    finally:
+        await rx.stop()
+
+
+async def test_webhook_to_private_address_is_refused_at_submit(tmp_path):
+    from app.errors import ValidationError
+
+    async with world(tmp_path) as w:
+        try:
+            await w.submit(webhook_url="http://169.254.169.254/latest/meta-data")
+        except ValidationError as exc:
+            assert exc.field == "webhook_url" and "metadata" in exc.reason
+        else:
+            raise AssertionError("expected the webhook URL to be refused")
+        assert await w.services.repo.list() == []
+        inputs = w.settings.data_dir / "inputs"
+        assert [p for p in inputs.rglob("*") if p.is_file()] == []

@@ -1,0 +1,119 @@
+import os
+import time
+
+from app.cleanup import Cleaner
+from app.errors import ComfyfleetError
+from app.jobs.models import JobState
+from app.pool.provider import InstanceState
+from tests.jobs.fakes import FakeComfy, FakeLedger, FakeProvider
+from tests.jobs.harness import world
+
+
+async def test_idle_instance_is_destroyed_after_ttl(tmp_path):
+    async with world(tmp_path, idle_ttl_s=0.05) as w:
+        job = await w.wait((await w.submit(seed=1)).id)
+        time.sleep(0.1)
+        actions = await w.services.cleaner.run_once()
+        idle = [a for a in actions if a.kind == "idle_instance"]
+        assert [(a.target, a.ok) for a in idle] == [(job.instance_id, True)]
+        assert w.provider.destroyed == [job.instance_id]
+        assert job.instance_id not in w.services.pool.members
+        recorded = await w.services.repo.cleanup_actions()
+        assert any(r.kind == "idle_instance" and r.target == job.instance_id for r in recorded)
+
+
+async def test_busy_instance_is_not_reaped(tmp_path):
+    async with world(tmp_path, idle_ttl_s=0.0, comfy=FakeComfy(step_delay=0.1)) as w:
+        job = await w.submit(seed=1)
+        await w.wait_state(job.id, "running")
+        actions = await w.services.cleaner.run_once()
+        assert not [a for a in actions if a.kind == "idle_instance"]
+        assert (await w.wait(job.id)).state == "succeeded"
+
+
+async def test_orphan_with_our_label_unknown_to_ledger_is_destroyed(tmp_path):
+    async with world(tmp_path) as w:
+        orphan = w.provider.add(InstanceState.READY, record=False)
+        known = w.provider.add(InstanceState.READY)
+        w.services.pool.members.pop(known.id, None)
+        actions = await w.services.cleaner.run_once()
+        orphans = [a for a in actions if a.kind == "orphan_instance"]
+        assert [a.target for a in orphans] == [orphan.id]
+        assert orphan.id in w.provider.destroyed and known.id not in w.provider.destroyed
+
+
+async def test_list_failure_is_an_alarm_not_an_empty_list(tmp_path):
+    async with world(tmp_path) as w:
+        w.provider.fail_list = ComfyfleetError("Vast answered 410 Gone")
+        actions = await w.services.cleaner.run_once()
+        [alarm] = [a for a in actions if a.kind == "list_failed"]
+        assert not alarm.ok and "410" in alarm.error
+        assert w.provider.destroyed == []
+
+
+async def test_instance_stuck_booting_past_deadline_is_destroyed(tmp_path):
+    ledger = FakeLedger()
+    provider = FakeProvider()
+    provider.ledger = ledger
+    stuck = provider.add(InstanceState.BOOTING)
+    stuck.created_at = time.time() - 10_000
+    fresh = provider.add(InstanceState.BOOTING)
+    async with world(tmp_path, provider=provider, ledger=ledger, instance_ready_timeout_s=100,
+                     provision_timeout_s=100) as w:
+        actions = await w.services.cleaner.run_once()
+        assert [a.target for a in actions if a.kind == "stuck_instance"] == [stuck.id]
+        assert provider.destroyed == [stuck.id] and fresh.id not in provider.destroyed
+        assert ledger.rows[stuck.id].state is InstanceState.DESTROYED
+
+
+async def test_dry_run_records_but_destroys_nothing(tmp_path):
+    async with world(tmp_path, idle_ttl_s=0.0) as w:
+        await w.wait((await w.submit(seed=1)).id)
+        w.provider.add(InstanceState.READY, record=False)
+        actions = await w.services.cleaner.run_once(dry_run=True)
+        assert {a.kind for a in actions} >= {"idle_instance", "orphan_instance"}
+        assert all(a.dry_run for a in actions)
+        assert w.provider.destroyed == []
+        assert all(r.dry_run for r in await w.services.repo.cleanup_actions())
+
+
+async def test_job_stuck_past_timeout_is_failed_with_reason_and_gpu_stopped(tmp_path):
+    async with world(tmp_path, comfy=FakeComfy(step_delay=1.0)) as w:
+        job = await w.submit(seed=1)
+        await w.wait_state(job.id, "running")
+        while not (await w.services.repo.require(job.id)).comfy_prompt_id:
+            import asyncio
+
+            await asyncio.sleep(0.005)
+        w.services.cleaner.job_timeout_s = 0.0
+        actions = await w.services.cleaner.run_once()
+        assert [(a.kind, a.target, a.ok) for a in actions if a.kind == "stuck_job"] == [("stuck_job", job.id, True)]
+        failed = await w.services.repo.require(job.id)
+        assert failed.state == JobState.FAILED and failed.error_kind == "timeout"
+        gpu = next(iter(w.comfy.gpus.values()))
+        assert failed.comfy_prompt_id in gpu.cancels
+
+
+async def test_out_of_process_cleanup_fails_stuck_job_in_database(tmp_path):
+    async with world(tmp_path, start=False) as w:
+        w.services.manager.spawn = lambda *a, **k: None
+        job = await w.submit(seed=1)
+        cleaner = Cleaner(w.services.repo, w.provider, w.ledger, job_timeout_s=0.0)
+        actions = await cleaner.run_once()
+        assert [a.kind for a in actions] == ["stuck_job"]
+        assert (await w.services.repo.require(job.id)).error_kind == "timeout"
+
+
+async def test_old_temp_files_are_pruned_active_ones_kept(tmp_path):
+    async with world(tmp_path, start=False) as w:
+        tmp = w.settings.data_dir / "tmp"
+        old = tmp / "job_old"
+        old.mkdir(parents=True)
+        (old / "v.mp4").write_bytes(b"x")
+        os.utime(old, (time.time() - 10**6, time.time() - 10**6))
+        new = tmp / "job_new"
+        new.mkdir()
+        w.services.cleaner.tmp_max_age_s = 3600
+        actions = await w.services.cleaner.run_once()
+        assert [a.target for a in actions if a.kind == "temp_file"] == [str(old)]
+        assert not old.exists() and new.exists()
