@@ -62,6 +62,18 @@ def _format_value(value: Any) -> Any:
     return str(value)
 
 
+def _resolve_inputs(raw: dict[str, Any], values: dict[str, tuple[Any, ...]]) -> dict[str, Any]:
+    """Widget values as they are, links replaced by the source node's output (None if it has none)."""
+    resolved: dict[str, Any] = {}
+    for name, value in raw.items():
+        if not is_link(value):
+            resolved[name] = value
+        elif value[0] in values:
+            outputs = values[value[0]]
+            resolved[name] = outputs[value[1]] if 0 <= value[1] < len(outputs) else None
+    return resolved
+
+
 class ExecutionOrder:
     """ComfyUI's ExecutionList for a static graph (no lazy inputs, no expansion)."""
 
@@ -239,11 +251,7 @@ class Executor:
                     )
                 await self._apply_node_faults(node_id)
                 self.check_interrupt()
-                inputs = {
-                    name: (values[v[0]][v[1]] if is_link(v) else v)
-                    for name, v in prompt[node_id].get("inputs", {}).items()
-                    if not is_link(v) or v[0] in values
-                }
+                inputs = _resolve_inputs(prompt[node_id].get("inputs", {}), values)
                 if emu.faults.error_at_node == node_id:
                     raise NodeFailure(
                         emu.faults.error_type, emu.faults.error_message + "\n", generic_traceback()
