@@ -35,6 +35,16 @@ async def test_real_thresholds_when_enabled() -> None:
         assert r.status_code == 429 and r.text.endswith("threshold=3")
 
 
+async def test_retry_after_header_when_enabled() -> None:
+    async with (
+        VastEmulator([], api_key=API_KEY, rate_limits={"list": 30.0}, send_retry_after=True) as emu,
+        httpx.AsyncClient(base_url=emu.url, headers={"Authorization": f"Bearer {API_KEY}"}) as c,
+    ):
+        await c.get("/api/v1/instances/")
+        r = await c.get("/api/v1/instances/")
+        assert r.status_code == 429 and 29.0 < float(r.headers["Retry-After"]) <= 30.0
+
+
 async def test_daily_search_quota_exceeded() -> None:
     async with (
         VastEmulator(default_market(5), api_key=API_KEY, search_quota=2) as emu,

@@ -234,6 +234,7 @@ async def create(request: web.Request) -> web.StreamResponse:
     if emu.faults.take_create_timeout():
         log.info("sim vast: create of instance %s succeeded but its answer is withheld (fault)", inst.id)
         if emu.faults.create_timeout_mode == "drop":
+            emu.dropped.add(id(request))  # the call log records no answer
             if request.transport is not None:
                 request.transport.abort()  # the client sees the connection die with no answer
             return web.Response(status=504)  # never reaches the client

@@ -41,7 +41,7 @@ class Call:
     route: str
     method: str
     path: str
-    status: int | None = None
+    status: int | None = None  # None: the connection was dropped without an answer
 
 
 class VastEmulator:
@@ -49,7 +49,8 @@ class VastEmulator:
 
     `time_scale` multiplies emulated durations (boot takes ~50 emulated seconds); 0 = transitions happen as
     soon as they are observed. `rate_limits=True` enforces Vast's published per-endpoint thresholds (or
-    pass `{route: seconds}`); `search_quota` caps searches per identity and UTC day.
+    pass `{route: seconds}`, optionally with `send_retry_after`); `search_quota` caps searches per identity
+    and UTC day. Routes: search, create, show, list, list_v0, manage, destroy, ssh, ssh_keys, logs, user.
     """
 
     def __init__(
@@ -63,6 +64,7 @@ class VastEmulator:
         credit: float = 100.0,
         rate_limits: bool | dict[str, float] = False,
         search_quota: int | None = None,
+        send_retry_after: bool = False,
         logs_delay_s: float = 0.3,
         bad_key_status: int = 401,
         timings: Timings | None = None,
@@ -80,6 +82,7 @@ class VastEmulator:
         self.lifecycle = Lifecycle(time_scale=time_scale, backend=backend, timings=timings, host=public_host)
         thresholds = REAL_THRESHOLDS if rate_limits is True else (rate_limits or {})
         self.limiter = RateLimiter(thresholds, search_quota)
+        self.send_retry_after = send_retry_after  # Vast's docs say it sends none; the SDK honours one
         self.logs_delay_s = logs_delay_s
         self.bad_key_status = bad_key_status
         self.tick_s = tick_s
@@ -90,6 +93,7 @@ class VastEmulator:
         self.account_keys: list[dict[str, Any]] = []
         self.log_uploads: dict[str, tuple[float, str]] = {}
         self.calls: list[Call] = []
+        self.dropped: set[int] = set()  # ids of requests whose connection a fault dropped
         self.url = ""
         self._ids = itertools.count(27_400_001)
         self._key_ids = itertools.count(41_001)
@@ -183,7 +187,9 @@ class VastEmulator:
         response = await self._guard(request, route, getattr(tagged, "_vast_auth", "required"))
         if response is None:
             response = await handler(request)
-        call.status = response.status
+        dropped = id(request) in self.dropped
+        self.dropped.discard(id(request))
+        call.status = None if dropped else response.status
         return response
 
     async def _guard(self, request: web.Request, route: str, auth: str) -> web.StreamResponse | None:
@@ -202,11 +208,7 @@ class VastEmulator:
         identity = f"{bearer}|{request.query.get('api_key', '')}@{request.remote}"
         threshold = self.limiter.check(route, identity)
         if threshold is not None:
-            retry = (
-                self.limiter.remaining(route, identity)
-                if self.faults.rate_limit_retry_after is not None
-                else None
-            )
+            retry = self.limiter.remaining(route, identity) if self.send_retry_after else None
             return too_frequent(threshold, retry)
         if route == "search":
             reset = self.limiter.take_search(identity)
