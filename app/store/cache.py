@@ -252,6 +252,32 @@ class ResultCache:
             return None
         return await self.lookup(key)
 
+    async def lookup_request(
+        self,
+        workflow_name: str,
+        graph_sha256: str,
+        normalized_params: Mapping[str, Any],
+        image_sha256: str,
+        seed: int,
+        *,
+        reuse_cached: bool = False,
+    ) -> CachedResult | None:
+        """The cache rule for one API request, in one place.
+
+        A concrete seed (>= 0) is looked up by its own key. Seed -1 (random) is never a hit, unless
+        `reuse_cached`: then any earlier result for the same inputs (the latest one) is returned.
+        After a miss, resolve the seed, run, and `save(cache_key(...), seedless=seedless_key(...))`.
+        """
+        if seed >= 0:
+            return await self.lookup(
+                cache_key(workflow_name, graph_sha256, normalized_params, image_sha256, seed)
+            )
+        if reuse_cached:
+            return await self.lookup_latest(
+                seedless_key(workflow_name, graph_sha256, normalized_params, image_sha256)
+            )
+        return None
+
     async def _result(self, m: ResultManifest) -> CachedResult:
         vkey = video_key(m.key, m.video_ext)
         fkey = last_frame_key(m.key) if m.has_last_frame else None

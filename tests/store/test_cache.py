@@ -154,6 +154,18 @@ async def test_other_seed_is_a_miss_but_reuse_cached_finds_the_latest(store, tmp
     assert latest is not None and latest.seed == 2 and latest.key == k2
 
 
+async def test_random_seed_request_is_a_hit_only_with_reuse_cached(store, tmp_path):
+    cache = ResultCache(store)
+    params = {**PARAMS, "prompt": "reuse"}
+    key = cache_key("wan", GRAPH, params, IMG, 31)
+    await _save(cache, key, tmp_path, seed=31, seedless=seedless_key("wan", GRAPH, params, IMG))
+    assert (await cache.lookup_request("wan", GRAPH, params, IMG, 31)).key == key
+    assert await cache.lookup_request("wan", GRAPH, params, IMG, -1) is None
+    reused = await cache.lookup_request("wan", GRAPH, params, IMG, -1, reuse_cached=True)
+    assert reused is not None and reused.seed == 31
+    assert await cache.lookup_request("wan", GRAPH, params, IMG, 32, reuse_cached=True) is None
+
+
 # --- coalescing ----------------------------------------------------------------------------------
 async def test_concurrent_identical_requests_run_once(tmp_path):
     cache = ResultCache(LocalStore(tmp_path, "http://files.invalid"))  # coalescing needs no store
