@@ -216,14 +216,15 @@ def main() -> None:
         proc, url = start_emulator(comfy_dir)
         try:
             print(f"emulator {url} (pid {proc.pid}), {args.jobs} jobs each, step delay 0", file=sys.stderr)
-            ours = timed("comfyfleet", lambda: asyncio.run(ours_jobs(url, "bench_start.png", args.jobs, dest)))
-            peer = timed("comfy-api-simplified", lambda: peer_jobs(url, "bench_start.png", args.jobs, dest))
+            image = "bench_start.png"
+            ours = timed("comfyfleet", lambda: asyncio.run(ours_jobs(url, image, args.jobs, dest)))
+            peer = timed("comfy-api-simplified", lambda: peer_jobs(url, image, args.jobs, dest))
             rss_rows = []
             if args.pad_mb:
                 set_faults(url, video_pad_bytes=args.pad_mb * 1_000_000)
-                ours_rss, size = asyncio.run(ours_big(url, "bench_start.png", dest))
+                ours_rss, size = asyncio.run(ours_big(url, image, dest))
                 # the peer holds the whole file in memory: measured last, after ours
-                peer_rss, peer_size = peer_big(url, "bench_start.png", dest)
+                peer_rss, peer_size = peer_big(url, image, dest)
                 rss_rows = [("comfyfleet", ours_rss, size), ("comfy-api-simplified", peer_rss, peer_size)]
         finally:
             proc.terminate()

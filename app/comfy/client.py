@@ -394,7 +394,7 @@ class ComfyClient:
         # The first frame is the server's `status` greeting: once it is here the socket is registered
         # under our clientId, so events of the prompt we post next cannot miss it.
         with contextlib.suppress(TimeoutError, ConnectionClosed):
-            await asyncio.wait_for(ws.recv(), timeout=min(2.0, open_timeout))
+            await asyncio.wait_for(ws.recv(), timeout=min(1.0, open_timeout))
         return ws
 
     async def _submit(

@@ -126,3 +126,9 @@ async def test_deadline_cancels_the_prompt_on_the_server(emulator, start_image):
             break
         await asyncio.sleep(0.05)
     assert emu.running is None and not emu.pending
+
+
+async def test_socket_silent_from_the_start_completes_through_history(emulator, start_image):
+    emu = await emulator(silent_ws=True)
+    result = await _run(emu, start_image)
+    assert result.video(VIDEO_NODE) is not None
