@@ -11,8 +11,7 @@ import aiohttp
 import pytest
 
 from app.sim.comfyui import ComfyFaults
-from tests.sim_comfyui.helpers import read_for, read_until_done, sample
-from tests.sim_comfyui.test_video import wan_prompt
+from tests.sim_comfyui.helpers import read_for, read_until_done, sample, wan_prompt
 
 CLIENT = "fault-client"
 ERROR_KEYS = set(

@@ -6,8 +6,7 @@ from __future__ import annotations
 
 import asyncio
 
-from tests.sim_comfyui.helpers import sample, type_tree
-from tests.sim_comfyui.test_video import wan_prompt
+from tests.sim_comfyui.helpers import sample, type_tree, wan_prompt
 
 QI = sample("http_queue_interrupt")
 CLIENT = "queue-client"

@@ -12,7 +12,7 @@ import struct
 import aiohttp
 from PIL import Image
 
-from tests.sim_comfyui.helpers import captured, read_until_done, sample, shape
+from tests.sim_comfyui.helpers import captured, read_until_done, sample, shape, wan_prompt
 
 JOBS = sample("ws_and_history_jobs")
 NOCLIENT = sample("ws_prompt_without_client_id")
@@ -115,29 +115,6 @@ async def test_events_go_only_to_the_matching_client(emu, http):
 
 async def test_reconnect_mid_job_is_told_the_current_node(make_emu, http):
     emu = await make_emu(step_delay_s=0.05)
-    graph = {
-        "1": {"class_type": "EmptyLatentImage", "inputs": {"width": 64, "height": 64, "batch_size": 1}},
-        "2": {
-            "class_type": "KSamplerAdvanced",
-            "inputs": {
-                "model": None,
-                "add_noise": "enable",
-                "noise_seed": 1,
-                "steps": 20,
-                "cfg": 1.0,
-                "sampler_name": "euler",
-                "scheduler": "simple",
-                "latent_image": ["1", 0],
-                "start_at_step": 0,
-                "end_at_step": 20,
-                "return_with_leftover_noise": "disable",
-            },
-        },
-    }
-    # a sampler without a model fails validation, so run it through a graph that validates: the Wan one
-    del graph
-    from tests.sim_comfyui.test_video import wan_prompt
-
     ws, _ = await _connect(http, emu.url, "re")
     body = {"prompt": await wan_prompt(emu, http, steps=20), "client_id": "re"}
     async with http.post(f"{emu.url}/prompt", json=body) as resp:

@@ -4,34 +4,16 @@ format, moving, marked simulated) under VideoHelperSuite's names, and the option
 from __future__ import annotations
 
 import asyncio
-import io
 import json
 import subprocess
 from pathlib import Path
 
 import av
 import numpy as np
-from PIL import Image
 
-from tests.sim_comfyui.helpers import read_until_done, upload, wan_graph
+from tests.sim_comfyui.helpers import read_until_done, wan_prompt
 
 CLIENT = "wan-client"
-
-
-def gradient_png() -> bytes:
-    buf = io.BytesIO()
-    Image.linear_gradient("L").resize((96, 64)).convert("RGB").save(buf, format="PNG")
-    return buf.getvalue()
-
-
-async def wan_prompt(emu, http, *, width=64, height=48, length=9, steps=4, fps=16, prefix="video/Wan2.2_i2v"):
-    await upload(http, emu.url, "wan22_i2v_start.png", gradient_png(), overwrite="true")
-    graph = wan_graph()
-    graph["98"]["inputs"].update(width=width, height=height, length=length)
-    graph["86"]["inputs"].update(steps=steps, end_at_step=steps // 2)
-    graph["85"]["inputs"].update(steps=steps, start_at_step=steps // 2, end_at_step=steps)
-    graph["108"]["inputs"].update(frame_rate=fps, filename_prefix=prefix)
-    return graph
 
 
 async def _run_wan(emu, http, **kwargs):
