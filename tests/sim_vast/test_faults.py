@@ -37,6 +37,21 @@ async def test_rate_limit_burst_answers_plain_text_429(emu: VastEmulator, client
     assert (await client.get("/api/v0/instances/1/")).status_code == 200
 
 
+@pytest.mark.parametrize(
+    ("style", "check"),
+    [
+        ("detail", lambda r: r.json() == {"detail": "API requests too frequent endpoint threshold=4.5"}),
+        ("json", lambda r: r.json()["error"] == "rate_limit_exceeded" and "threshold=4.5" in r.json()["msg"]),
+    ],
+)
+async def test_rate_limit_burst_with_json_bodies(
+    emu: VastEmulator, client: httpx.AsyncClient, style, check
+) -> None:
+    emu.faults.update({"rate_limit_burst": 1, "rate_limit_body": style})
+    r = await client.put("/api/v0/asks/1/", json={"image": IMAGE})
+    assert r.status_code == 429 and check(r)
+
+
 async def test_server_errors_only_hit_the_chosen_route(emu: VastEmulator, client: httpx.AsyncClient) -> None:
     emu.faults.update({"server_errors": 2, "server_error_route": "create", "server_error_status": 502})
     assert (await client.get("/api/v0/instances/1/")).status_code == 200

@@ -41,6 +41,7 @@ class VastFaults:
 
     rate_limit_burst: int = 0  # next N API calls answer 429 (plain text)
     rate_limit_retry_after: float | None = None  # send Retry-After with those 429s
+    rate_limit_body: Literal["text", "detail", "json"] = "text"  # body shape of every 429 (see http.py)
     server_errors: int = 0  # next N API calls (optionally only of one route) answer 5xx
     server_error_route: str | None = None
     server_error_status: int = 500
@@ -104,6 +105,8 @@ class VastFaults:
                 _check_names(value)
             elif key == "create_timeout_mode" and value not in ("sleep", "drop"):
                 raise ValueError("create_timeout_mode must be 'sleep' or 'drop'")
+            elif key == "rate_limit_body" and value not in ("text", "detail", "json"):
+                raise ValueError("rate_limit_body must be 'text', 'detail' or 'json'")
             setattr(self, key, value)
 
     def to_json(self) -> dict[str, Any]:

@@ -21,15 +21,19 @@ def error(status: int, code: str | None, msg: str, **extra: Any) -> web.Response
     return web.json_response(body, status=status)
 
 
-def too_frequent(threshold: float, retry_after: float | None = None) -> web.Response:
-    """The plain-text 429 Vast answers when calls come faster than the endpoint's threshold."""
+def too_frequent(threshold: float, retry_after: float | None = None, style: str = "text") -> web.Response:
+    """The 429 Vast answers when calls come faster than the endpoint's threshold.
+
+    Real bodies vary by endpoint: plain text (most), `{"detail": ...}` (create, manage) or the
+    `success/error/msg` form (destroy); `style` picks one ("text", "detail", "json")."""
     headers = {"Retry-After": f"{retry_after:g}"} if retry_after is not None else None
-    return web.Response(
-        status=429,
-        text=f"API requests too frequent endpoint threshold={threshold:g}",
-        content_type="text/plain",
-        headers=headers,
-    )
+    text = f"API requests too frequent endpoint threshold={threshold:g}"
+    if style == "detail":
+        return web.json_response({"detail": text}, status=429, headers=headers)
+    if style == "json":
+        body = {"success": False, "error": "rate_limit_exceeded", "msg": text}
+        return web.json_response(body, status=429, headers=headers)
+    return web.Response(status=429, text=text, content_type="text/plain", headers=headers)
 
 
 async def json_body(request: web.Request) -> Any:

@@ -197,7 +197,11 @@ class VastEmulator:
         if status is not None:
             return error(status, "server_error", f"simulated {status} from the API gateway")
         if self.faults.take_rate_limit():
-            return too_frequent(REAL_THRESHOLDS.get(route, 1.0), self.faults.rate_limit_retry_after)
+            return too_frequent(
+                REAL_THRESHOLDS.get(route, 1.0),
+                self.faults.rate_limit_retry_after,
+                self.faults.rate_limit_body,
+            )
         key = _presented_key(request)
         if key is None and auth == "required":
             return error(401, "auth_error", "Invalid user key")
@@ -209,7 +213,7 @@ class VastEmulator:
         threshold = self.limiter.check(route, identity)
         if threshold is not None:
             retry = self.limiter.remaining(route, identity) if self.send_retry_after else None
-            return too_frequent(threshold, retry)
+            return too_frequent(threshold, retry, self.faults.rate_limit_body)
         if route == "search":
             reset = self.limiter.take_search(identity)
             if reset is not None:
