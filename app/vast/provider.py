@@ -369,8 +369,9 @@ class VastProvider:
         status: str | None = None
         while True:
             if time.monotonic() >= deadline:
-                raise self._failed(
-                    instance, f"not ready before the deadline (last status {status!r})", status
+                last = (instance.status_msg or "").strip()[:200]
+                raise await self._failed(
+                    instance, f"not ready before the deadline (last status {status!r}: {last})", status
                 )
             try:
                 info = await self.client.show_instance(instance.id)
@@ -383,7 +384,7 @@ class VastProvider:
                 info = {"actual_status": status, "_poll_failed": True}
             if info is None:
                 if time.monotonic() - started > self.null_grace_s:
-                    raise self._failed(
+                    raise await self._failed(
                         instance, "instance no longer exists on Vast.ai", None, machine_fault=False
                     )
             elif not info.get("_poll_failed"):
@@ -391,7 +392,7 @@ class VastProvider:
                 msg = str(info.get("status_msg") or "")
                 await self._observe(instance, info)
                 if vast_state(status, msg) == InstanceState.FAILED:
-                    raise self._failed(instance, f"status {status}: {msg[:300]}", status)
+                    raise await self._failed(instance, f"status {status}: {msg[:300]}", status)
                 if status == "running":
                     running_since = running_since or time.monotonic()
                     if await self._answers(instance, info):
@@ -401,7 +402,7 @@ class VastProvider:
                         await self.ledger.update(instance)
                         return instance
                     if time.monotonic() - running_since > self.ssh_timeout_s:
-                        raise self._failed(
+                        raise await self._failed(
                             instance,
                             f"SSH did not answer within {self.ssh_timeout_s:.0f}s of running",
                             status,
@@ -442,16 +443,27 @@ class VastProvider:
             return False
         return self.comfy_probe is None or await self.comfy_probe(instance)
 
-    def _failed(
+    async def _failed(
         self, instance: Instance, reason: str, status: str | None, *, machine_fault: bool = True
     ) -> InstanceFailed:
-        return InstanceFailed(
+        """Record the failure (ledger state FAILED, so cleanup destroys it whoever the caller is) and
+        remember a host at fault, so no later create rents that machine again."""
+        exc = InstanceFailed(
             instance.id or instance.label,
             reason,
             status=status,
             machine_id=instance.machine_id,
             machine_fault=machine_fault,
         )
+        instance.state = InstanceState.FAILED
+        instance.status_msg = exc.reason
+        instance.meta["failure"] = exc.reason
+        if machine_fault and instance.machine_id:
+            instance.meta["machine_fault"] = True
+            self.bad_machines.add(instance.machine_id)
+        await self.ledger.update(instance)
+        log.warning("vast: instance %s failed: %s", instance.id or instance.label, exc.reason)
+        return exc
 
     # --- acquire (create + wait + one retry elsewhere) ---------------------------------------------
 
@@ -463,15 +475,9 @@ class VastProvider:
             try:
                 return await self.wait_ready(inst, deadline)
             except InstanceFailed as exc:
-                inst.state = InstanceState.FAILED
-                inst.status_msg = exc.reason
-                inst.meta["failure"] = exc.reason
                 if exc.machine_fault and inst.machine_id:
-                    inst.meta["machine_fault"] = True
-                    self.bad_machines.add(inst.machine_id)
                     exclude.add(inst.machine_id)
-                await self.ledger.update(inst)
-                await self.destroy(inst)
+                await self.destroy(inst)  # only what this attempt created
                 log.warning(
                     "vast: instance %s failed (%s); attempt %d of 2", inst.id, exc.reason, attempt + 1
                 )
@@ -542,7 +548,11 @@ class VastProvider:
         out = []
         for row in rows:
             known = await self.ledger.by_label(str(row["label"]))
-            out.append(self._from_vast(row, known))
+            inst = self._from_vast(row, known)
+            if known is not None and known.id != inst.id:
+                inst.meta["adopted"] = True  # a create whose answer never arrived (crash, timeout)
+                await self.ledger.update(inst)
+            out.append(inst)
         return out
 
     async def _record_orphan(self, row: Mapping[str, Any]) -> Instance:

@@ -374,3 +374,33 @@ async def test_no_credit_left_refuses_before_any_create(tmp_path):
         with pytest.raises(InsufficientCredit, match="add credit"):
             await p.create(REQ)
         assert w.creates() == 0 and not await p.ledger.list(alive_only=False)
+
+
+async def test_bad_machine_is_remembered_by_wait_ready_for_any_caller(tmp_path):
+    async with world(tmp_path) as w:
+        p = await w.provider()
+        w.faults.next_instance_faults = ["exited"]
+        inst = await p.create(REQ)
+        with pytest.raises(InstanceFailed):
+            await p.wait_ready(inst, soon())
+        row = await p.ledger.get(inst.id)
+        assert row.state == InstanceState.FAILED and row.meta["machine_fault"] is True
+        assert inst.machine_id in p.bad_machines
+        assert all(r.machine_id != inst.machine_id for r in await p.search(REQ))
+
+
+async def test_lost_instance_is_adopted_by_list_so_cleanup_sees_no_orphan(tmp_path):
+    async with world(tmp_path) as w:
+        p = await w.provider()
+        real_create = p.client.create_instance
+
+        async def create_then_crash(offer_id, body):
+            await real_create(offer_id, body)
+            raise asyncio.CancelledError
+
+        p.client.create_instance = create_then_crash
+        with pytest.raises(asyncio.CancelledError):
+            await p.create(REQ)
+        fresh = await w.provider()
+        (listed,) = await fresh.list()
+        assert (await fresh.ledger.get(listed.id)).label == listed.label  # what cleanup checks
