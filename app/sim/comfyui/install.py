@@ -127,8 +127,8 @@ class ComfyInstall:
         return module.lower() in {m.lower() for m in self.custom_nodes}
 
     # --- live file lists ------------------------------------------------------------------------
-    def dir_for_type(self, kind: str | None) -> Path | None:
-        kind = kind or "input"
+    def dir_for_type(self, kind: str) -> Path | None:
+        """input/, output/ or temp/ for ComfyUI's `type` values; None for anything else."""
         if kind in ("input", "output", "temp"):
             return self.comfy_dir / kind
         return None

@@ -249,10 +249,11 @@ def build_routes(emu: ComfyEmulator) -> list[web.RouteDef]:
         image = post.get("image")
         if not isinstance(image, web.FileField) or not image.filename:
             return web.Response(status=400)
-        kind = str(post.get("type") or "input")
+        raw_type = post.get("type")
+        kind = "input" if raw_type is None else str(raw_type)
         upload_dir = install.dir_for_type(kind)
-        if upload_dir is None:
-            upload_dir, kind = install.comfy_dir / "input", "input"
+        if upload_dir is None:  # ComfyUI's get_dir_by_type hits an UnboundLocalError here
+            return _server_error()
         subfolder = str(post.get("subfolder", ""))
         overwrite = post.get("overwrite") in ("true", "1")
         content = image.file.read()
