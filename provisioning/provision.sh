@@ -239,8 +239,8 @@ model_error() { # i code kind retryable message
 
 # --- verification -------------------------------------------------------------------------------
 # verify PATH i -> 0 ok (VERIFIED_SHA set) / 1 (VERIFY_ERR set)
-verify() {
-    local f=$1 i=$2 size want=${M_SIZE[$2]} name=${M_NAME[$2]}
+verify() { # PATH i [precomputed sha256]
+    local f=$1 i=$2 pre=${3:-} size want=${M_SIZE[$2]} name=${M_NAME[$2]}
     VERIFY_ERR="" VERIFIED_SHA=""
     fsize "$f"; size=$REPLY
     if [ "${M_EXACT[$i]}" = 1 ] && [ "$size" != "$want" ]; then
@@ -263,7 +263,7 @@ verify() {
             fi
             ;;
     esac
-    sha256_of "$f"
+    if [ -n "$pre" ]; then REPLY=$pre; else sha256_of "$f"; fi
     if [ "${M_SHA[$i]}" != - ] && [ "$REPLY" != "${M_SHA[$i]}" ]; then
         VERIFY_ERR="sha256 mismatch (got $REPLY, expected ${M_SHA[$i]})"; return 1
     fi
@@ -367,7 +367,7 @@ download() {
         fsize "$part"; have=$REPLY
         if [ "${M_EXACT[$i]}" = 1 ]; then
             [ "$have" = "${M_SIZE[$i]}" ] && return 0
-            [ "$have" -gt "${M_SIZE[$i]}" ] && { rm -f -- "$part"; have=0; }
+            [ "$have" -gt "${M_SIZE[$i]}" ] && { rm -f -- "$part"; have=0; PART_RESET=1; }
         fi
         fetch_once "$i" "$part" "$url"
         fsize "$part"; after=$REPLY
@@ -388,10 +388,10 @@ download() {
                     return $E_DOWNLOAD ;;
                 416)
                     # Our partial file is not a prefix of what the server has: start over.
-                    rm -f -- "$part"; after=0; reason="HTTP 416 on resume" ;;
+                    rm -f -- "$part"; after=0; PART_RESET=1; reason="HTTP 416 on resume" ;;
                 *)
                     if [ "$FETCH_RC" = 33 ]; then
-                        rm -f -- "$part"; after=0; reason="server does not support resume"
+                        rm -f -- "$part"; after=0; PART_RESET=1; reason="server does not support resume"
                     elif [ "$FETCH_RC" = 98 ]; then
                         model_error "$i" $E_TOOL missing_tool false "${M_NAME[$i]}: curl is needed for downloads that use an HF token"
                         return $E_TOOL
@@ -419,6 +419,40 @@ download() {
     done
 }
 
+# Streaming hash: a follower reads the .part as curl appends to it (resume appends to the same inode),
+# so the sha256 is ready when the last byte lands instead of costing a second pass over a 10 GB file.
+STREAM_HASH=0
+if tail --version 2>/dev/null | grep -q GNU && command -v sha256sum >/dev/null 2>&1; then STREAM_HASH=1; fi
+hash_start() { # i part owner_pid
+    HASH_PID="" HASH_OUT="$WORK/hash.$1"
+    [ "$STREAM_HASH" = 1 ] && [ "${M_EXACT[$1]}" = 1 ] || return 0
+    rm -f -- "$HASH_OUT"
+    : >>"$2" || return 0
+    tail -c +1 --pid="$3" -f -- "$2" 2>/dev/null | head -c "${M_SIZE[$1]}" | sha256sum >"$HASH_OUT" &
+    HASH_PID=$!
+}
+hash_collect() { # i -> REPLY = sha256 from the follower, or "" (then verify hashes the file itself)
+    local h="" deadline
+    REPLY=""
+    [ -n "$HASH_PID" ] || return 0
+    now_us; deadline=$(( REPLY + 30000000 + M_SIZE[$1] / 20 ))
+    REPLY=""
+    while :; do
+        h=""
+        [ -s "$HASH_OUT" ] && read -r h _ <"$HASH_OUT"
+        [ ${#h} = 64 ] && { REPLY=$h; return 0; }
+        now_us; [ "$REPLY" -lt "$deadline" ] || { REPLY=""; return 0; }
+        REPLY=""
+        nap 0.02
+    done
+}
+hash_stop() {
+    [ -n "${HASH_PID:-}" ] || return 0
+    kill_tree "$HASH_PID"
+    kill -TERM "$HASH_PID" 2>/dev/null
+    HASH_PID=""
+}
+
 fetch_model() {
     local i=$1 folder=${M_FOLDER[$1]} name=${M_NAME[$1]} dir dest part jn rc tries=0 t0 t1 bytes secs
     dir="$MODELS/$folder" dest="$MODELS/$folder/$name" part="$MODELS/$folder/$name.part"
@@ -439,10 +473,16 @@ fetch_model() {
     fsize "$part"
     emit "{\"event\":\"start\",\"file\":$jn,\"folder\":\"$folder\",\"offset\":$REPLY,\"total\":${M_SIZE[$i]}}"
     now_us; t0=$REPLY
+    local owner=$BASHPID pre
     while :; do
+        PART_RESET=0
+        hash_start "$i" "$part" "$owner"
         download "$i" "$part"; rc=$?
+        pre=""
+        if [ "$rc" = 0 ] && [ "$PART_RESET" = 0 ]; then hash_collect "$i"; pre=$REPLY; fi
+        hash_stop
         [ "$rc" = 0 ] || return
-        if verify "$part" "$i"; then
+        if verify "$part" "$i" "$pre"; then
             mv -f -- "$part" "$dest" || { model_error "$i" $E_DOWNLOAD io false "$name: rename failed"; return; }
             write_sidecar "$i" "$dest"
             fsize "$dest"; bytes=$REPLY

@@ -31,7 +31,7 @@ from pathlib import Path
 
 from aiohttp import web
 
-CHUNK = 64 * 1024
+CHUNK = 256 * 1024
 HF_REPO = "acme/wan-models"
 HF_REV = "main"
 
@@ -147,7 +147,7 @@ class TokenBucket:
 
     def __init__(self, rate_bps: float, burst: float | None = None) -> None:
         self.rate = float(rate_bps)
-        self.burst = burst if burst is not None else max(CHUNK * 2.0, self.rate / 20)
+        self.burst = burst if burst is not None else max(CHUNK * 2.0, self.rate / 5)
         self._tokens = self.burst
         self._stamp = time.monotonic()
         self._lock = asyncio.Lock()
@@ -189,6 +189,7 @@ class ModelServer:
         files: Iterable[FileSpec] = (),
         *,
         bandwidth_bps: float | None = None,
+        burst_s: float = 0.2,
         cdn_host: str = "localhost",
         hf_repo: str = HF_REPO,
     ) -> None:
@@ -196,7 +197,9 @@ class ModelServer:
         self.files: dict[tuple[str, str], ServedFile] = {}
         for spec in files:
             self.add(spec)
-        self.bucket = TokenBucket(bandwidth_bps) if bandwidth_bps else None
+        self.bucket = (
+            TokenBucket(bandwidth_bps, max(CHUNK * 2.0, bandwidth_bps * burst_s)) if bandwidth_bps else None
+        )
         self.cdn_host = cdn_host
         self.hf_repo = hf_repo
         self.faults: dict[str, FileFaults] = {}
