@@ -404,3 +404,14 @@ async def test_lost_instance_is_adopted_by_list_so_cleanup_sees_no_orphan(tmp_pa
         fresh = await w.provider()
         (listed,) = await fresh.list()
         assert (await fresh.ledger.get(listed.id)).label == listed.label  # what cleanup checks
+
+
+async def test_vast_published_rate_limits_are_absorbed(tmp_path):
+    async with world(tmp_path, rate_limits=True) as w:
+        client = w.client(backoff_initial_s=0.2, backoff_max_s=1.0, retry_deadline_s=20)
+        p = await w.provider(client=client)
+        inst = await p.acquire(REQ, soon(30))
+        await p.destroy(inst)
+        limited = [c for c in w.emu.calls if c.status == 429]
+        assert w.creates() - sum(1 for c in limited if c.route == "create") == 1
+        assert not w.live()
