@@ -111,7 +111,7 @@ class R2Store:
             connect_timeout=connect_timeout_s,
             read_timeout=read_timeout_s,
             retries={"mode": "standard", "max_attempts": max_attempts},
-            max_pool_connections=max(10, workers + upload_concurrency * 2),
+            max_pool_connections=max(10, workers * upload_concurrency),
             # R2 (and some S3-compatibles) reject boto3>=1.36's default trailing CRC checksums on
             # some operations; only send checksums where the API requires them.
             request_checksum_calculation="when_required",
