@@ -164,7 +164,10 @@ async def test_sdk_default_filters_hide_unverified_and_external_null_counts_as_f
     everything = await search(client)
     assert offers and all(o["verification"] == "verified" for o in offers)
     assert all(o["external"] is None for o in offers)  # real offers carry null, which matches eq false
-    assert len(offers) == sum(1 for o in everything if o["verified"])
+    assert len(offers) == sum(1 for o in everything if o["verification"] == "verified")
+    assert "verified" not in offers[0]  # a filter the server derives, not a record field
+    datacenters = await search(client, {"datacenter": {"eq": True}})
+    assert datacenters and all(o["hosting_type"] == 1 for o in datacenters)
 
 
 async def test_rented_offer_disappears_and_rented_eq_true_shows_it_again(client: httpx.AsyncClient) -> None:

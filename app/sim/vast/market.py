@@ -177,7 +177,6 @@ def make_offer(**overrides: Any) -> dict[str, Any]:
         "external": None,
         "verification": "verified",
         "vericode": 1,
-        "verified": True,
         "is_vm_deverified": False,
         "vms_enabled": False,
         "resource_type": "gpu",
@@ -202,7 +201,7 @@ def make_offer(**overrides: Any) -> dict[str, Any]:
         base["reliability2"] = base["reliability"]
     if base.get("expected_reliability") is None:
         base["expected_reliability"] = base["reliability"]
-    base["verified"] = base["verification"] == "verified"
+    base.pop("verified", None)  # not a record field: the `verified` filter reads `verification`
     return base
 
 

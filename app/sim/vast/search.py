@@ -21,6 +21,11 @@ ALIASES = {
     "reliability2": "reliability",
 }
 DEFAULT_ALLOCATED_STORAGE = 8.0
+# Filterable fields the records do not carry: the server derives them.
+VIRTUAL_FIELDS = {
+    "verified": lambda o: o.get("verification") == "verified",
+    "datacenter": lambda o: o.get("hosting_type") == 1,
+}
 
 
 class SearchError(ValueError):
@@ -105,13 +110,17 @@ def matches(offer: dict[str, Any], filters: dict[str, Any]) -> bool:
     """Whether a priced offer satisfies every filter clause."""
     for raw_field, clause in filters.items():
         field = ALIASES.get(raw_field, raw_field)
-        if field not in offer:
+        if field in offer:
+            actual = offer[field]
+        elif field in VIRTUAL_FIELDS:
+            actual = VIRTUAL_FIELDS[field](offer)
+        else:
             continue  # the real server ignores fields it does not index
         ops = clause if isinstance(clause, dict) else {"eq": clause}
         for op, wanted in ops.items():
             if op not in OPERATORS:
                 raise SearchError(f"unknown operator {op!r} for {raw_field}")
-            if not _compare(field, offer[field], op, wanted):
+            if not _compare(field, actual, op, wanted):
                 return False
     return True
 
