@@ -231,3 +231,23 @@ async def test_credit_exhaustion_stops_running_instances() -> None:
             await asyncio.sleep(0.05)
         assert inst["actual_status"] == "exited" and "credit" in inst["status_msg"]
         assert emu.credit <= 0
+
+
+async def test_shutdown_tears_down_a_boot_in_flight() -> None:
+    class SlowBoot(RecordingBackend):
+        started = asyncio.Event()
+
+        async def boot(self, instance_id, create_body, ssh_keys):
+            self.started.set()
+            await asyncio.sleep(3600)
+            raise AssertionError("unreachable")
+
+    backend = SlowBoot()
+    emu = VastEmulator(default_market(10, seed=8), api_key=API_KEY, backend=backend)
+    await emu.start()
+    async with httpx.AsyncClient(base_url=emu.url, headers={"Authorization": f"Bearer {API_KEY}"}) as c:
+        (offer_id,) = await cheapest_ids(c, 1)
+        instance_id = await rent(c, offer_id)
+        await asyncio.wait_for(backend.started.wait(), 5)
+    await asyncio.wait_for(emu.stop(), 5)
+    assert backend.teardowns == [instance_id]

@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 
 from app.sim.vast.backend import BackendInfo, InstanceBackend, invented_backend_info
@@ -59,14 +58,12 @@ class Lifecycle:
         backend: InstanceBackend | None,
         timings: Timings | None = None,
         host: str = "127.0.0.1",
-        on_boot_failed: Callable[[SimInstance, BaseException], None] | None = None,
     ) -> None:
         self.time_scale = float(time_scale)
         self.backend = backend
         self.timings = timings or Timings()
         self.host = host
         self._locks: dict[int, asyncio.Lock] = {}
-        self._on_boot_failed = on_boot_failed
 
     def _due(self, inst: SimInstance, emulated_s: float) -> bool:
         return time.monotonic() - inst.phase_started >= emulated_s * self.time_scale
@@ -139,11 +136,12 @@ class Lifecycle:
         if self.backend is not None and inst.fault not in ("ssh_never", "exited"):
             try:
                 info = await self.backend.boot(inst.id, dict(inst.body), inst.key_texts())
+            except asyncio.CancelledError:
+                inst.booted = True  # possibly half-booted: let the next teardown clean up
+                raise
             except Exception as exc:  # a backend failure is the container failing to start
                 log.warning("sim vast: backend boot of instance %s failed: %s", inst.id, exc)
                 self._enter(inst, "exited", f"Error: container failed to start: {exc}")
-                if self._on_boot_failed:
-                    self._on_boot_failed(inst, exc)
                 return
             inst.booted = True
             merged = dict(info.ports)

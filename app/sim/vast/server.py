@@ -102,6 +102,16 @@ class VastEmulator:
         self._ticker: asyncio.Task[None] | None = None
         self._advancing: dict[int, asyncio.Task[None]] = {}
 
+    @property
+    def time_scale(self) -> float:
+        """Emulated-time multiplier; settable while running (0 = transitions at the next observation)."""
+        return self.lifecycle.time_scale
+
+    @time_scale.setter
+    def time_scale(self, value: float) -> None:
+        self.bill()  # charge the time so far at the old scale
+        self.lifecycle.time_scale = float(value)
+
     # ------------------------------------------------------------------ server
     async def start(self, host: str = "127.0.0.1", port: int = 0) -> str:
         app = web.Application(middlewares=[self._middleware])
