@@ -44,7 +44,7 @@ class Cleaner:
     def __init__(
         self,
         repo: JobRepo,
-        provider: Provider,
+        provider: Provider | None,
         ledger: Ledger | None,
         *,
         pool: Any | None = None,
@@ -102,6 +102,10 @@ class Cleaner:
     # --- rules -------------------------------------------------------------------------------------
     async def _instances(self, dry_run: bool) -> list[Action]:
         out: list[Action] = []
+        if (
+            self.provider is None
+        ):  # e.g. `comfyfleet cleanup` for the simulated world: no instances outlive it
+            return out
         now = self._clock()
         members = getattr(self.pool, "members", {}) if self.pool is not None else {}
         if self.pool is not None and self.provider.can_create:
@@ -148,7 +152,7 @@ class Cleaner:
         return out
 
     async def _orphans(self, dry_run: bool) -> list[Action]:
-        if not self.provider.can_create or self.ledger is None:
+        if self.provider is None or not self.provider.can_create or self.ledger is None:
             return []
         try:
             listed = await self.provider.list()

@@ -180,7 +180,7 @@ class ImageIntake:
                         if declared and declared.isdigit() and int(declared) > self.max_bytes:
                             raise ValidationError(field, self._too_big())
                         digest, size = hashlib.sha256(), 0
-                        with open(staged, "wb") as fh:
+                        with open(staged, "wb") as fh:  # noqa: ASYNC230 - <= max_bytes, 64 KiB writes
                             async for chunk in resp.aiter_bytes(65536):
                                 size += len(chunk)
                                 if size > self.max_bytes:
@@ -218,9 +218,10 @@ class ImageIntake:
         return await self._decode(staged, hashlib.sha256(raw).hexdigest(), len(raw), field)
 
     async def from_path(self, path: Path, field: str = "image") -> InputImage:
-        if not path.is_file():
+        size = await asyncio.to_thread(_file_size, path)
+        if size is None:
             raise ValidationError(field, f"{path} is not a file")
-        if path.stat().st_size > self.max_bytes:
+        if size > self.max_bytes:
             raise ValidationError(field, self._too_big())
         return await self.from_bytes(await asyncio.to_thread(path.read_bytes), field)
 
@@ -229,7 +230,7 @@ class ImageIntake:
         try:
             width, height, fmt = await asyncio.to_thread(self._decode_sync, staged, field)
         except BaseException:
-            staged.unlink(missing_ok=True)
+            await asyncio.to_thread(staged.unlink, missing_ok=True)
             raise
         return InputImage(sha, staged, width, height, fmt, size)
 
@@ -257,3 +258,10 @@ class ImageIntake:
 
     def _too_big(self) -> str:
         return f"the image is larger than the {self.max_bytes} byte limit"
+
+
+def _file_size(path: Path) -> int | None:
+    try:
+        return path.stat().st_size if path.is_file() else None
+    except OSError:
+        return None

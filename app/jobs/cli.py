@@ -1,10 +1,262 @@
-"""`comfyfleet` commands of the jobs room."""
+"""`comfyfleet serve`, `comfyfleet generate` and `comfyfleet cleanup`."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import json
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
 import typer
+
+from app.config import Settings, get_settings
+from app.errors import ComfyfleetError
 
 
 def register(cli: typer.Typer) -> None:
-    """Add this room's commands to the root CLI (filled in by the room's owner)."""
-    return None
+    cli.command("serve")(serve)
+    cli.command("generate")(generate)
+    cli.command("cleanup")(cleanup)
+
+
+# --- serve ---------------------------------------------------------------------------------------
+def serve(
+    host: str | None = typer.Option(None, "--host", help="Listen address (default HOST, 127.0.0.1)."),
+    port: int | None = typer.Option(None, "--port", help="Listen port (default PORT, 8000)."),
+) -> None:
+    """Run the HTTP API (OpenAPI docs at /docs) with the pool, the runner and the cleanup loop."""
+    import uvicorn
+
+    from app.api.app import create_app
+    from app.jobs.wiring import build_services, describe
+    from app.redact import setup_logging
+
+    settings = _with(get_settings(), host=host, port=port)
+    setup_logging(settings.log_level)
+    _banner(settings, f"serving on http://{settings.host}:{settings.port} (docs at /docs)")
+
+    async def main() -> None:
+        services = await build_services(settings)
+        typer.echo(describe(services.settings))
+        config = uvicorn.Config(
+            create_app(services),
+            host=settings.host,
+            port=settings.port,
+            log_level=settings.log_level.lower(),
+            lifespan="on",
+        )
+        await uvicorn.Server(config).serve()
+
+    asyncio.run(main())
+
+
+# --- generate ------------------------------------------------------------------------------------
+def generate(
+    image: str = typer.Option(..., "--image", help="Input image: a local path or an http(s) URL."),
+    prompt: str = typer.Option(..., "--prompt", help="What should happen in the video."),
+    negative_prompt: str | None = typer.Option(None, "--negative-prompt"),
+    frames: int | None = typer.Option(None, "--frames", help="Number of frames (4n+1, default 81)."),
+    width: int | None = typer.Option(None, "--width"),
+    height: int | None = typer.Option(None, "--height"),
+    steps: int | None = typer.Option(None, "--steps"),
+    cfg: float | None = typer.Option(None, "--cfg"),
+    seed: int | None = typer.Option(None, "--seed", help="-1 = random (the seed used is printed)."),
+    fps: int | None = typer.Option(None, "--fps"),
+    workflow: str | None = typer.Option(None, "--workflow"),
+    output: Path | None = typer.Option(None, "--output", help="Where to write the MP4."),
+    as_json: bool = typer.Option(False, "--json", help="Print the finished job as JSON."),
+) -> None:
+    """Run the whole pipeline in this process (cache, pool, provisioning, ComfyUI, store) for one video."""
+    settings = get_settings()
+    if not as_json:
+        _banner(settings, "generating in-process")
+    raw = {
+        "prompt": prompt,
+        "negative_prompt": negative_prompt,
+        "num_frames": frames,
+        "width": width,
+        "height": height,
+        "steps": steps,
+        "cfg_scale": cfg,
+        "seed": seed,
+        "fps": fps,
+    }
+    raw = {k: v for k, v in raw.items() if v is not None}
+    out = output or Path(f"comfyfleet-{time.strftime('%Y%m%d-%H%M%S')}.mp4")
+    if not image.startswith(("http://", "https://")):
+        image = str(Path(image).expanduser())
+    job = asyncio.run(_generate(settings, image, raw, workflow, out.resolve(), quiet=as_json))
+    if as_json:
+        typer.echo(json.dumps(job, indent=2, default=str))
+    else:
+        r = job["result"]
+        typer.echo(f"video: {r['video_url']}")
+        typer.echo(f"local: {job['local_path']}")
+        typer.echo(
+            f"seed {r['seed']}, {r['num_frames']} frames @ {r['fps']} fps, {r['resolution']}, "
+            f"{r['video_size_bytes']} bytes, cached={r['cached']}, cost ${r['cost_usd']:.4f}"
+            + (" (SIMULATED)" if r.get("simulated") else "")
+        )
+
+
+async def _generate(
+    settings: Settings, image: str, raw: dict[str, Any], workflow: str | None, out: Path, *, quiet: bool
+) -> dict[str, Any]:
+    from app.jobs.wiring import build_services
+
+    services = await build_services(settings)
+    services.run_cleanup_loop = False
+    await services.start()
+    job = None
+    try:
+        if image.startswith(("http://", "https://")):
+            img = await services.intake.from_url(image, "image")
+        else:
+            img = await services.intake.from_path(Path(image), "image")
+        job = await services.submit(raw, img, workflow=workflow, local_copy=out)
+        final = await _follow(services, job.id, quiet=quiet)
+        if final.state != "succeeded":
+            kind = final.error_kind or final.state
+            raise ComfyfleetError(f"job {final.id} {final.state} ({kind}): {final.error_message}")
+        if not await asyncio.to_thread(
+            out.exists
+        ):  # a cache hit: nothing was downloaded, fetch the stored video
+            await _fetch(services, final.result["video_url"], out)
+        public = final.to_public()
+        public["local_path"] = str(out)
+        return public
+    except asyncio.CancelledError:
+        if job is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.shield(services.manager.cancel(job.id, "interrupted from the command line"))
+        raise
+    finally:
+        await services.stop()
+
+
+async def _follow(services: Any, job_id: str, *, quiet: bool) -> Any:
+    """Drive rich progress bars (provisioning bytes, sampling steps) from the job's events."""
+    from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn
+
+    if quiet:
+        return await services.manager.wait(job_id, services.settings.job_timeout_s + 60)
+    columns = (
+        TextColumn("{task.description:<14}"),
+        BarColumn(),
+        TaskProgressColumn(),
+        TextColumn("{task.fields[info]}"),
+    )
+    with Progress(*columns, transient=False) as bars:
+        status = bars.add_task("job", total=1.0, info="queued")
+        prov = samp = None
+        async with services.events.subscribe(job_id) as q:
+            while True:
+                job = await services.repo.require(job_id)
+                if job.terminal:
+                    bars.update(status, completed=1.0, info=job.state)
+                    return job
+                try:
+                    ev = await asyncio.wait_for(q.get(), 1.0)
+                except TimeoutError:
+                    continue
+                if ev.get("event") == "end":
+                    continue
+                detail = ev.get("detail") or {}
+                bars.update(
+                    status, completed=ev.get("progress") or 0.0, info=f"{ev.get('state')}: {ev.get('stage')}"
+                )
+                if detail.get("bytes_total"):
+                    if prov is None:
+                        prov = bars.add_task("provisioning", total=detail["bytes_total"], info="")
+                    bars.update(
+                        prov,
+                        completed=detail["bytes_done"],
+                        total=detail["bytes_total"],
+                        info=_mb(detail["bytes_done"], detail["bytes_total"]),
+                    )
+                if detail.get("steps"):
+                    if samp is None:
+                        samp = bars.add_task("sampling", total=detail["steps"], info="")
+                    bars.update(
+                        samp,
+                        completed=detail["step"],
+                        total=detail["steps"],
+                        info=f"{ev.get('stage')} step {detail['step']}/{detail['steps']}",
+                    )
+
+
+async def _fetch(services: Any, url: str, out: Path) -> None:
+    from app.store.local import LocalStore
+
+    store = services.store
+    prefix = getattr(store, "public_base_url", None)
+    if isinstance(store, LocalStore) and prefix and url.startswith(prefix + store.files_prefix + "/"):
+        from urllib.parse import unquote
+
+        key = unquote(url[len(prefix + store.files_prefix + "/") :])
+        await asyncio.to_thread(shutil.copyfile, store.path_for(key), out)
+        return
+    import httpx
+
+    async with (
+        httpx.AsyncClient(timeout=60, follow_redirects=True) as client,
+        client.stream("GET", url) as resp,
+    ):
+        resp.raise_for_status()
+        with out.open("wb") as fh:
+            async for chunk in resp.aiter_bytes(1 << 20):
+                fh.write(chunk)
+
+
+def _mb(done: int, total: int) -> str:
+    return f"{done / 1e6:,.1f} / {total / 1e6:,.1f} MB"
+
+
+# --- cleanup -------------------------------------------------------------------------------------
+def cleanup(
+    dry_run: bool = typer.Option(False, "--dry-run", help="Show and record what would be done; do nothing."),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """One reaper pass (for cron): idle, stuck and orphaned instances, stuck jobs, old temp files."""
+    from app.jobs.wiring import build_cleaner
+
+    settings = get_settings()
+
+    async def main() -> list[dict[str, Any]]:
+        cleaner, close = await build_cleaner(settings)
+        try:
+            return [a.as_dict() for a in await cleaner.run_once(dry_run=dry_run)]
+        finally:
+            await close()
+
+    actions = asyncio.run(main())
+    if as_json:
+        typer.echo(json.dumps(actions, indent=2))
+        return
+    if not actions:
+        typer.echo("nothing to clean up")
+    for a in actions:
+        mark = "would" if a["dry_run"] else ("done" if a["ok"] else "FAILED")
+        typer.echo(
+            f"[{mark}] {a['kind']} {a['target']}: {a['reason']}" + (f" ({a['error']})" if a["error"] else "")
+        )
+
+
+# --- helpers -------------------------------------------------------------------------------------
+def _with(settings: Settings, **overrides: Any) -> Settings:
+    values = {k: v for k, v in overrides.items() if v is not None}
+    return settings.model_copy(update=values) if values else settings
+
+
+def _banner(settings: Settings, what: str) -> None:
+    if settings.simulated:
+        typer.secho(
+            "=== SIMULATED WORLD: no VAST_API_KEY, so GPUs, ComfyUI and model downloads are emulated "
+            "locally; every output says simulated ===",
+            fg=typer.colors.YELLOW,
+            err=True,
+        )
+    typer.secho(f"comfyfleet: {what} (provider={settings.effective_provider})", err=True)

@@ -35,14 +35,14 @@ class JobManager:
         self._stopping = False
         return await self.recover()
 
-    async def stop(self, timeout: float = 10.0) -> None:
+    async def stop(self, grace_s: float = 10.0) -> None:
         """Cancel every job task without a reason: rows stay as they are, for the next start."""
         self._stopping = True
         tasks = list(self.tasks.values())
         for t in tasks:
             t.cancel()
         if tasks:
-            await asyncio.wait(tasks, timeout=timeout)
+            await asyncio.wait(tasks, timeout=grace_s)
 
     async def recover(self) -> list[tuple[str, str]]:
         actions: list[tuple[str, str]] = []
@@ -149,9 +149,9 @@ class JobManager:
         except Exception:
             return False
 
-    async def wait(self, job_id: str, timeout: float) -> Job:
-        """Return the job once it ends or `timeout` seconds pass, whichever is first."""
-        deadline = time.monotonic() + timeout
+    async def wait(self, job_id: str, seconds: float) -> Job:
+        """Return the job once it ends or `seconds` pass, whichever is first."""
+        deadline = time.monotonic() + seconds
         async with self.events.subscribe(job_id) as q:
             while True:
                 job = await self.repo.get(job_id)

@@ -55,7 +55,7 @@ class JobRepo:
         return job
 
     async def transition(self, job_id: str, target: JobState | str, **fields: Any) -> Job:
-        """Move the job to `target` (checked), closing the timing of the state it leaves. Committed on return."""
+        """Move the job to `target` (checked), closing the timing of the state it leaves; committed."""
         target = JobState(target)
         now = self._clock()
         async with self._write, self._sm() as s, s.begin():

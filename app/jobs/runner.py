@@ -156,7 +156,7 @@ class JobRunner:
         wf = self.workflows(job.workflow)
         req = job.request or {}
         image_path = Path(req.get("image_path", ""))
-        if not image_path.is_file():
+        if not await asyncio.to_thread(image_path.is_file):
             raise InputMissing(
                 "the job's input image is gone from the data directory; submit the request again"
             )
@@ -223,7 +223,9 @@ class JobRunner:
         inst = lease.instance
         tmp = self.config.tmp_dir / job.id
         try:
-            video, frame, gpu_s = await self._use_instance(job, rs, lease, wf, params, image_path, tmp, reattach)
+            video, frame, gpu_s = await self._use_instance(
+                job, rs, lease, wf, params, image_path, tmp, reattach
+            )
         except BaseException as exc:
             if _instance_broken(exc):
                 lease.mark_bad(f"job {job.id}: {redact(str(exc))}")
@@ -313,7 +315,9 @@ class JobRunner:
         fresh = await self.repo.require(job.id)
         timings = dict(fresh.timings or {})
         if fresh.stage_started_at is not None:  # the current state closes with the final transition
-            timings[fresh.state] = round(timings.get(fresh.state, 0.0) + time.time() - fresh.stage_started_at, 6)
+            timings[fresh.state] = round(
+                timings.get(fresh.state, 0.0) + time.time() - fresh.stage_started_at, 6
+            )
         result = self._result(
             params,
             video_url=stored.video_url,

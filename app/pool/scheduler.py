@@ -286,7 +286,8 @@ class Pool:
         if self.projected_spend() + self._new_instance_floor() > self.spend_cap_usd:
             return SpendCapReached(
                 f"renting another instance would exceed the spend cap of ${self.spend_cap_usd:.2f} "
-                f"(live instances are projected at ${self.projected_spend():.2f}); raise SPEND_CAP_USD or wait"
+                f"(live instances are projected at ${self.projected_spend():.2f}); "
+                "raise SPEND_CAP_USD or wait"
             )
         return None
 

@@ -31,8 +31,11 @@ async def test_wait_true_returns_the_finished_job(tmp_path):
 
 async def test_prefer_wait_header_holds_only_that_long(tmp_path):
     async with api(tmp_path, comfy=FakeComfy(step_delay=0.5)) as c:
-        r = await c.post("/vastai/generate-video", json={"image_base64": B64, "prompt": "x"},
-                         headers={"Prefer": "wait=0.2"})
+        r = await c.post(
+            "/vastai/generate-video",
+            json={"image_base64": B64, "prompt": "x"},
+            headers={"Prefer": "wait=0.2"},
+        )
         assert r.status_code == 202 and r.json()["state"] != "succeeded"
 
 

@@ -61,9 +61,10 @@ async def test_redirect_to_private_host_name_is_refused(tmp_path):
     async def redirect(_req):
         raise web.HTTPFound("http://internal.corp/secret.png")
 
-    async with http_server({"/img.png": redirect}) as base, api(
-        tmp_path, allow_loopback=True, resolver=resolver
-    ) as c:
+    async with (
+        http_server({"/img.png": redirect}) as base,
+        api(tmp_path, allow_loopback=True, resolver=resolver) as c,
+    ):
         await _rejected(c, f"{base}/img.png", "private")
 
 
@@ -74,9 +75,10 @@ async def test_public_image_is_fetched_through_redirects(tmp_path):
     async def image(_req):
         return web.Response(body=png_bytes(64, 64), content_type="image/png")
 
-    async with http_server({"/img.png": redirect, "/real.png": image}) as base, api(
-        tmp_path, allow_loopback=True
-    ) as c:
+    async with (
+        http_server({"/img.png": redirect, "/real.png": image}) as base,
+        api(tmp_path, allow_loopback=True) as c,
+    ):
         r = await c.post("/vastai/generate-video", json={"prompt": "x", "image_url": f"{base}/img.png"})
         assert r.status_code == 202, r.text
         job = await c.world.wait(r.json()["job_id"])
@@ -92,9 +94,10 @@ async def test_oversize_download_is_cut_off_at_the_limit(tmp_path):
             await resp.write(b"\0" * 65536)
         return resp
 
-    async with http_server({"/big.png": huge}) as base, api(
-        tmp_path, allow_loopback=True, max_image_bytes=200_000
-    ) as c:
+    async with (
+        http_server({"/big.png": huge}) as base,
+        api(tmp_path, allow_loopback=True, max_image_bytes=200_000) as c,
+    ):
         r = await c.post("/vastai/generate-video", json={"prompt": "x", "image_url": f"{base}/big.png"})
         assert r.status_code == 413 and r.json()["errors"][0]["field"] == "image_url"
         assert await c.world.services.repo.list() == []

@@ -44,8 +44,9 @@ async def test_bad_parameter_is_422_naming_the_field(tmp_path, body, field):
 async def test_no_image_or_both_images_is_rejected(tmp_path):
     async with api(tmp_path) as c:
         await _rejected(c, {"prompt": "x"}, "image_url")
-        await _rejected(c, {"prompt": "x", "image_base64": B64, "image_url": "https://example.com/a.png"},
-                        "image_url")
+        await _rejected(
+            c, {"prompt": "x", "image_base64": B64, "image_url": "https://example.com/a.png"}, "image_url"
+        )
 
 
 async def test_invalid_base64_is_rejected(tmp_path):
@@ -75,12 +76,14 @@ async def test_oversize_image_is_413(tmp_path):
 
 async def test_too_many_pixels_is_rejected_before_decoding(tmp_path):
     async with api(tmp_path, max_image_pixels=100 * 100) as c:
-        d = await _rejected(c, {"prompt": "x", "image_base64": base64.b64encode(png_bytes(200, 200)).decode()},
-                            "image_base64")
+        d = await _rejected(
+            c, {"prompt": "x", "image_base64": base64.b64encode(png_bytes(200, 200)).decode()}, "image_base64"
+        )
         assert "pixel limit" in d["detail"]
 
 
 async def test_webhook_url_must_be_http(tmp_path):
     async with api(tmp_path) as c:
-        await _rejected(c, {"prompt": "x", "image_base64": B64, "webhook_url": "ftp://example.com/x"},
-                        "webhook_url")
+        await _rejected(
+            c, {"prompt": "x", "image_base64": B64, "webhook_url": "ftp://example.com/x"}, "webhook_url"
+        )

@@ -49,9 +49,9 @@ class FakeParams:
 class FakeWorkflow:
     video_node = "30"
     last_frame_node = None
-    progress_nodes = ["57", "58"]
 
     def __init__(self, name: str = "wan22_i2v_lightx2v_gguf", disk_bytes: int = 26 * 10**9) -> None:
+        self.progress_nodes = ["57", "58"]
         self.name = name
         self.version = "1"
         self.graph_sha256 = "g" * 64
@@ -130,8 +130,14 @@ class FakeProvider:
 
     def add(self, state: InstanceState = InstanceState.READY, *, record: bool = True, **kw) -> Instance:
         self._n += 1
-        inst = Instance(provider=self.name, id=f"i{self._n}", label=f"comfyfleet-test-i{self._n}", state=state,
-                        price_per_hour=self.price, **kw)
+        inst = Instance(
+            provider=self.name,
+            id=f"i{self._n}",
+            label=f"comfyfleet-test-i{self._n}",
+            state=state,
+            price_per_hour=self.price,
+            **kw,
+        )
         self.instances[inst.id] = inst
         if record and self.ledger is not None:
             self.ledger.rows[inst.id] = inst
@@ -193,7 +199,9 @@ class FakePreparer:
         self.calls.append((instance.id, workflow.name))
         total = 4
         for i in range(total):
-            on_progress(Progress("provisioning", i / total, {"bytes_done": i * 100, "bytes_total": total * 100}))
+            on_progress(
+                Progress("provisioning", i / total, {"bytes_done": i * 100, "bytes_total": total * 100})
+            )
             await asyncio.sleep(self.delay / total)
         if self.fail:
             raise self.fail
@@ -287,7 +295,9 @@ class FakeSession:
                     await asyncio.sleep(gpu.step_delay)
                     if gpu.prompts[prompt_id] == "cancelled":
                         raise PromptFailed(f"prompt {prompt_id} was interrupted")
-                    on_progress(Progress("sampling", (step + 1) / gpu.steps, {"step": step + 1, "steps": gpu.steps}))
+                    on_progress(
+                        Progress("sampling", (step + 1) / gpu.steps, {"step": step + 1, "steps": gpu.steps})
+                    )
                 if gpu.fail_next:
                     msg, gpu.fail_next = gpu.fail_next, None
                     gpu.prompts[prompt_id] = "error"
@@ -319,7 +329,7 @@ class FakeSession:
         return [meta, video]
 
     async def extract_last_frame(self, video_path: Path, png_path: Path) -> None:
-        png_path.write_bytes(png_bytes(32, 32))
+        await asyncio.to_thread(png_path.write_bytes, png_bytes(32, 32))
 
 
 # --- store ---------------------------------------------------------------------------------------

@@ -43,17 +43,27 @@ class World:
         img = await self.services.intake.from_bytes(image or png_bytes(), "image_base64")
         return await self.services.submit(raw, img, workflow=workflow, webhook_url=webhook_url)
 
-    async def wait(self, job_id: str, timeout: float = 10.0) -> Job:
-        return await self.services.manager.wait(job_id, timeout)
+    async def wait(self, job_id: str, seconds: float = 10.0) -> Job:
+        return await self.services.manager.wait(job_id, seconds)
 
-    async def wait_state(self, job_id: str, *states: str, timeout: float = 10.0) -> Job:
-        deadline = time.monotonic() + timeout
+    async def wait_state(self, job_id: str, *states: str, seconds: float = 10.0) -> Job:
+        deadline = time.monotonic() + seconds
         while time.monotonic() < deadline:
             job = await self.services.repo.require(job_id)
             if job.state in states:
                 return job
             await asyncio.sleep(0.005)
         raise AssertionError(f"job {job_id} never reached {states}; it is {job.state} ({job.stage})")
+
+    async def wait_prompt(self, job_id: str, seconds: float = 10.0) -> str:
+        """Until the job's ComfyUI prompt id is on disk (what restart recovery relies on)."""
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            job = await self.services.repo.require(job_id)
+            if job.comfy_prompt_id:
+                return job.comfy_prompt_id
+            await asyncio.sleep(0.005)
+        raise AssertionError(f"job {job_id} never got a prompt id")
 
 
 async def create_tables(url: str):

@@ -1,8 +1,6 @@
 """Restart recovery: the process dies mid-job (its tasks vanish, the GPU keeps going); a new process
 re-attaches, re-queues once, or fails with a reason."""
 
-import asyncio
-
 from app.jobs.models import JobState
 from tests.jobs.fakes import FakeComfy, FakePreparer, FakeProvider
 from tests.jobs.harness import world
@@ -12,8 +10,7 @@ async def _crash_while_running(tmp_path, provider, comfy, **kw):
     async with world(tmp_path, provider=provider, comfy=comfy, **kw) as w:
         job = await w.submit(seed=1)
         await w.wait_state(job.id, "running")
-        while not (await w.services.repo.require(job.id)).comfy_prompt_id:
-            await asyncio.sleep(0.005)
+        await w.wait_prompt(job.id)
         await w.services.stop()  # like SIGKILL for the rows: nothing is written on the way down
         return job.id, w.ledger
 

@@ -17,7 +17,9 @@ async def test_job_succeeds_end_to_end_with_result_fields(tmp_path):
         assert {"queued", "acquiring", "provisioning", "running", "uploading"} <= set(r["timings"])
         assert job.cost_usd is not None and job.cost_usd >= 0
         assert job.instance_id and job.comfy_prompt_id
-        kinds = sorted(k.rsplit("/", 1)[-1] for k in w.store.objects if k.startswith("results/" + job.cache_key))
+        kinds = sorted(
+            k.rsplit("/", 1)[-1] for k in w.store.objects if k.startswith("results/" + job.cache_key)
+        )
         assert kinds == ["last_frame.png", "manifest.json", "video.mp4"]
 
 
@@ -93,7 +95,7 @@ async def test_cancel_while_queued_never_rents(tmp_path):
 
 async def test_job_timeout_fails_and_cancels_prompt(tmp_path):
     async with world(tmp_path, comfy=FakeComfy(step_delay=0.5), job_timeout_s=0.6) as w:
-        job = await w.wait((await w.submit()).id, timeout=5)
+        job = await w.wait((await w.submit()).id, seconds=5)
         assert job.state == "failed" and job.error_kind == "timeout"
         assert "JOB_TIMEOUT_S" in job.error_message
         gpu = next(iter(w.comfy.gpus.values()))

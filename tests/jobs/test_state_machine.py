@@ -55,7 +55,9 @@ async def test_error_message_is_redacted_when_written(repo):
 
     register_secret("supersecret-token-123")
     job = await repo.create(workflow="w", request={})
-    job = await repo.transition(job.id, JobState.FAILED, error_message="auth failed for supersecret-token-123")
+    job = await repo.transition(
+        job.id, JobState.FAILED, error_message="auth failed for supersecret-token-123"
+    )
     assert "supersecret" not in job.error_message
 
 

@@ -109,8 +109,9 @@ async def test_webhook_receiver_down_then_up_is_retried_until_delivered(tmp_path
 
 async def test_webhook_delivery_continues_after_restart(tmp_path):
     port = free_port()
-    async with world(tmp_path, webhook_secret=SECRET, intake=loopback_intake(tmp_path),
-                     webhook_backoff_s=(0.1,)) as w:
+    async with world(
+        tmp_path, webhook_secret=SECRET, intake=loopback_intake(tmp_path), webhook_backoff_s=(0.1,)
+    ) as w:
         w.services.webhooks.poll_interval_s = 0.05
         job = await w.wait((await w.submit(seed=1, webhook_url=f"http://127.0.0.1:{port}/hook")).id)
         for _ in range(200):
@@ -120,7 +121,9 @@ async def test_webhook_delivery_continues_after_restart(tmp_path):
     rx = Receiver(port)
     await rx.start()
     try:
-        async with world(tmp_path, webhook_secret=SECRET, intake=loopback_intake(tmp_path), start=False) as w2:
+        async with world(
+            tmp_path, webhook_secret=SECRET, intake=loopback_intake(tmp_path), start=False
+        ) as w2:
             w2.services.webhooks.poll_interval_s = 0.05
             await w2.services.start()
             for _ in range(300):

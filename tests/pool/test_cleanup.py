@@ -1,3 +1,4 @@
+import asyncio
 import os
 import time
 
@@ -12,7 +13,7 @@ from tests.jobs.harness import world
 async def test_idle_instance_is_destroyed_after_ttl(tmp_path):
     async with world(tmp_path, idle_ttl_s=0.05) as w:
         job = await w.wait((await w.submit(seed=1)).id)
-        time.sleep(0.1)
+        await asyncio.sleep(0.1)
         actions = await w.services.cleaner.run_once()
         idle = [a for a in actions if a.kind == "idle_instance"]
         assert [(a.target, a.ok) for a in idle] == [(job.instance_id, True)]
@@ -58,8 +59,9 @@ async def test_instance_stuck_booting_past_deadline_is_destroyed(tmp_path):
     stuck = provider.add(InstanceState.BOOTING)
     stuck.created_at = time.time() - 10_000
     fresh = provider.add(InstanceState.BOOTING)
-    async with world(tmp_path, provider=provider, ledger=ledger, instance_ready_timeout_s=100,
-                     provision_timeout_s=100) as w:
+    async with world(
+        tmp_path, provider=provider, ledger=ledger, instance_ready_timeout_s=100, provision_timeout_s=100
+    ) as w:
         actions = await w.services.cleaner.run_once()
         assert [a.target for a in actions if a.kind == "stuck_instance"] == [stuck.id]
         assert provider.destroyed == [stuck.id] and fresh.id not in provider.destroyed
@@ -81,13 +83,12 @@ async def test_job_stuck_past_timeout_is_failed_with_reason_and_gpu_stopped(tmp_
     async with world(tmp_path, comfy=FakeComfy(step_delay=1.0)) as w:
         job = await w.submit(seed=1)
         await w.wait_state(job.id, "running")
-        while not (await w.services.repo.require(job.id)).comfy_prompt_id:
-            import asyncio
-
-            await asyncio.sleep(0.005)
+        await w.wait_prompt(job.id)
         w.services.cleaner.job_timeout_s = 0.0
         actions = await w.services.cleaner.run_once()
-        assert [(a.kind, a.target, a.ok) for a in actions if a.kind == "stuck_job"] == [("stuck_job", job.id, True)]
+        assert [(a.kind, a.target, a.ok) for a in actions if a.kind == "stuck_job"] == [
+            ("stuck_job", job.id, True)
+        ]
         failed = await w.services.repo.require(job.id)
         assert failed.state == JobState.FAILED and failed.error_kind == "timeout"
         gpu = next(iter(w.comfy.gpus.values()))

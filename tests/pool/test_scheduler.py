@@ -38,8 +38,13 @@ async def test_spend_cap_refuses_first_rental_with_actionable_error(tmp_path):
 async def test_spend_cap_respected_with_live_instances_jobs_queue(tmp_path):
     # one instance fits under the cap, a second would not: jobs share the first
     async with world(
-        tmp_path, spend_cap_usd=0.7, vast_max_price_per_hour=1.0, idle_ttl_s=1800, pool_max_instances=5,
-        provider=FakeProvider(price=0.5), comfy=FakeComfy(step_delay=0.01),
+        tmp_path,
+        spend_cap_usd=0.7,
+        vast_max_price_per_hour=1.0,
+        idle_ttl_s=1800,
+        pool_max_instances=5,
+        provider=FakeProvider(price=0.5),
+        comfy=FakeComfy(step_delay=0.01),
     ) as w:
         jobs = [await w.submit(seed=i) for i in range(3)]
         done = await asyncio.gather(*(w.wait(j.id) for j in jobs))

@@ -1,0 +1,337 @@
+"""The one place where the real rooms are plugged into the jobs room: `build_services(settings)`.
+
+Everything else in `app.jobs` talks to the small ports of `app.jobs.ports`; the adapters here turn the
+real `ComfyClient`, the provisioning functions, the store and the providers into those ports. Which
+provider: `vast` (Vast.ai, or its emulator when VAST_API_URL points at one), `static` (configured
+endpoints), `sim` (the simulated world, started here and stopped with the services).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import logging
+import time
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+from app.comfy import ComfyClient, ExecutionError, PromptResult, find_outputs
+from app.comfy.progress import Progress as ComfyProgress
+from app.config import Settings
+from app.db import init_db, make_engine, make_sessionmaker
+from app.jobs.ports import ComfyTarget, Progress, ProgressFn
+from app.jobs.services import Services, assemble
+from app.pool.ledger import InstanceLedger
+from app.pool.provider import Instance, Provider
+from app.pool.static import StaticProvider
+from app.provision import build_plan, connect, open_tunnel, run_provision
+from app.redact import redact, register_secret
+from app.store.factory import make_store
+from app.store.local import LocalStore
+from app.store.routes import local_files_router
+from app.workflows import get_workflow
+
+log = logging.getLogger(__name__)
+
+
+# --- ComfyUI -------------------------------------------------------------------------------------
+class ComfyClientSession:
+    """`app.jobs.ports.ComfySession` on top of `app.comfy.ComfyClient`."""
+
+    def __init__(self, client: ComfyClient, *, poll_s: float = 1.0) -> None:
+        self.client = client
+        self.poll_s = poll_s
+
+    async def upload_image(self, path: Path) -> str:
+        return await self.client.upload_image(path)
+
+    async def run(self, graph, *, deadline, on_progress, on_submitted, progress_nodes) -> PromptResult:
+        return await self.client.run(
+            graph,
+            deadline=deadline,
+            on_progress=lambda p: on_progress(_comfy_progress(p)),
+            progress_nodes=progress_nodes,
+            on_submitted=on_submitted,
+        )
+
+    async def attach(
+        self, prompt_id: str, *, deadline: float, on_progress: ProgressFn
+    ) -> PromptResult | None:
+        """Follow a prompt submitted by an earlier process through /queue and /history (no socket: its
+        events went to the old client id). None when ComfyUI has no trace of it or it was interrupted."""
+        on_progress(Progress("re-attached: waiting for ComfyUI"))
+        while True:
+            entry = await self.client.history(prompt_id)
+            if entry is not None:
+                return _result_from_history(prompt_id, entry)
+            queue = await self.client.queue()
+            if not _in_queue(queue, prompt_id):
+                entry = await self.client.history(prompt_id)  # it may have finished in between
+                return _result_from_history(prompt_id, entry) if entry is not None else None
+            if time.monotonic() + self.poll_s > deadline:
+                raise TimeoutError(f"prompt {prompt_id} did not finish before the job deadline")
+            await asyncio.sleep(self.poll_s)
+
+    async def cancel(self, prompt_id: str) -> None:
+        await self.client.cancel(prompt_id)
+
+    async def download_outputs(self, result: PromptResult, dest_dir: Path) -> list[Path]:
+        return await self.client.download_outputs(result, dest_dir)
+
+    async def extract_last_frame(self, video_path: Path, png_path: Path) -> None:
+        await self.client.extract_last_frame(video_path, png_path)
+
+
+def _comfy_progress(p: ComfyProgress) -> Progress:
+    detail: dict[str, Any] = {}
+    if p.value is not None and p.max:
+        detail = {"step": p.value, "steps": p.max, "node": p.node_id}
+    return Progress(p.stage, p.fraction, detail)
+
+
+def _in_queue(queue: Any, prompt_id: str) -> bool:
+    for key in ("queue_running", "queue_pending"):
+        for item in (queue or {}).get(key) or []:
+            if isinstance(item, list) and len(item) > 1 and item[1] == prompt_id:
+                return True
+    return False
+
+
+def _result_from_history(prompt_id: str, entry: dict[str, Any]) -> PromptResult | None:
+    status = entry.get("status") or {}
+    if status.get("status_str") == "error":
+        for event, data in status.get("messages") or []:
+            if event == "execution_error":
+                raise ExecutionError.from_event(data)
+        return None  # interrupted: run it again
+    outputs = entry.get("outputs") or {}
+    return PromptResult(
+        prompt_id=prompt_id, outputs=find_outputs(outputs), raw_outputs=dict(outputs), status=dict(status)
+    )
+
+
+def comfy_connector(timeout_s: float = 30.0) -> Callable[[ComfyTarget], Any]:
+    @contextlib.asynccontextmanager
+    async def connect_comfy(target: ComfyTarget) -> AsyncIterator[ComfyClientSession]:
+        async with ComfyClient(
+            target.url, token=target.token, basic_auth=target.basic_auth, timeout=timeout_s
+        ) as client:
+            yield ComfyClientSession(client)
+
+    return connect_comfy
+
+
+# --- provisioning --------------------------------------------------------------------------------
+class SSHPreparer:
+    """`InstancePreparer`: SSH (host key pinned on first contact), provisioning for the workflow, an SSH
+    tunnel to ComfyUI when the instance keeps it on loopback, then ComfyUI readiness and capabilities."""
+
+    def __init__(self, settings: Settings, ledger: InstanceLedger | None = None) -> None:
+        self.settings = settings
+        self.ledger = ledger
+        self._conns: dict[str, Any] = {}
+        self._tunnels: dict[str, tuple[str, Callable]] = {}
+
+    async def prepare(self, instance: Instance, workflow: Any, on_progress: ProgressFn) -> ComfyTarget:
+        s = self.settings
+        deadline = time.monotonic() + s.provision_timeout_s
+        conn = await self._connection(instance)
+        if conn is not None:
+            plan = await build_plan(workflow, s, comfy_dir=instance.comfy_dir)
+            tracker = _ProvisionProgress(workflow, on_progress)
+            await run_provision(
+                conn,
+                plan,
+                tracker,
+                hf_token=s.hf_token.get_secret_value() if s.hf_token else None,
+                timeout_s=s.provision_timeout_s,
+            )
+        target = await self._target(instance, conn)
+        async with ComfyClient(target.url, token=target.token, basic_auth=target.basic_auth) as client:
+            on_progress(Progress("waiting for ComfyUI", 1.0))
+            await client.wait_ready(deadline)
+            await client.check_capabilities(
+                workflow.node_types, workflow.models, custom_nodes=getattr(workflow, "custom_nodes", ())
+            )
+        return target
+
+    async def _connection(self, instance: Instance) -> Any | None:
+        if instance.ssh is None:
+            return None
+        conn = self._conns.get(instance.id)
+        if conn is not None and not conn.is_closed():
+            return conn
+
+        async def pin(host_key: str) -> None:
+            instance.ssh.host_key = host_key
+            if self.ledger is not None:
+                await self.ledger.update(instance)
+
+        conn = await connect(instance.ssh, self.settings.effective_ssh_key_path, on_new_host_key=pin)
+        self._conns[instance.id] = conn
+        self._tunnels.pop(instance.id, None)
+        return conn
+
+    async def _target(self, instance: Instance, conn: Any | None) -> ComfyTarget:
+        ep = instance.comfy
+        if ep is None:
+            raise ValueError(f"instance {instance.id} has no ComfyUI endpoint")
+        if ep.token:
+            register_secret(ep.token)
+        auth = (ep.basic_user, ep.basic_password) if ep.basic_user and ep.basic_password else None
+        if ep.via_tunnel and conn is not None:
+            if instance.id not in self._tunnels:
+                port, close = await open_tunnel(conn, ep.remote_host, ep.remote_port)
+                self._tunnels[instance.id] = (f"http://127.0.0.1:{port}", close)
+            return ComfyTarget(self._tunnels[instance.id][0], token=ep.token, basic_auth=auth)
+        if not ep.url:
+            raise ValueError(f"instance {instance.id} has no ComfyUI URL and no SSH tunnel")
+        return ComfyTarget(ep.url, token=ep.token, basic_auth=auth)
+
+    async def release(self, instance: Instance) -> None:
+        tunnel = self._tunnels.pop(instance.id, None)
+        if tunnel is not None:
+            with contextlib.suppress(Exception):
+                await tunnel[1]()
+        conn = self._conns.pop(instance.id, None)
+        if conn is not None:
+            conn.close()
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(conn.wait_closed(), 5)
+
+
+class _ProvisionProgress:
+    """provision.sh's JSON events -> one byte-weighted fraction for the job and the CLI's byte bar."""
+
+    def __init__(self, workflow: Any, on_progress: ProgressFn) -> None:
+        self.on_progress = on_progress
+        self.totals: dict[str, int] = {m.name: int(m.size or 0) for m in getattr(workflow, "models", [])}
+        self.done: dict[str, int] = {}
+
+    def __call__(self, event: dict[str, Any]) -> None:
+        kind, name = event.get("event"), event.get("file")
+        if name:
+            if event.get("total"):
+                self.totals[name] = int(event["total"])
+            if kind in ("progress", "done"):
+                self.done[name] = int(event.get("bytes") or 0)
+            elif kind == "skipped":
+                self.done[name] = self.totals.get(name, 0)
+        total = sum(self.totals.values())
+        done = min(total, sum(self.done.values()))
+        fraction = done / total if total else None
+        self.on_progress(
+            Progress(
+                "provisioning",
+                fraction,
+                {"bytes_done": done, "bytes_total": total, "file": name, "event": kind},
+            )
+        )
+
+
+# --- the whole service ---------------------------------------------------------------------------
+async def build_services(settings: Settings) -> Services:
+    """Real database, ledger, provider, store, workflows, ComfyUI client and provisioning."""
+    closers: list[Callable[[], Any]] = []
+    if settings.effective_provider == "sim":
+        # The simulated world (lead-owned) starts the Vast emulator, simulated instances and the model
+        # server, and returns the settings that point the real product code at them.
+        from app.sim.world import start_world
+
+        world = await start_world(settings)
+        settings = world.settings
+        closers.append(world.stop)
+    engine = make_engine(settings.effective_database_url)
+    await init_db(engine)
+    sessionmaker = make_sessionmaker(engine)
+    ledger = InstanceLedger(sessionmaker)
+    provider: Provider
+    if settings.effective_provider == "static":
+        provider = StaticProvider(settings)
+    else:
+        from app.vast.factory import client_from_settings
+        from app.vast.provider import VastProvider
+
+        client = client_from_settings(settings)
+        closers.append(client.aclose)
+        provider = VastProvider(client, ledger, settings)
+    store = make_store(settings)
+    if hasattr(store, "close"):
+        closers.append(store.close)
+
+    @functools.lru_cache(maxsize=64)
+    def workflows(name: str) -> Any:
+        return get_workflow(name, settings)
+
+    services = assemble(
+        settings,
+        sessionmaker=sessionmaker,
+        provider=provider,
+        preparer=SSHPreparer(settings, ledger),
+        comfy=comfy_connector(),
+        store=store,
+        workflows=workflows,
+        ledger=ledger,
+        engine=engine,
+    )
+    if isinstance(store, LocalStore):
+        services.routers.append(local_files_router(store))
+    services.closers.extend(closers)
+    log.info(
+        "services built: provider=%s store=%s simulated=%s",
+        provider.name,
+        settings.effective_store_backend,
+        settings.simulated,
+    )
+    return services
+
+
+def describe(settings: Settings) -> str:
+    """One line for banners and logs (no secrets)."""
+    world = "SIMULATED WORLD" if settings.simulated else "real world"
+    return redact(
+        f"{world}: provider={settings.effective_provider} store={settings.effective_store_backend} "
+        f"db={settings.effective_database_url.split('://', 1)[0]}"
+    )
+
+
+async def build_cleaner(settings: Settings) -> tuple[Any, Callable[[], Any]]:
+    """What `comfyfleet cleanup` needs, without starting a server or the simulated world: the job
+    database, the ledger and the provider. Returns (cleaner, close)."""
+    from app.cleanup import Cleaner
+    from app.jobs.repo import JobRepo
+
+    engine = make_engine(settings.effective_database_url)
+    await init_db(engine)
+    sessionmaker = make_sessionmaker(engine)
+    ledger = InstanceLedger(sessionmaker)
+    closers: list[Callable[[], Any]] = [engine.dispose]
+    provider: Provider | None = None
+    if settings.effective_provider == "static":
+        provider = StaticProvider(settings)
+    elif settings.effective_provider == "vast":
+        from app.vast.factory import client_from_settings
+        from app.vast.provider import VastProvider
+
+        client = client_from_settings(settings)
+        closers.insert(0, client.aclose)
+        provider = VastProvider(client, ledger, settings)
+    data = settings.data_dir
+    cleaner = Cleaner(
+        JobRepo(sessionmaker),
+        provider,
+        ledger,
+        idle_ttl_s=settings.idle_ttl_s,
+        instance_deadline_s=settings.instance_ready_timeout_s + settings.provision_timeout_s,
+        job_timeout_s=settings.job_timeout_s,
+        tmp_dirs=(data / "tmp", data / "inputs" / ".staging"),
+    )
+
+    async def close() -> None:
+        for c in closers:
+            with contextlib.suppress(Exception):
+                await c()
+
+    return cleaner, close

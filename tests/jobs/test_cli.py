@@ -1,0 +1,141 @@
+import json
+import os
+import time
+
+from typer.testing import CliRunner
+
+import app.jobs.wiring as wiring
+from app.cli import cli
+from app.config import Settings
+from app.db import make_sessionmaker
+from app.jobs.models import JobState
+from app.jobs.repo import JobRepo
+from app.jobs.services import assemble
+from tests.jobs.fakes import (
+    FakeComfy,
+    FakeLedger,
+    FakePreparer,
+    FakeProvider,
+    FakeStore,
+    png_bytes,
+    workflow_loader,
+)
+from tests.jobs.harness import create_tables
+
+runner = CliRunner()
+
+
+def _fake_build(tmp_path, comfy):
+    async def build(settings: Settings):
+        engine = await create_tables(settings.effective_database_url)
+        provider = FakeProvider()
+        provider.ledger = FakeLedger()
+        return assemble(
+            settings,
+            sessionmaker=make_sessionmaker(engine),
+            provider=provider,
+            preparer=FakePreparer(),
+            comfy=comfy,
+            store=FakeStore(tmp_path / "store"),
+            workflows=workflow_loader(),
+            ledger=provider.ledger,
+            engine=engine,
+        )
+
+    return build
+
+
+def test_generate_runs_the_pipeline_and_writes_the_video(tmp_path, monkeypatch):
+    monkeypatch.setattr(wiring, "build_services", _fake_build(tmp_path, FakeComfy(step_delay=0.01)))
+    img = tmp_path / "in.png"
+    img.write_bytes(png_bytes(128, 64))
+    out = tmp_path / "out.mp4"
+    res = runner.invoke(
+        cli,
+        [
+            "generate",
+            "--image",
+            str(img),
+            "--prompt",
+            "waves",
+            "--seed",
+            "5",
+            "--frames",
+            "33",
+            "--output",
+            str(out),
+        ],
+    )
+    assert res.exit_code == 0, res.output
+    assert "video: http://store.test/results/" in res.output and f"local: {out}" in res.output
+    assert "seed 5, 33 frames" in res.output
+    assert out.stat().st_size > 0
+
+
+def test_generate_json_output(tmp_path, monkeypatch):
+    monkeypatch.setattr(wiring, "build_services", _fake_build(tmp_path, FakeComfy()))
+    img = tmp_path / "in.png"
+    img.write_bytes(png_bytes())
+    res = runner.invoke(
+        cli, ["generate", "--image", str(img), "--prompt", "x", "--json", "--output", str(tmp_path / "o.mp4")]
+    )
+    assert res.exit_code == 0, res.output
+    job = json.loads(res.output)
+    assert job["state"] == "succeeded" and job["local_path"].endswith("o.mp4")
+
+
+def test_generate_bad_parameter_is_one_line_error_exit_2(tmp_path, monkeypatch):
+    from app.cli import main
+
+    monkeypatch.setattr(wiring, "build_services", _fake_build(tmp_path, FakeComfy()))
+    img = tmp_path / "in.png"
+    img.write_bytes(png_bytes())
+    try:
+        main(["generate", "--image", str(img), "--prompt", "x", "--frames", "80"])
+    except SystemExit as exc:
+        assert exc.code == 2
+    else:
+        raise AssertionError("expected exit 2")
+
+
+def test_generate_missing_image_file_names_the_field(tmp_path, monkeypatch):
+    monkeypatch.setattr(wiring, "build_services", _fake_build(tmp_path, FakeComfy()))
+    res = runner.invoke(cli, ["generate", "--image", str(tmp_path / "nope.png"), "--prompt", "x"])
+    assert res.exit_code != 0 and "image" in str(res.exception)
+
+
+async def _stuck_job(db_url):
+    engine = await create_tables(db_url)
+    repo = JobRepo(make_sessionmaker(engine))
+    job = await repo.create(workflow="w", request={})
+    await repo.transition(job.id, JobState.ACQUIRING)
+    await engine.dispose()
+    return job.id
+
+
+def test_cleanup_command_fails_stuck_jobs_and_reports_json(tmp_path, monkeypatch):
+    import asyncio
+
+    monkeypatch.setenv("JOB_TIMEOUT_S", "0")
+    db = f"sqlite+aiosqlite:///{tmp_path / 'c.db'}"
+    monkeypatch.setenv("DATABASE_URL", db)
+    job_id = asyncio.run(_stuck_job(db))
+    stale = tmp_path / "data" / "tmp" / "job_old"
+    stale.mkdir(parents=True)
+    os.utime(stale, (time.time() - 10**6, time.time() - 10**6))
+
+    res = runner.invoke(cli, ["cleanup", "--dry-run", "--json"])
+    assert res.exit_code == 0, res.output
+    actions = json.loads(res.output)
+    assert {(a["kind"], a["dry_run"]) for a in actions} == {("stuck_job", True), ("temp_file", True)}
+    assert stale.exists()
+
+    res = runner.invoke(cli, ["cleanup"])
+    assert res.exit_code == 0, res.output
+    assert f"[done] stuck_job {job_id}" in res.output and not stale.exists()
+
+
+def test_serve_and_generate_are_registered():
+    res = runner.invoke(cli, ["--help"])
+    for cmd in ("serve", "generate", "cleanup"):
+        assert cmd in res.output
