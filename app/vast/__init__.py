@@ -1,6 +1,6 @@
 """Vast.ai: REST client, offer ranking, the `VastProvider` lifecycle, and `comfyfleet instances`.
 
-    from app.vast import VastClient, VastProvider, open_provider
+from app.vast import VastClient, VastProvider, open_provider
 """
 
 from app.vast.client import VastClient

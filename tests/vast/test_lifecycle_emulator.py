@@ -415,3 +415,31 @@ async def test_vast_published_rate_limits_are_absorbed(tmp_path):
         limited = [c for c in w.emu.calls if c.status == 429]
         assert w.creates() - sum(1 for c in limited if c.route == "create") == 1
         assert not w.live()
+
+
+async def test_null_show_right_after_create_is_not_taken_as_gone(tmp_path):
+    async with world(tmp_path) as w:
+        p = await w.provider()
+        w.faults.null_shows_after_create = 3
+        inst = await p.acquire(REQ, soon())
+        assert inst.state == InstanceState.PROVISIONING and w.creates() == 1
+
+
+async def test_instance_that_stays_null_fails_after_the_grace(tmp_path):
+    async with world(tmp_path) as w:
+        p = await w.provider(null_grace_s=0.2)
+        w.faults.null_shows_after_create = 10_000
+        inst = await p.create(REQ)
+        with pytest.raises(InstanceFailed, match="no longer exists") as info:
+            await p.wait_ready(inst, soon())
+        assert info.value.machine_fault is False
+
+
+@pytest.mark.parametrize("shape", ["text", "detail", "json"])
+async def test_rate_limit_burst_in_every_body_shape(tmp_path, shape):
+    async with world(tmp_path) as w:
+        p = await w.provider()
+        w.faults.rate_limit_burst, w.faults.rate_limit_body = 3, shape
+        ranked = await p.search(REQ)
+        assert ranked
+        assert sum(1 for c in w.emu.calls if c.status == 429) == 3
