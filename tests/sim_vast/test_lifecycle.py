@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator
 import httpx
 import pytest
 
-from app.sim.vast import Timings, VastEmulator, default_market
+from app.sim.vast import BackendInfo, Timings, VastEmulator, default_market
 from tests.sim_vast.conftest import API_KEY, IMAGE, RecordingBackend, cheapest_ids, rent, show
 
 SLOW = Timings(scheduling_s=1.0, loading_s=2.0, restart_loading_s=1.0)
@@ -251,3 +251,44 @@ async def test_shutdown_tears_down_a_boot_in_flight() -> None:
         await asyncio.wait_for(backend.started.wait(), 5)
     await asyncio.wait_for(emu.stop(), 5)
     assert backend.teardowns == [instance_id]
+
+
+class BannerBackend:
+    """Boots a real TCP server per instance that greets like sshd, so published ports really answer."""
+
+    def __init__(self) -> None:
+        self.servers: dict[int, asyncio.Server] = {}
+
+    async def boot(self, instance_id, create_body, ssh_keys):
+        async def greet(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            writer.write(f"SSH-2.0-sim-{instance_id}\r\n".encode())
+            await writer.drain()
+            writer.close()
+
+        server = await asyncio.start_server(greet, "127.0.0.1", 0)
+        self.servers[instance_id] = server
+        port = server.sockets[0].getsockname()[1]
+        return BackendInfo("127.0.0.1", "127.0.0.1", port, {"22/tcp": port})
+
+    async def teardown(self, instance_id):
+        server = self.servers.pop(instance_id)
+        server.close()
+        await server.wait_closed()
+
+
+async def test_published_ssh_port_reaches_the_backend_until_destroy() -> None:
+    async with (
+        VastEmulator(default_market(10, seed=9), api_key=API_KEY, backend=BannerBackend()) as emu,
+        httpx.AsyncClient(base_url=emu.url, headers={"Authorization": f"Bearer {API_KEY}"}) as c,
+    ):
+        (offer_id,) = await cheapest_ids(c, 1)
+        instance_id = await rent(c, offer_id)
+        inst = await show(c, instance_id)
+        assert inst is not None
+        port = int(inst["ports"]["22/tcp"][0]["HostPort"])
+        reader, writer = await asyncio.open_connection(inst["public_ipaddr"], port)
+        assert await reader.readline() == f"SSH-2.0-sim-{instance_id}\r\n".encode()
+        writer.close()
+        await c.delete(f"/api/v0/instances/{instance_id}/")
+        with pytest.raises(OSError):
+            await asyncio.open_connection("127.0.0.1", port)
