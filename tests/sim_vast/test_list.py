@@ -98,3 +98,22 @@ async def test_destroyed_instances_leave_the_list(client: httpx.AsyncClient) -> 
     await client.delete(f"/api/v0/instances/{ids[0]}/")
     body = (await _page(client)).json()
     assert [i["id"] for i in body["instances"]] == ids[1:] and body["total_instances"] == 2
+
+
+async def test_paging_by_label_desc_with_unlabelled_instances(client: httpx.AsyncClient) -> None:
+    offer_ids = await cheapest_ids(client, 30)
+    ids = [await rent(client, oid, label=None if i % 2 else f"l-{i:02d}") for i, oid in enumerate(offer_ids)]
+    seen, token = [], None
+    while True:
+        params = {"order_by": [{"col": "label", "dir": "desc"}], "limit": 7}
+        if token:
+            params["after_token"] = token
+        body = (await _page(client, **params)).json()
+        seen += [(i["label"], i["id"]) for i in body["instances"]]
+        token = body["next_token"]
+        if not token:
+            break
+    assert sorted(i for _, i in seen) == sorted(ids)  # every instance exactly once
+    labels = [label for label, _ in seen]
+    named = [x for x in labels if x is not None]
+    assert named == sorted(named, reverse=True) and labels[len(named) :] == [None] * (30 - len(named))

@@ -73,22 +73,17 @@ def _decode_token(token: str, columns: list[str]) -> dict[str, Any]:
     return values
 
 
-def _cmp(a: Any, b: Any) -> int:
-    """None sorts last; otherwise natural order."""
-    if a == b:
-        return 0
-    if a is None:
-        return 1
-    if b is None:
-        return -1
-    return -1 if a < b else 1
-
-
 def _after(row: dict[str, Any], cursor: dict[str, Any], order: list[tuple[str, bool]]) -> bool:
+    """Whether `row` sorts after the cursor row (nulls sort last in both directions, as the list does)."""
     for col, desc in order:
-        c = _cmp(row.get(col), cursor.get(col))
-        if c:
-            return (c < 0) if desc else (c > 0)
+        a, b = row.get(col), cursor.get(col)
+        if a == b:
+            continue
+        if a is None:
+            return True
+        if b is None:
+            return False
+        return (a < b) if desc else (a > b)
     return False
 
 
