@@ -63,6 +63,7 @@ class ReconcileReport:
     adopted: list[Instance] = field(default_factory=list)  # ledger rows whose id we learnt from Vast
     orphans: list[Instance] = field(default_factory=list)  # ours by label, unknown (or "destroyed") here
     vanished: list[Instance] = field(default_factory=list)  # ledger rows Vast no longer has
+    failed: list[Instance] = field(default_factory=list)  # ours, in a state that never recovers (offline...)
     tracked: int = 0
 
 
@@ -593,6 +594,14 @@ class VastProvider:
                 await self.ledger.update(inst)
                 report.orphans.append(inst)
                 log.warning("vast: instance %s (%s) still exists although marked destroyed", inst.id, label)
+            elif known.state != InstanceState.FAILED:
+                status = row.get("actual_status")
+                if vast_state(status, row.get("status_msg")) == InstanceState.FAILED:
+                    inst = self._from_vast(row, known)
+                    inst.status_msg = f"Vast reports {status}: {inst.status_msg or ''}".strip()[:1024]
+                    await self.ledger.update(inst)  # FAILED: cleanup destroys it
+                    report.failed.append(inst)
+                    log.warning("vast: instance %s (%s) is %s", inst.id, label, status)
         now = time.time()
         for label, known in ledger_rows.items():
             if label in ours or not self.is_ours(label) or not known.alive:

@@ -8,6 +8,7 @@ import time
 import pytest
 
 from app.pool.provider import CreateRequest, InstanceState
+from app.redact import redact
 from app.sim.vast import make_offer
 from app.vast.errors import AuthError, CreateAmbiguous, InstanceFailed, InsufficientCredit, NoOffers
 from app.vast.provider import VastProvider
@@ -43,6 +44,7 @@ async def test_acquire_rents_the_best_offer_and_waits_for_ssh(tmp_path):
         assert pub in w.backend.boots[0][2]  # our key reached the instance
         row = await p.ledger.get(inst.id)
         assert row.label == inst.label and row.state == InstanceState.PROVISIONING
+        assert redact(f"token={inst.comfy.token}") == "token=***"  # the ComfyUI token is a registered secret
 
 
 async def test_direct_comfy_access_publishes_8188_and_fills_the_url(tmp_path):
@@ -239,6 +241,9 @@ async def test_instance_goes_offline_after_running(tmp_path):
         assert info["actual_status"] in ("unknown", "offline")
         (listed,) = await p.list()
         assert listed.state == InstanceState.FAILED
+        report = await p.reconcile()
+        assert [i.id for i in report.failed] == [inst.id]
+        assert (await p.ledger.get(inst.id)).state == InstanceState.FAILED  # cleanup will destroy it
 
 
 async def test_host_whose_ssh_never_comes_up(tmp_path):
