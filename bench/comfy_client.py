@@ -1,7 +1,7 @@
 """Benchmark: comfyfleet's ComfyUI client vs the PyPI peer `comfy-api-simplified`, side by side.
 
 Both drive the same ComfyUI emulator (a separate process, zero step delay) with the same small Wan graph
-(unique seed + prefix per job, so nothing is served from cache).
+(unique seed + prefix per job, so nothing is served from cache), job by job in alternation.
 - overhead per job = (submit .. outputs on disk) - the emulator's own execution time, taken from its
   /history timestamps (execution_start .. execution_success); p50/p95 over --jobs jobs.
 - peak RSS growth of THIS (client) process while one job's 500 MB output is fetched to disk.
@@ -115,21 +115,16 @@ class RssPeak:
 
 
 # --- comfyfleet ------------------------------------------------------------------------------------
-async def ours_jobs(url: str, image: str, n: int, dest: Path) -> list[float]:
-    overheads = []
-    async with ComfyClient(url, timeout=60) as comfy:
-        for i in range(n + 2):  # two warm-up jobs
-            graph = wan_graph(image, prefix=f"bench/ours_{uuid.uuid4().hex[:8]}")
-            t0 = time.perf_counter()
-            result = await comfy.run(graph, deadline=time.monotonic() + 120)
-            paths = await comfy.download_outputs(result, dest)
-            elapsed = time.perf_counter() - t0
-            assert result.execution_s is not None and paths and paths[0].stat().st_size > 0
-            if i >= 2:
-                overheads.append(elapsed - result.execution_s)
-            for p in paths:
-                p.unlink()
-    return overheads
+async def ours_one(comfy: ComfyClient, image: str, dest: Path) -> float:
+    graph = wan_graph(image, prefix=f"bench/ours_{uuid.uuid4().hex[:8]}")
+    t0 = time.perf_counter()
+    result = await comfy.run(graph, deadline=time.monotonic() + 120)
+    paths = await comfy.download_outputs(result, dest)
+    elapsed = time.perf_counter() - t0
+    assert result.execution_s is not None and paths and paths[0].stat().st_size > 0
+    for p in paths:
+        p.unlink()
+    return elapsed - result.execution_s
 
 
 async def ours_big(url: str, image: str, dest: Path) -> tuple[float, int]:
@@ -157,23 +152,54 @@ def peer_job(api: Any, graph: dict[str, Any], dest: Path) -> list[Path]:
     return paths
 
 
-def peer_jobs(url: str, image: str, n: int, dest: Path) -> list[float]:
+def peer_one(api: Any, url: str, image: str, dest: Path) -> float:
+    prefix = f"bench/peer_{uuid.uuid4().hex[:8]}"
+    graph = wan_graph(image, prefix=prefix)
+    t0 = time.perf_counter()
+    paths = peer_job(api, graph, dest)
+    elapsed = time.perf_counter() - t0
+    assert paths and paths[0].stat().st_size > 0
+    for p in paths:
+        p.unlink()
+    return elapsed - exec_seconds_of_prefix(url, prefix)
+
+
+def interleaved(url: str, image: str, n: int, dest: Path) -> tuple[list[float], list[float]]:
+    """Alternate the two clients job by job (order flipped each round) so both see the same machine load.
+
+    comfyfleet runs on an event loop in its own thread (as in the service); the peer is synchronous (it
+    calls asyncio.run itself) and runs in the main thread.
+    """
     from comfy_api_simplified import ComfyApiWrapper
 
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+
+    def on_loop(coro: Any) -> Any:
+        return asyncio.run_coroutine_threadsafe(coro, loop).result()
+
+    comfy = ComfyClient(url, timeout=60)
+    on_loop(comfy.__aenter__())
     api = ComfyApiWrapper(url)
-    overheads = []
-    for i in range(n + 2):
-        prefix = f"bench/peer_{uuid.uuid4().hex[:8]}"
-        graph = wan_graph(image, prefix=prefix)
-        t0 = time.perf_counter()
-        paths = peer_job(api, graph, dest)
-        elapsed = time.perf_counter() - t0
-        assert paths and paths[0].stat().st_size > 0
-        if i >= 2:
-            overheads.append(elapsed - exec_seconds_of_prefix(url, prefix))
-        for p in paths:
-            p.unlink()
-    return overheads
+    ours: list[float] = []
+    peer: list[float] = []
+    try:
+        for i in range(n + 2):  # two warm-up rounds
+            runs = [
+                lambda: ("ours", on_loop(ours_one(comfy, image, dest))),
+                lambda: ("peer", peer_one(api, url, image, dest)),
+            ]
+            for run in runs if i % 2 == 0 else runs[::-1]:
+                who, overhead = run()
+                if i >= 2:
+                    (ours if who == "ours" else peer).append(overhead)
+    finally:
+        on_loop(comfy.aclose())
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join()
+        loop.close()
+    return ours, peer
 
 
 def peer_big(url: str, image: str, dest: Path) -> tuple[float, int]:
@@ -217,8 +243,7 @@ def main() -> None:
         try:
             print(f"emulator {url} (pid {proc.pid}), {args.jobs} jobs each, step delay 0", file=sys.stderr)
             image = "bench_start.png"
-            ours = timed("comfyfleet", lambda: asyncio.run(ours_jobs(url, image, args.jobs, dest)))
-            peer = timed("comfy-api-simplified", lambda: peer_jobs(url, image, args.jobs, dest))
+            ours, peer = timed("interleaved jobs", lambda: interleaved(url, image, args.jobs, dest))
             rss_rows = []
             if args.pad_mb:
                 set_faults(url, video_pad_bytes=args.pad_mb * 1_000_000)

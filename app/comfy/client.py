@@ -16,7 +16,6 @@ import asyncio
 import base64
 import contextlib
 import inspect
-import json
 import logging
 import os
 import time
@@ -44,6 +43,7 @@ from app.comfy.errors import (
     PromptLost,
     PromptValidationError,
 )
+from app.comfy.events import EventSocket
 from app.comfy.frames import extract_last_frame as _extract_last_frame
 from app.comfy.outputs import OutputFile, PromptResult, find_outputs
 from app.comfy.progress import Progress, ProgressTracker
@@ -65,8 +65,6 @@ class _Job:
     client_id: str
     tracker: ProgressTracker
     on_progress: ProgressCallback | None
-    ws: ClientConnection | None = None
-    reader: asyncio.Task[None] | None = None
     wake: asyncio.Event = field(default_factory=asyncio.Event)
     success: bool = False
     done_marker: bool = False
@@ -120,7 +118,9 @@ class ComfyClient:
         self._http: httpx.AsyncClient | None = None
         self._jobs: dict[str, _Job] = {}
         self._cancelled: set[str] = set()
-        self._closing: set[asyncio.Task[None]] = set()
+        self._events = EventSocket(
+            f"{client_id_prefix}-{uuid.uuid4().hex}", self._open_ws, self._handle_message
+        )
 
     # --- lifecycle -------------------------------------------------------------------------------
     async def __aenter__(self) -> ComfyClient:
@@ -137,8 +137,7 @@ class ComfyClient:
         await self.aclose()
 
     async def aclose(self) -> None:
-        if self._closing:
-            await asyncio.gather(*self._closing, return_exceptions=True)
+        await self._events.aclose()
         if self._http is not None:
             await self._http.aclose()
             self._http = None
@@ -315,25 +314,23 @@ class ComfyClient:
         `on_progress`. `on_submitted(prompt_id)` is called as soon as ComfyUI accepted the prompt.
         If the caller cancels run(), the prompt is cancelled on the server too.
         """
-        client_id = f"{self.client_id_prefix}-{uuid.uuid4().hex}"
-        ws: ClientConnection | None
+        client_id = self._events.client_id
+        proposed = str(uuid.uuid4())
         try:
-            ws = await self._open_ws(client_id, deadline)
+            await self._events.ensure(deadline)  # BEFORE the POST: events go only to a connected clientId
         except ComfyAuthError:
             raise
         except ComfyUnavailable as exc:
             # /prompt may still work (a proxy that blocks upgrades): follow through /history alone
             log.warning("no WebSocket to ComfyUI (%s); following the prompt through /history", exc)
-            ws = None
+        job = _Job(proposed, client_id, ProgressTracker(proposed, graph, progress_nodes), on_progress)
+        await self._events.register(job)
         try:
-            prompt_id = await self._submit(graph, client_id, extra_data, deadline)
-        except BaseException:
-            if ws is not None:
-                await _close_ws(ws)
-            raise
-        job = _Job(
-            prompt_id, client_id, ProgressTracker(prompt_id, graph, progress_nodes), on_progress, ws=ws
-        )
+            prompt_id = await self._submit(graph, client_id, proposed, extra_data, deadline)
+        finally:
+            self._events.unregister(proposed)
+        job.prompt_id = job.tracker.prompt_id = prompt_id
+        await self._events.register(job)
         self._jobs[prompt_id] = job
         try:
             if on_submitted is not None:
@@ -352,15 +349,7 @@ class ComfyClient:
         finally:
             self._jobs.pop(prompt_id, None)
             self._cancelled.discard(prompt_id)
-            if job.reader is not None:
-                job.reader.cancel()
-                with contextlib.suppress(BaseException):
-                    await job.reader
-            if job.ws is not None:
-                # the close handshake is not the caller's business: finish it in the background
-                task = asyncio.create_task(_close_ws(job.ws))
-                self._closing.add(task)
-                task.add_done_callback(self._closing.discard)
+            self._events.unregister(prompt_id)
 
     async def _open_ws(self, client_id: str, deadline: float | None) -> ClientConnection:
         url = _ws_url(self.base_url) + f"/ws?clientId={client_id}"
@@ -398,9 +387,14 @@ class ComfyClient:
         return ws
 
     async def _submit(
-        self, graph: Mapping[str, Any], client_id: str, extra_data: Mapping[str, Any] | None, deadline: float
+        self,
+        graph: Mapping[str, Any],
+        client_id: str,
+        prompt_id: str,
+        extra_data: Mapping[str, Any] | None,
+        deadline: float,
     ) -> str:
-        prompt_id = str(uuid.uuid4())
+        """POST /prompt proposing our own prompt_id (known before the answer, so no event is unrouted)."""
         body: dict[str, Any] = {"prompt": graph, "client_id": client_id, "prompt_id": prompt_id}
         if extra_data:
             body["extra_data"] = dict(extra_data)
@@ -443,8 +437,6 @@ class ComfyClient:
 
     # --- following a prompt ----------------------------------------------------------------------
     async def _follow(self, job: _Job, deadline: float) -> PromptResult:
-        if job.ws is not None:
-            job.reader = asyncio.create_task(self._read_ws(job, job.ws))
         next_poll = time.monotonic() + self.poll_interval_s
         unreachable_since: float | None = None
         while True:
@@ -464,7 +456,7 @@ class ComfyClient:
                 raise _interrupted(job.prompt_id, job.interrupted)
             if job.success or job.done_marker:
                 return await self._result_after_success(job, deadline)
-            ws_down = job.reader is None or job.reader.done()
+            ws_down = not self._events.alive
             if not ws_down and not job.poll_now and time.monotonic() < next_poll:
                 continue
             job.poll_now = False
@@ -521,7 +513,7 @@ class ComfyClient:
     async def _reconnect_ws(self, job: _Job, deadline: float) -> None:
         """Same clientId again: ComfyUI routes the rest of the prompt's events to the new socket."""
         try:
-            ws = await self._open_ws(job.client_id, deadline)
+            await self._events.ensure(deadline)
         except ComfyAuthError:
             raise
         except ComfyUnavailable as exc:
@@ -529,28 +521,7 @@ class ComfyClient:
                 "reopening the WebSocket for %s failed (%s); following /history only", job.prompt_id, exc
             )
             return
-        if job.ws is not None:
-            await _close_ws(job.ws)
-        job.ws = ws
-        job.reader = asyncio.create_task(self._read_ws(job, ws))
         log.info("WebSocket for prompt %s reconnected", job.prompt_id)
-
-    async def _read_ws(self, job: _Job, ws: ClientConnection) -> None:
-        try:
-            async for raw in ws:
-                if isinstance(raw, bytes):
-                    continue  # preview images
-                try:
-                    msg = json.loads(raw)
-                except ValueError:
-                    continue
-                if not isinstance(msg, dict):
-                    continue
-                await self._handle_message(job, str(msg.get("type")), msg.get("data") or {})
-        except ConnectionClosed:
-            pass
-        finally:
-            job.wake.set()
 
     async def _handle_message(self, job: _Job, msg_type: str, data: dict[str, Any]) -> None:
         if not isinstance(data, dict) or data.get("prompt_id") not in (None, job.prompt_id):
@@ -589,7 +560,7 @@ class ComfyClient:
 
     async def _result_after_success(self, job: _Job, deadline: float) -> PromptResult:
         """Success is known; /history may still lag. Poll it fast until the outputs are there."""
-        if not job.done_marker and job.reader is not None and not job.reader.done():
+        if not job.done_marker and self._events.alive:
             # ComfyUI writes history, then sends `executing {node: null}`: wait briefly for that marker.
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(
@@ -634,7 +605,7 @@ class ComfyClient:
             delay = min(delay * 1.5, 0.5)
 
     async def _wait_marker(self, job: _Job) -> None:
-        while not job.done_marker and job.reader is not None and not job.reader.done():
+        while not job.done_marker and self._events.alive:
             job.wake.clear()
             await job.wake.wait()
 
@@ -855,20 +826,3 @@ def _size_or_zero(path: Path) -> int:
         return path.stat().st_size
     except FileNotFoundError:
         return 0
-
-
-async def _close_ws(ws: ClientConnection) -> None:
-    """Close, reading whatever is still queued: with no reader, a full frame queue would stop the
-    connection from ever seeing the server's close frame (a 2 s close_timeout per job)."""
-
-    async def drain() -> None:
-        with contextlib.suppress(Exception):
-            async for _ in ws:
-                pass
-
-    drainer = asyncio.create_task(drain())
-    with contextlib.suppress(Exception):
-        await asyncio.wait_for(ws.close(), timeout=2.0)
-    drainer.cancel()
-    with contextlib.suppress(BaseException):
-        await drainer

@@ -116,3 +116,25 @@ async def test_failing_submitted_callback_does_not_leave_the_prompt_running(emul
             break
         await asyncio.sleep(0.02)
     assert emu.running is None and not emu.pending
+
+
+async def test_concurrent_jobs_on_one_client_get_their_own_events(emulator, start_image):
+    emu = await emulator(step_delay_s=0.01)
+    seen: dict[int, list] = {0: [], 1: []}
+    async with make_client(emu.url) as comfy:
+        name = await comfy.upload_image(start_image)
+        results = await asyncio.gather(
+            *(
+                comfy.run(
+                    wan_graph(name),
+                    deadline=time.monotonic() + 30,
+                    progress_nodes=SAMPLERS,
+                    on_progress=seen[i].append,
+                )
+                for i in (0, 1)
+            )
+        )
+    for i, result in enumerate(results):
+        assert {p.prompt_id for p in seen[i]} == {result.prompt_id}
+        assert seen[i][-1].fraction == 1.0 and any(p.stage == "sampling 2/2" for p in seen[i])
+    assert results[0].outputs != results[1].outputs
