@@ -104,10 +104,13 @@ async def main() -> int:
         events = 0
 
         timeline: list[tuple[float, str]] = []
+        marks: dict[str, float] = {}
 
         def count(event: dict) -> None:
             nonlocal events
             events += 1
+            if event.get("event") in ("begin", "summary"):
+                marks[event["event"]] = time.monotonic()
             if event.get("event") != "progress":
                 timeline.append((time.monotonic(), f"{event.get('event')} {event.get('file', '')}"))
 
@@ -133,6 +136,9 @@ async def main() -> int:
               f"parallel {args.parallel}")  # fmt: skip
         print(f"first provision: {t1 - t0:.2f} s end to end (connect {t_conn - t0:.2f} s), "
               f"{e2e / 1e6:.1f} MB/s = {100 * e2e / cap:.1f}% of cap; {events} events")  # fmt: skip
+        in_script = total / (marks["summary"] - marks["begin"])
+        print(f"  of which SSH session + upload + shell start: {marks['begin'] - t0:.2f} s; in the script "
+              f"{in_script / 1e6:.1f} MB/s = {100 * in_script / cap:.1f}% of cap")  # fmt: skip
         print(f"re-provision (all present): {t3 - t2:.2f} s including connect")
         print(f"control-plane RSS: before {rss_before / 2**20:.1f} MiB, peak {max(rss) / 2**20:.1f} MiB, "
               f"after {rss_after / 2**20:.1f} MiB (growth {(max(rss) - rss_before) / 2**20:.1f} MiB "

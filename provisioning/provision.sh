@@ -545,8 +545,9 @@ install_node() {
         "${git[@]}" -C "$dir" checkout --quiet --force --detach "$commit" >>"$out" 2>&1 ||
             { node_error "$j" "$name: cannot check out commit $commit: $(tail -n 1 "$out")"; return; }
     else
-        [ -e "$dir" ] && mv -- "$dir" "$dir.replaced.$(date +%s)"
-        local tmp="$COMFY_DIR/custom_nodes/.$name.clone.$$"
+        # ComfyUI skips directories ending in .disabled, so neither the old copy nor a clone in progress loads.
+        [ -e "$dir" ] && mv -- "$dir" "$dir.replaced-$(date +%s).disabled"
+        local tmp="$COMFY_DIR/custom_nodes/.$name.clone.$BASHPID.disabled"
         rm -rf -- "$tmp"
         if ! "${git[@]}" clone --quiet -- "$url" "$tmp" >>"$out" 2>&1; then
             rm -rf -- "$tmp"; node_error "$j" "$name: git clone failed: $(tail -n 1 "$out")"; return

@@ -187,3 +187,30 @@ async def test_lock_file_records_what_was_downloaded(remote, make_plan, model_se
     lock = json.loads(plan.lock_path.read_text())["files"]
     assert lock["unet/low.gguf"]["sha256"] == model_server.file("low.gguf").sha256
     assert lock["unet/low.gguf"]["size"] == model_server.file("low.gguf").size
+
+
+async def test_cancelled_provision_stops_the_remote_downloads(remote, make_plan, model_server):
+    model_server.fault("high.gguf").slow_bps = 0.3e6  # ~10 s, far longer than the wait below
+    plan = await make_plan()
+    started = asyncio.Event()
+
+    def on_event(event: dict) -> None:
+        if event["event"] == "progress" and event["file"] == "high.gguf":
+            started.set()
+
+    async with await connect(remote.target, remote.key_path) as conn:
+        task = asyncio.create_task(run_provision(conn, plan, on_event, remote_dir=remote.remote_dir))
+        await asyncio.wait_for(started.wait(), 10)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    marker = str(remote.comfy_dir / "models")
+    for _ in range(30):
+        ps = await asyncio.create_subprocess_exec("ps", "-ww", "-eo", "args", stdout=subprocess.PIPE)
+        out, _ = await ps.communicate()
+        if marker not in out.decode():
+            break
+        await asyncio.sleep(0.1)
+    assert marker not in out.decode(), "remote download processes outlived the cancelled provision"
+    assert not (remote.comfy_dir / "models/unet/high.gguf").exists()
