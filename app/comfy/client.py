@@ -1,8 +1,9 @@
 """Async client for one ComfyUI server, through its public HTTP + WebSocket API only.
 
 Why it looks the way it does (see docs: lessons 1-8):
-- Events reach only the socket whose clientId equals the prompt's client_id, so `run()` opens the socket
-  BEFORE POST /prompt, with a fresh id per job (two sockets with one id would steal each other's events).
+- Events reach only the socket whose clientId equals the prompt's client_id, so `run()` makes sure the
+  client's socket (one per ComfyClient, one clientId, see `events.py`) is open BEFORE POST /prompt, and
+  proposes its own prompt_id so every event can be routed to its job from the first one on.
 - No single completion signal is trusted: the socket can drop or go silent on long jobs, success can
   arrive before /history has the outputs. The socket is raced against a slow /history poll; after success
   /history is polled fast; a dropped socket is reopened while /queue still holds the prompt; a prompt in
