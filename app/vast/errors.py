@@ -28,12 +28,15 @@ class VastError(ComfyfleetError):
 class VastApiError(VastError):
     """Vast.ai answered with an error. `status` is the HTTP status, `error`/`msg` come from the body."""
 
+    hint = ""  # what the user can do about it, appended to the message
+
     def __init__(self, status: int, error: str | None, msg: str, *, retryable: bool | None = None) -> None:
         self.status = status
         self.error = error
         self.msg = redact(msg or "")
         code = f" {error}" if error else ""
-        super().__init__(f"Vast.ai API error {status}{code}: {self.msg}".rstrip(": "), retryable=retryable)
+        text = f"Vast.ai API error {status}{code}: {self.msg}".rstrip(": ")
+        super().__init__(f"{text} ({self.hint})" if self.hint else text, retryable=retryable)
 
 
 class OfferUnavailable(VastApiError):
@@ -43,9 +46,13 @@ class OfferUnavailable(VastApiError):
 class InsufficientCredit(VastApiError):
     """The account cannot pay for this rental. Add credit on console.vast.ai."""
 
+    hint = "add credit on console.vast.ai"
+
 
 class AuthError(VastApiError):
     """The API key is missing, wrong, revoked or lacks permission. Check VAST_API_KEY."""
+
+    hint = "check VAST_API_KEY"
 
 
 class RateLimited(VastApiError):

@@ -136,6 +136,7 @@ class VastProvider:
         self._bad_loaded = False
         self._account_key_checked = False
         self._public_key: str | None = None
+        self._key_lock = asyncio.Lock()
         self.last_search: dict[str, Any] = {}  # what the last search returned and why offers were rejected
 
     # --- naming ------------------------------------------------------------------------------------
@@ -181,6 +182,10 @@ class VastProvider:
     # --- create ------------------------------------------------------------------------------------
 
     async def _ensure_public_key(self) -> str:
+        async with self._key_lock:  # concurrent creates must not register the key twice
+            return await self._ensure_public_key_locked()
+
+    async def _ensure_public_key_locked(self) -> str:
         if self._public_key is None:
             self._public_key = await asyncio.to_thread(ensure_keypair, self.settings.effective_ssh_key_path)
         if not self._account_key_checked:

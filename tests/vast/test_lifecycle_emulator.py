@@ -448,3 +448,12 @@ async def test_rate_limit_burst_in_every_body_shape(tmp_path, shape):
         ranked = await p.search(REQ)
         assert ranked
         assert sum(1 for c in w.emu.calls if c.status == 429) == 3
+
+
+async def test_concurrent_creates_rent_distinct_offers_and_register_the_key_once(tmp_path):
+    async with world(tmp_path) as w:
+        p = await w.provider()
+        a, b, c = await asyncio.gather(*(p.create(REQ) for _ in range(3)))
+        assert len({a.offer_id, b.offer_id, c.offer_id}) == 3 and len(w.live()) == 3
+        assert len(w.emu.account_keys) == 1
+        assert len({i.label for i in (a, b, c)}) == 3
