@@ -131,7 +131,7 @@ async def test_retries_stop_at_the_total_deadline(make_client):
     with pytest.raises(VastApiError) as info:
         await client.show_instance(1)
     assert info.value.status == 500
-    assert time.monotonic() - t0 < 1.0
+    assert time.monotonic() - t0 < 3.0
     assert 2 <= len(rec.requests) < 20
 
 

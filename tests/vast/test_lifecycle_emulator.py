@@ -210,7 +210,7 @@ async def test_instance_stuck_in_loading_fails_at_the_deadline(tmp_path):
         t0 = time.monotonic()
         with pytest.raises(InstanceFailed, match="deadline") as info:
             await p.wait_ready(inst, time.monotonic() + 0.4)
-        assert 0.35 < time.monotonic() - t0 < 2.0
+        assert 0.35 < time.monotonic() - t0 < 5.0
         assert info.value.status == "loading"
         assert "Pull" in (inst.status_msg or "") or "Download" in (inst.status_msg or "")  # pull progress
 
@@ -227,7 +227,7 @@ async def test_instance_bad_state_fails_fast(tmp_path, fault, statuses):
         t0 = time.monotonic()
         with pytest.raises(InstanceFailed) as info:
             await p.wait_ready(inst, soon(30))
-        assert time.monotonic() - t0 < 2.0
+        assert time.monotonic() - t0 < 5.0  # fast: not the 30 s deadline
         assert info.value.status in statuses and info.value.machine_fault
         assert int(inst.id) in w.live()  # wait_ready never destroys
 
