@@ -527,12 +527,15 @@ class VastProvider:
             inst = dataclasses.replace(known, meta=dict(known.meta))
             inst.id = str(row["id"])
         else:
-            start = row.get("start_date")
+            try:
+                created_at = float(row.get("start_date") or time.time())
+            except (TypeError, ValueError):
+                created_at = time.time()
             inst = Instance(
                 provider=self.name,
                 id=str(row["id"]),
                 label=str(row.get("label") or ""),
-                created_at=float(start) if start else time.time(),
+                created_at=created_at,
                 simulated=self.settings.simulated,
             )
             try:
