@@ -122,7 +122,7 @@ async def test_front_prompt_runs_before_older_pending(make_emu, http):
     emu = await make_emu(step_delay_s=0.01)
     ws = await http.ws_connect(f"{emu.url}/ws?clientId={CLIENT}")
     await ws.receive_json()
-    await _submit(emu, http, 60)
+    await _submit(emu, http, 400)
     await _wait_for(ws, lambda m: m["type"] == "progress")
     later = await _submit(emu, http, 2)
     first = await _submit(emu, http, 4, front=True)

@@ -116,7 +116,7 @@ async def test_events_go_only_to_the_matching_client(emu, http):
 async def test_reconnect_mid_job_is_told_the_current_node(make_emu, http):
     emu = await make_emu(step_delay_s=0.05)
     ws, _ = await _connect(http, emu.url, "re")
-    body = {"prompt": await wan_prompt(emu, http, steps=20), "client_id": "re"}
+    body = {"prompt": await wan_prompt(emu, http, steps=80), "client_id": "re"}
     async with http.post(f"{emu.url}/prompt", json=body) as resp:
         assert resp.status == 200
     async with asyncio.timeout(10):
