@@ -390,7 +390,18 @@ download() {
                     # Our partial file is not a prefix of what the server has: start over.
                     rm -f -- "$part"; after=0; PART_RESET=1; reason="HTTP 416 on resume" ;;
                 *)
-                    if [ "$FETCH_RC" = 33 ]; then
+                    if { [ "$TOOL" = curl ] && [ "$FETCH_RC" = 23 ]; } || { [ "$TOOL" = wget ] && [ "$FETCH_RC" = 3 ]; }; then
+                        local free_kb
+                        free_kb=$(df -Pk -- "$(dirname -- "$part")" 2>/dev/null | awk 'NR==2 {print $4}')
+                        local need_kb=1024  # approximate size: "full" = under 1 MiB left
+                        [ "${M_EXACT[$i]}" = 1 ] && need_kb=$(( (M_SIZE[i] - after) / 1024 + 1 ))
+                        if is_uint "${free_kb:-}" && [ "$free_kb" -lt "$need_kb" ]; then
+                            model_error "$i" $E_DISK disk_full false \
+                                "${M_NAME[$i]}: disk full while downloading ($((free_kb * 1024)) bytes free at byte $after); the partial file is kept for resuming"
+                            return $E_DISK
+                        fi
+                        reason="write error (exit $FETCH_RC)"
+                    elif [ "$FETCH_RC" = 33 ]; then
                         rm -f -- "$part"; after=0; PART_RESET=1; reason="server does not support resume"
                     elif [ "$FETCH_RC" = 98 ]; then
                         model_error "$i" $E_TOOL missing_tool false "${M_NAME[$i]}: curl is needed for downloads that use an HF token"

@@ -14,7 +14,14 @@ class ProvisionError(ComfyfleetError):
 
 
 class DiskFull(ProvisionError):
-    """The instance has too little free disk for the models; a bigger disk (or another instance) is needed."""
+    """The instance has too little free disk for the models; a bigger disk (or another instance) is needed.
+
+    `file` names the model being written when the disk filled up mid-download (None for the up-front check).
+    """
+
+    def __init__(self, message: str, *, file: str | None = None) -> None:
+        super().__init__(message)
+        self.file = file
 
 
 class DownloadFailed(ProvisionError):

@@ -80,7 +80,7 @@ def _error_for(code: int, errors: list[dict[str, Any]], stderr_tail: str) -> Pro
     file = str(first.get("file") or "")
     node = str(first.get("node") or "")
     if code == 10:
-        return DiskFull(message)
+        return DiskFull(message, file=file or None)
     if code == 11:
         return DownloadFailed(file, message, retryable=bool(first.get("retryable", True)))
     if code == 12:
