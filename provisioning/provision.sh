@@ -15,7 +15,9 @@
 #   model  <folder> <name> <size> <sha256|-> <url>     size: exact bytes, or ~bytes when approximate
 #   node   <name>   <git_url> <commit>
 # Keys (defaults): comfy_dir (/workspace/ComfyUI), parallel (4), python (auto), pip (1),
-#   restart (-: none), comfy_url (-), restart_timeout (300), min_free (1073741824), token_hosts
+#   restart (auto: $COMFY_DIR/.comfyfleet/restart hook if executable, else supervisorctl restart comfyui
+#   if present, else none; - = none), comfy_url (-: after a restart, wait until it answers),
+#   restart_timeout (300), min_free (1073741824), token_hosts
 #   (huggingface.co), retries (6 consecutive attempts without progress), backoff (1 s, doubles, max 30),
 #   connect_timeout (20), stall_timeout (60 s below 1 KB/s), progress_interval (1), tool (auto|curl|wget).
 #
@@ -76,7 +78,7 @@ fatal() { # code message
 [ -n "$PLAN" ] && [ -r "$PLAN" ] || fatal $E_USAGE "plan file not readable: ${PLAN:-<none>}"
 
 # --- plan ---------------------------------------------------------------------------------------
-COMFY_DIR=/workspace/ComfyUI PARALLEL=4 PY=auto PIP=1 RESTART=- COMFY_URL=- RESTART_TIMEOUT=300
+COMFY_DIR=/workspace/ComfyUI PARALLEL=4 PY=auto PIP=1 RESTART=auto COMFY_URL=- RESTART_TIMEOUT=300
 MIN_FREE=1073741824 TOKEN_HOSTS=huggingface.co RETRIES=6 BACKOFF=1 CONNECT_TIMEOUT=20 STALL_TIMEOUT=60
 PROGRESS_INTERVAL=1 TOOL=auto
 M_FOLDER=() M_NAME=() M_SIZE=() M_EXACT=() M_SHA=() M_URL=()
@@ -102,7 +104,7 @@ while IFS= read -r line || [ -n "$line" ]; do
                 parallel) PARALLEL=$f2 ;;
                 python) PY=$f2 ;;
                 pip) PIP=$f2 ;;
-                restart) RESTART=${f2:--} ;;
+                restart) RESTART=${f2:--} ;;  # "-" = never restart
                 comfy_url) COMFY_URL=${f2:--} ;;
                 restart_timeout) RESTART_TIMEOUT=$f2 ;;
                 min_free) MIN_FREE=$f2 ;;
@@ -306,18 +308,23 @@ fetch_once() {
     HTTP_CODE=000 FETCH_RC=0
     get_url=$url
     if [ "$TOOL" = curl ] && token_for "$url"; then
-        # Ask the token host where the bytes are without following the redirect, so the token never
-        # travels to the CDN host it redirects to.
-        local head
-        head=$(token_cfg | curl -sS -I -K - -o /dev/null -w '%{http_code} %{redirect_url}' \
-            --connect-timeout "$CONNECT_TIMEOUT" --max-time 60 -- "$url" 2>>"$errf")
-        code=${head%% *}
-        case "$code" in
-            2??) auth=1 ;;
-            3??) get_url=${head#* }; [ -n "$get_url" ] || { HTTP_CODE=$code; FETCH_RC=99; return; } ;;
-            *) HTTP_CODE=$code; FETCH_RC=22; return ;;
-        esac
-        token_for "$get_url" && auth=1
+        # Walk the redirects by hand with HEAD: the token goes to token hosts only (the Hub may redirect
+        # within itself first, e.g. a renamed repo), never to the CDN host that finally serves the bytes.
+        local head hops=0
+        while :; do
+            head=$(token_cfg | curl -sS -I -K - -o /dev/null -w '%{http_code} %{redirect_url}' \
+                --connect-timeout "$CONNECT_TIMEOUT" --max-time 60 -- "$get_url" 2>>"$errf")
+            code=${head%% *}
+            case "$code" in
+                2??) auth=1; break ;;
+                3??)
+                    get_url=${head#* }
+                    hops=$((hops + 1))
+                    if [ -z "$get_url" ] || [ "$hops" -gt 8 ]; then HTTP_CODE=$code; FETCH_RC=99; return; fi
+                    token_for "$get_url" || break ;;
+                *) HTTP_CODE=$code; FETCH_RC=22; return ;;
+            esac
+        done
     elif [ "$TOOL" = wget ] && token_for "$url"; then
         HTTP_CODE=000 FETCH_RC=98; return
     fi
@@ -640,16 +647,28 @@ wait
 
 # --- restart ComfyUI when custom nodes changed --------------------------------------------------
 RESTARTED=false
+WAIT_URL=$COMFY_URL
+if [ "$RESTART" = auto ]; then
+    # A machine-provided hook wins (it restarts ComfyUI and returns once it answers; the simulated world
+    # installs one); else supervisor as on Vast's ComfyUI image; else report that a restart is needed.
+    if [ -x "$STATE_DIR/restart" ]; then
+        RESTART="\"$STATE_DIR/restart\"" WAIT_URL=-
+    elif command -v supervisorctl >/dev/null 2>&1; then
+        RESTART="supervisorctl restart comfyui"
+    else
+        RESTART=-
+    fi
+fi
 if grep -q $'^node\tdone\t' "$RESULTS"; then
     if [ "$RESTART" != - ]; then
         emit '{"event":"restart","reason":"custom nodes changed"}'
         if bash -c "$RESTART" >"$WORK/restart.log" 2>&1; then
             RESTARTED=true
-            if [ "$COMFY_URL" != - ]; then
+            if [ "$WAIT_URL" != - ]; then
                 now_us; deadline=$(( REPLY + RESTART_TIMEOUT * 1000000 ))
                 up=0
                 while :; do
-                    code=$(curl -s -o /dev/null -w '%{http_code}' --max-time 5 -- "$COMFY_URL" 2>/dev/null)
+                    code=$(curl -s -o /dev/null -w '%{http_code}' --max-time 5 -- "$WAIT_URL" 2>/dev/null)
                     case "$code" in 000|"") ;; 5??) ;; *) up=1; break ;; esac
                     now_us; [ "$REPLY" -lt "$deadline" ] || break
                     sleep 1

@@ -25,7 +25,9 @@ from app.provision.errors import UpstreamChanged
 
 _SHA_RE = re.compile(r"^[0-9a-f]{64}$")
 DEFAULT_TOKEN_HOSTS = ("huggingface.co",)
-DEFAULT_RESTART_CMD = "supervisorctl restart comfyui"  # Vast's ComfyUI image runs it under supervisor
+# "auto" (in the script): the machine's `<comfy_dir>/.comfyfleet/restart` hook when present (the simulated
+# world installs one), else `supervisorctl restart comfyui` (Vast's ComfyUI image), else none.
+DEFAULT_RESTART_CMD = "auto"
 
 
 @dataclass(frozen=True)
@@ -236,7 +238,8 @@ async def build_plan(
         if exact:
             lock_updates[key] = {"size": size, "sha256": sha, "source": m.url}
 
-    overrides = node_sources or {}
+    overrides = dict(settings.custom_node_sources)
+    overrides.update(node_sources or {})
     nodes = []
     for n in workflow.custom_nodes:
         git_url, commit = overrides.get(n.name, (n.git_url, n.commit))

@@ -205,6 +205,7 @@ class ModelServer:
         self.faults: dict[str, FileFaults] = {}
         self.log: list[RequestLog] = []
         self.global_status: int | None = None  # every request answers this (e.g. 503) while set
+        self.renamed_repos: set[str] = set()  # "org/repo" names that 307 to `hf_repo`, as the Hub does
         self._runner: web.AppRunner | None = None
         self.port: int | None = None
         self.host = "127.0.0.1"
@@ -285,7 +286,14 @@ class ModelServer:
         info = request.match_info
         name = info["name"]
         served = self.files.get((info["folder"], name))
-        if f"{info['org']}/{info['repo']}" != self.hf_repo or served is None:
+        repo = f"{info['org']}/{info['repo']}"
+        if repo in self.renamed_repos and served is not None:
+            self._record(request, 307)
+            location = (
+                f"/{self.hf_repo}/resolve/{info['rev']}/{info['folder']}/{name}"  # relative, as the Hub
+            )
+            return web.Response(status=307, headers={"Location": location})
+        if repo != self.hf_repo or served is None:
             self._record(request, 404)
             return web.Response(status=404, headers={"X-Error-Code": "EntryNotFound"})
         faults = self.faults.get(name)

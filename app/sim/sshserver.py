@@ -115,3 +115,21 @@ class SandboxSSHServer:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self._server.wait_closed(), timeout=2)
             self._server = None
+
+
+def install_restart_hook(comfy_dir: str | Path, command: str) -> Path:
+    """Give a simulated machine a ComfyUI restart hook (`<comfy_dir>/.comfyfleet/restart`).
+
+    provision.sh (restart "auto") runs it after custom nodes changed and expects it to return once
+    ComfyUI answers again; e.g. `sim_restart_command(url)` for the ComfyUI emulator.
+    """
+    hook = Path(comfy_dir) / ".comfyfleet" / "restart"
+    hook.parent.mkdir(parents=True, exist_ok=True)
+    hook.write_text(f"#!/bin/sh\n{command}\n")
+    hook.chmod(0o755)
+    return hook
+
+
+def sim_restart_command(comfy_url: str) -> str:
+    """The ComfyUI emulator's restart: `POST /__sim/restart` re-scans custom nodes as a restart would."""
+    return f"curl -fsS -X POST --max-time 60 -o /dev/null {comfy_url.rstrip('/')}/__sim/restart"

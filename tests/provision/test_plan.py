@@ -49,3 +49,15 @@ async def test_node_sources_override_git_url_and_commit(workflow, node_repos):
     by_name = {n.name: n for n in plan.nodes}
     assert by_name["ComfyUI-GGUF"].git_url == node_repos["ComfyUI-GGUF"].url
     assert by_name["ComfyUI-GGUF"].commit == node_repos["ComfyUI-GGUF"].commits[0]
+
+
+async def test_custom_node_sources_setting_applies_without_arguments(workflow, monkeypatch):
+    monkeypatch.setenv("CUSTOM_NODE_SOURCES", json.dumps({"ComfyUI-GGUF": ["/srv/git/gguf.git", "abc1234"]}))
+    get_settings.cache_clear()
+    plan = await build_plan(workflow, get_settings(), resolve=False)
+    by_name = {n.name: n for n in plan.nodes}
+    assert (by_name["ComfyUI-GGUF"].git_url, by_name["ComfyUI-GGUF"].commit) == (
+        "/srv/git/gguf.git",
+        "abc1234",
+    )
+    assert by_name["ComfyUI-VideoHelperSuite"].git_url.startswith("https://github.com/")

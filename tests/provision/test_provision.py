@@ -19,6 +19,7 @@ from app.provision import (
     connect,
     run_provision,
 )
+from app.sim.sshserver import install_restart_hook
 
 pytestmark = pytest.mark.sshd
 
@@ -250,3 +251,12 @@ async def test_comfyui_not_coming_back_after_restart_is_reported(remote, make_pl
     with pytest.raises(ComfyRestartFailed) as exc:
         await provision(remote, plan)
     assert "did not answer" in str(exc.value) and exc.value.retryable
+
+
+async def test_machine_restart_hook_is_used_when_nodes_change(remote, make_plan):
+    install_restart_hook(remote.comfy_dir, f"echo hook >> {remote.restart_log}")
+    plan = await make_plan(restart_cmd="auto", comfy_url="http://127.0.0.1:9/")  # the hook does the waiting
+    plan.models = []
+    summary, events = await provision(remote, plan)
+    assert summary.restarted and remote.restart_log.read_text() == "hook\n"
+    assert not any(e["event"] == "comfy_ready" for e in events)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import secrets
 import subprocess
 from pathlib import Path
@@ -72,7 +73,11 @@ async def test_token_goes_only_to_the_hub_host_not_its_cdn(model_server, make_pl
     monkeypatch.setenv("HF_TOKEN", token)
     for f in model_server.files.values():
         model_server.fault(f.spec.name).require_token = token
+    model_server.renamed_repos.add("acme/old-name")  # the Hub redirects within itself first
     plan = await make_plan(mirror=False)  # gated HF-style URLs, resolved with the token
+    plan.models = [
+        dataclasses.replace(m, url=m.url.replace(model_server.hf_repo, "acme/old-name")) for m in plan.models
+    ]
     assert all(m.size_exact and m.sha256 for m in plan.models)
 
     events: list[dict] = []
@@ -80,7 +85,8 @@ async def test_token_goes_only_to_the_hub_host_not_its_cdn(model_server, make_pl
         summary = await run_provision(conn, plan, events.append, hf_token=token, remote_dir=remote.remote_dir)
 
     assert len(summary.downloaded) == len(model_server.files)
-    hub = [r for r in model_server.log if "/resolve/" in r.path]
+    assert any(r.status == 307 and r.authorization for r in model_server.log)
+    hub = [r for r in model_server.log if "/resolve/" in r.path and r.status != 307]
     cdn = [r for r in model_server.log if r.path.startswith("/cdn/")]
     assert hub and all(r.authorization and r.status == 302 for r in hub)
     assert cdn and not any(r.authorization for r in cdn)
