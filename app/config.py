@@ -84,6 +84,11 @@ class Settings(BaseSettings):
     model_mirror_url: str | None = None
     provision_parallel: int = 4
     provision_timeout_s: float = 3600.0
+    custom_node_sources: dict[str, tuple[str, str]] = Field(
+        default_factory=dict,
+        description='JSON {"<node dir>": ["<git url>", "<commit>"]}: take custom nodes from elsewhere '
+        "(a fork, a local mirror; the simulated world's local repos)",
+    )
 
     # --- workflows -------------------------------------------------------------------------------
     workflows_dir: Path | None = Field(None, description="Extra folder of user workflows (graph + manifest)")
