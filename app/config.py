@@ -112,6 +112,9 @@ class Settings(BaseSettings):
     webhook_secret: SecretStr | None = None
     max_image_bytes: int = 20 * 1024 * 1024
     max_image_pixels: int = 4096 * 4096
+    allow_loopback_urls: bool = Field(
+        False, description="image_url/webhook_url may reach loopback (tests, local use); never private"
+    )
 
     # --- pool, spend, cleanup --------------------------------------------------------------------
     pool_max_instances: int = 2

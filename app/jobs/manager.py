@@ -154,7 +154,7 @@ class JobManager:
         deadline = time.monotonic() + seconds
         async with self.events.subscribe(job_id) as q:
             while True:
-                job = await self.repo.get(job_id)
+                job = await self.repo.peek(job_id)
                 if job is None:
                     raise JobNotFound(job_id)
                 if job.terminal:
@@ -167,4 +167,6 @@ class JobManager:
                         while True:
                             ev = await q.get()
                             if ev.get("event") == "end":
+                                if isinstance(ev.get("_job"), Job):
+                                    return ev["_job"]
                                 break

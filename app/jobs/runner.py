@@ -99,10 +99,10 @@ class JobRunner:
 
     # --- entry point -------------------------------------------------------------------------------
     async def run(self, job_id: str, *, reattach: bool = False) -> Job | None:
-        job = await self.repo.get(job_id)
+        job = await self.repo.peek(job_id)
         if job is None or job.terminal:
             return job
-        rs = _RunState(job_id, state=job.state, stage=job.stage or job.state)
+        rs = _RunState(job_id, state=job.state, stage=job.stage or job.state, last_write=self._mono())
         remaining = job.created_at + self.config.job_timeout_s - time.time()
         try:
             async with asyncio.timeout(max(0.0, remaining)) as rs.timeout:
@@ -312,7 +312,7 @@ class JobRunner:
         if local is not None:
             await asyncio.to_thread(_copy, video, local)
         cost = round(inst.price_per_hour / 3600.0 * (gpu_s + provision_s), 6)
-        fresh = await self.repo.require(job.id)
+        fresh = await self.repo.peek(job.id) or job
         timings = dict(fresh.timings or {})
         if fresh.stage_started_at is not None:  # the current state closes with the final transition
             timings[fresh.state] = round(
@@ -446,7 +446,7 @@ class JobRunner:
             job = await self.repo.require(rs.job_id)
         rs.state, rs.stage = job.state, job.stage or job.state
         rs.progress = job.progress or rs.progress
-        self.events.publish(rs.job_id, {"event": "end", **job.to_public()})
+        self.events.publish(rs.job_id, {"event": "end", **job.to_public(), "_job": job})
         if self.on_finished is not None:
             try:
                 await self.on_finished(job)

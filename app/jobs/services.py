@@ -11,6 +11,7 @@ import contextlib
 import logging
 import random
 from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -63,6 +64,9 @@ class Services:
     async def start(self) -> None:
         if self.started:
             return
+        # Store uploads, file copies and frame extraction run in threads; the default pool (cpu+4
+        # threads) would queue dozens of concurrent jobs behind each other.
+        asyncio.get_running_loop().set_default_executor(ThreadPoolExecutor(16, thread_name_prefix="io"))
         await self.pool.start()
         await self.webhooks.start()
         await self.manager.start()
@@ -183,7 +187,7 @@ def assemble(
         inputs_dir,
         max_bytes=settings.max_image_bytes,
         max_pixels=settings.max_image_pixels,
-        allow_loopback=getattr(settings, "allow_loopback_urls", False),
+        allow_loopback=settings.allow_loopback_urls,
     )
     webhooks = WebhookSender(
         repo,

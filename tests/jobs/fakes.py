@@ -323,9 +323,13 @@ class FakeSession:
 
     async def download_outputs(self, result: dict, dest_dir: Path) -> list[Path]:
         video = dest_dir / f"{result['prompt_id']}.mp4"
-        video.write_bytes(b"\x00\x00\x00\x18ftypmp42" + b"x" * 1000)
         meta = dest_dir / f"{result['prompt_id']}.png"
-        meta.write_bytes(b"workflow png")
+
+        def write() -> None:
+            video.write_bytes(b"\x00\x00\x00\x18ftypmp42" + b"x" * 1000)
+            meta.write_bytes(b"workflow png")
+
+        await asyncio.to_thread(write)
         return [meta, video]
 
     async def extract_last_frame(self, video_path: Path, png_path: Path) -> None:
@@ -352,9 +356,13 @@ class FakeStore:
     async def put(self, path: Path, key: str, content_type: str, metadata: dict) -> StoredObject:
         self.puts += 1
         dest = self.root / key
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(path, dest)
-        obj = StoredObject(key, dest.stat().st_size, content_type, dict(metadata))
+
+        def copy() -> int:  # like LocalStore/R2Store: file work off the event loop
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(path, dest)
+            return dest.stat().st_size
+
+        obj = StoredObject(key, await asyncio.to_thread(copy), content_type, dict(metadata))
         self.objects[key] = obj
         return obj
 
