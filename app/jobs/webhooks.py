@@ -93,8 +93,7 @@ class WebhookSender:
         self._wake = asyncio.Event()
         self._loop_task: asyncio.Task | None = None
         self.on_result = on_result
-        if secret is None:
-            log.warning("WEBHOOK_SECRET is not set: webhooks are sent unsigned")
+        self._warned_unsigned = False
 
     async def start(self) -> None:
         if self._client is None:
@@ -116,6 +115,9 @@ class WebhookSender:
         """Called when a job ends: mark its webhook due now (persisted) and wake the sender."""
         if not job.webhook_url:
             return
+        if self.secret is None and not self._warned_unsigned:
+            self._warned_unsigned = True
+            log.warning("WEBHOOK_SECRET is not set: webhooks are sent unsigned")
         await self.repo.set_fields(job.id, webhook_status="pending", webhook_next_at=time.time())
         self._wake.set()
 

@@ -22,6 +22,7 @@ async def test_health_probes_need_no_token(tmp_path):
         r = await bare.get("/readyz")
         assert r.status_code == 200 and r.json()["simulated"] is True
         assert (await bare.get("/openapi.json")).status_code == 200
+        assert (await bare.get("/docs")).status_code == 200
         await bare.aclose()
 
 
