@@ -662,7 +662,8 @@ fi
 if grep -q $'^node\tdone\t' "$RESULTS"; then
     if [ "$RESTART" != - ]; then
         emit '{"event":"restart","reason":"custom nodes changed"}'
-        if bash -c "$RESTART" >"$WORK/restart.log" 2>&1; then
+        # Close the lock and nap fds: a ComfyUI started by the command must not hold our lock forever.
+        if bash -c "$RESTART" >"$WORK/restart.log" 2>&1 </dev/null 9>&- {NAPFD}>&-; then
             RESTARTED=true
             if [ "$WAIT_URL" != - ]; then
                 now_us; deadline=$(( REPLY + RESTART_TIMEOUT * 1000000 ))
