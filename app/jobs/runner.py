@@ -379,7 +379,13 @@ class JobRunner:
             if rs.prompt_write is not None:
                 await rs.prompt_write
         end = self._mono()
-        gpu_s = end - (rs.first_sample_at or t0)
+        # ComfyUI's own execution time (history timestamps) when the client reports it: it excludes the
+        # time a queued-ahead prompt waited for the GPU. Else: first sampling progress to completion.
+        reported = getattr(outcome, "execution_s", None)
+        if isinstance(reported, int | float) and reported >= 0:
+            gpu_s = float(reported)
+        else:
+            gpu_s = end - (rs.first_sample_at or t0)
         rs.prompt_id = None  # done: nothing left to cancel on the GPU
         return outcome, gpu_s
 

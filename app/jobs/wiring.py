@@ -112,15 +112,39 @@ def _result_from_history(prompt_id: str, entry: dict[str, Any]) -> PromptResult 
     )
 
 
-def comfy_connector(timeout_s: float = 30.0) -> Callable[[ComfyTarget], Any]:
-    @contextlib.asynccontextmanager
-    async def connect_comfy(target: ComfyTarget) -> AsyncIterator[ComfyClientSession]:
-        async with ComfyClient(
-            target.url, token=target.token, basic_auth=target.basic_auth, timeout=timeout_s
-        ) as client:
-            yield ComfyClientSession(client)
+class ComfyConnector:
+    """`ComfyConnector` port: one long-lived `ComfyClient` (pooled HTTP connections) per ComfyUI URL,
+    instead of a new client, connection pool and TLS context for every job."""
 
-    return connect_comfy
+    def __init__(self, timeout_s: float = 30.0, max_clients: int = 64) -> None:
+        self.timeout_s = timeout_s
+        self.max_clients = max_clients
+        self._clients: dict[tuple, ComfyClient] = {}
+
+    @contextlib.asynccontextmanager
+    async def __call__(self, target: ComfyTarget) -> AsyncIterator[ComfyClientSession]:
+        key = (target.url, target.token, target.basic_auth)
+        client = self._clients.pop(key, None)  # re-inserted below: most recently used last
+        if client is None:
+            client = ComfyClient(
+                target.url, token=target.token, basic_auth=target.basic_auth, timeout=self.timeout_s
+            )
+            await client.__aenter__()
+        self._clients[key] = client
+        while len(self._clients) > self.max_clients:
+            old_key = next(iter(self._clients))
+            await self._clients.pop(old_key).aclose()
+        yield ComfyClientSession(client)
+
+    async def aclose(self) -> None:
+        clients, self._clients = list(self._clients.values()), {}
+        for client in clients:
+            with contextlib.suppress(Exception):
+                await client.aclose()
+
+
+def comfy_connector(timeout_s: float = 30.0) -> ComfyConnector:
+    return ComfyConnector(timeout_s)
 
 
 # --- provisioning --------------------------------------------------------------------------------
@@ -265,12 +289,14 @@ async def build_services(settings: Settings) -> Services:
     def workflows(name: str) -> Any:
         return get_workflow(name, settings)
 
+    comfy = comfy_connector()
+    closers.append(comfy.aclose)
     services = assemble(
         settings,
         sessionmaker=sessionmaker,
         provider=provider,
         preparer=SSHPreparer(settings, ledger),
-        comfy=comfy_connector(),
+        comfy=comfy,
         store=store,
         workflows=workflows,
         ledger=ledger,
