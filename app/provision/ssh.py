@@ -15,6 +15,7 @@ from pathlib import Path
 
 import asyncssh
 
+from app.errors import ConfigError
 from app.pool.provider import SSHTarget
 from app.provision.errors import HostKeyMismatch, SSHAuthFailed, SSHUnavailable
 
@@ -49,6 +50,10 @@ async def connect(
     keepalive_s: float = 15.0,
 ) -> asyncssh.SSHClientConnection:
     """Open an SSH connection to `target` with its key pinned (see module docstring)."""
+    try:
+        client_key = asyncssh.read_private_key(str(key_path))
+    except (OSError, asyncssh.KeyImportError) as exc:
+        raise ConfigError(f"cannot read the SSH private key {key_path}: {exc}") from exc
     if target.host_key:
         try:
             pinned = asyncssh.import_public_key(target.host_key)
@@ -63,7 +68,7 @@ async def connect(
                 target.host,
                 target.port,
                 username=target.user,
-                client_keys=[str(key_path)],
+                client_keys=[client_key],
                 known_hosts=known_hosts,  # type: ignore[arg-type]
                 agent_path=None,
                 config=[],

@@ -7,6 +7,7 @@ import httpx
 import pytest
 from aiohttp import web
 
+from app.errors import ConfigError
 from app.pool.provider import SSHTarget
 from app.provision import HostKeyMismatch, SSHAuthFailed, SSHUnavailable, connect, open_tunnel
 
@@ -75,3 +76,9 @@ async def test_tunnel_reaches_a_service_on_the_instance_loopback(remote):
                     await client.get(f"http://127.0.0.1:{local_port}/system_stats")
     finally:
         await runner.cleanup()
+
+
+async def test_missing_private_key_is_a_config_error(remote, tmp_path):
+    with pytest.raises(ConfigError) as exc:
+        await connect(remote.target, tmp_path / "no-such-key")
+    assert "no-such-key" in str(exc.value)
