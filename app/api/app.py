@@ -129,7 +129,10 @@ def create_app(services: Services, *, manage_lifecycle: bool = True) -> FastAPI:
         return out
 
     async def full_view(request: Request, job: Job) -> dict[str, Any]:
-        return view(request, job, await services.repo.queue_position(job))
+        out = view(request, job, await services.repo.queue_position(job))
+        if job.state == JobState.SUCCEEDED.value:
+            out["result"] = await services.fresh_urls(job)
+        return out
 
     # --- jobs --------------------------------------------------------------------------------------
     @api.post(

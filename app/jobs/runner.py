@@ -255,7 +255,13 @@ class JobRunner:
         inst = lease.instance
         if lease.needs_preparation(wf) and not reattach:
             await self._transition(rs, JobState.PROVISIONING, instance_id=inst.id, stage="provisioning")
-        target = await lease.ensure_ready(wf, lambda p: self._progress(rs, p))
+        try:
+            target = await lease.ensure_ready(wf, lambda p: self._progress(rs, p))
+        except Exception as exc:
+            # An instance that cannot be made ready would fail every job sent to it and never look idle
+            # to the reaper: take it out of the pool (rented ones are destroyed, static ones set aside).
+            lease.mark_bad(f"preparing it for {wf.name} failed: {redact(str(exc))}")
+            raise
         await asyncio.to_thread(tmp.mkdir, parents=True, exist_ok=True)
         async with self.comfy(target) as session:
             rs.session = session

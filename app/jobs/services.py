@@ -32,7 +32,7 @@ from app.jobs.webhooks import WebhookSender
 from app.pool.provider import CreateRequest, Provider
 from app.pool.scheduler import Pool
 from app.redact import register_secret
-from app.store.cache import ResultCache, cache_key, seedless_key
+from app.store.cache import ResultCache, cache_key, last_frame_key, seedless_key, video_key
 
 log = logging.getLogger(__name__)
 
@@ -92,6 +92,21 @@ class Services:
         if self.engine is not None:
             await self.engine.dispose()
         self.started = False
+
+    async def fresh_urls(self, job: Job) -> dict[str, Any] | None:
+        """The job's result with URLs made now: presigned URLs expire, so a job read later gets new ones."""
+        result = dict(job.result or {})
+        if not result or not job.cache_key:
+            return job.result
+        try:
+            ext = Path(str(result.get("video_url", "")).split("?", 1)[0]).suffix.lstrip(".") or "mp4"
+            result["video_url"] = await self.store.url(video_key(job.cache_key, ext))
+            if result.get("last_frame_url"):
+                result["last_frame_url"] = await self.store.url(last_frame_key(job.cache_key))
+        except Exception as exc:  # the stored URLs are still the best answer we have
+            log.warning("could not refresh result URLs of %s: %s", job.id, exc)
+            return job.result
+        return result
 
     async def submit(
         self,

@@ -113,3 +113,21 @@ async def test_metrics_report_jobs_stages_instances_and_spend(tmp_path):
         assert 'comfyfleet_job_stage_seconds_count{stage="running"} 1.0' in text
         assert 'comfyfleet_instances{state="ready"} 1.0' in text
         assert "comfyfleet_spend_usd" in text and "comfyfleet_projected_spend_usd" in text
+
+
+async def test_reading_a_job_later_gives_fresh_result_urls(tmp_path):
+    async with api(tmp_path) as c:
+        r = await c.post("/vastai/generate-video", json={"image_base64": B64, "prompt": "x", "wait": True})
+        stored = r.json()["result"]["video_url"]
+        store = c.world.store
+        original = store.url
+
+        async def presign(key):  # a presigning store: every URL carries a new expiry
+            return (await original(key)) + "?X-Amz-Expires=3600&sig=new"
+
+        store.url = presign
+        got = (await c.get(f"/jobs/{r.json()['job_id']}")).json()["result"]
+        assert got["video_url"] != stored and got["video_url"].endswith(
+            "video.mp4?X-Amz-Expires=3600&sig=new"
+        )
+        assert got["last_frame_url"].endswith("last_frame.png?X-Amz-Expires=3600&sig=new")

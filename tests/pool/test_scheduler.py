@@ -144,3 +144,15 @@ async def test_static_provider_never_rents_or_destroys(tmp_path):
         job = await w.wait((await w.submit(seed=4)).id)
         assert job.state == "failed" and job.error_kind == "no_capacity"
         assert "STATIC_ENDPOINTS" in job.error_message
+
+
+async def test_instance_that_cannot_be_prepared_is_retired_not_reused(tmp_path):
+    prep = FakePreparer()
+    prep.fail = ComfyfleetError("disk full on the instance: 12 GB free, 26 GB needed")
+    async with world(tmp_path, preparer=prep, pool_max_instances=2) as w:
+        job = await w.wait((await w.submit(seed=1)).id)
+        assert job.state == "failed" and "disk full" in job.error_message
+        assert w.provider.destroyed == ["i1"] and "i1" not in w.services.pool.members
+        prep.fail = None
+        ok = await w.wait((await w.submit(seed=2)).id)
+        assert ok.state == "succeeded" and ok.instance_id == "i2"
