@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import re
+import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,6 +25,7 @@ import httpx
 from app.config import Settings
 from app.provision.errors import UpstreamChanged
 
+log = logging.getLogger(__name__)
 _SHA_RE = re.compile(r"^[0-9a-f]{64}$")
 DEFAULT_TOKEN_HOSTS = ("huggingface.co",)
 # "auto" (in the script): the machine's `<comfy_dir>/.comfyfleet/restart` hook when present (the simulated
@@ -176,7 +179,7 @@ def update_lock(path: Path, workflow: str, entries: Mapping[str, Mapping[str, An
         merged.update({k: v for k, v in entry.items() if v is not None})
         files[key] = merged
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
+    tmp = path.with_name(f"{path.name}.{uuid.uuid4().hex[:8]}.tmp")  # concurrent provisions may write too
     tmp.write_text(json.dumps({"workflow": workflow, "files": files}, indent=2, sort_keys=True))
     tmp.replace(path)
 
@@ -246,7 +249,10 @@ async def build_plan(
         nodes.append(PlannedNode(n.name, git_url, commit))
 
     if lock_updates:
-        update_lock(lock_path, workflow.name, lock_updates)
+        try:
+            update_lock(lock_path, workflow.name, lock_updates)
+        except OSError as exc:  # a read-only data dir must not block provisioning
+            log.warning("could not write the lock file %s: %s", lock_path, exc)
     return Plan(
         workflow=workflow.name,
         models=models,

@@ -2,8 +2,9 @@
 
 It lets the product's unchanged SSH code (SFTP upload, exec with env and stdin, exit codes, local port
 forwarding) run against a simulated instance. Differences from a real host: commands run as the current
-user with cwd = HOME = the sandbox, SFTP is rooted at the sandbox, and every environment variable the
-client sends is accepted. Child processes run in their own process group and are killed on `stop()`.
+user with cwd = HOME = the sandbox (relative SFTP paths resolve there too; absolute paths are the machine's
+own, as for `bash`), and every environment variable the client sends is accepted. Child processes run in
+their own process group and are killed on `stop()`.
 """
 
 from __future__ import annotations
@@ -11,11 +12,24 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import posixpath
 import signal
 from collections.abc import Iterable
 from pathlib import Path
 
 import asyncssh
+
+
+class _HomeSFTP(asyncssh.SFTPServer):
+    """SFTP as on a real host whose home directory is the sandbox: relative paths resolve against the
+    sandbox (where commands run), absolute paths are the machine's own, exactly as `bash` sees them."""
+
+    def __init__(self, chan: asyncssh.SSHServerChannel, home: bytes) -> None:
+        super().__init__(chan)
+        self._home = home
+
+    def map_path(self, path: bytes) -> bytes:
+        return path if path.startswith(b"/") else posixpath.join(self._home, path)
 
 
 class _Server(asyncssh.SSHServer):
@@ -56,7 +70,7 @@ class SandboxSSHServer:
             server_host_keys=[self._host_key],
             authorized_client_keys=self._authorized,
             process_factory=self._handle,
-            sftp_factory=lambda chan: asyncssh.SFTPServer(chan, chroot=str(self.sandbox).encode()),
+            sftp_factory=lambda chan: _HomeSFTP(chan, str(self.sandbox).encode()),
             allow_scp=True,
             encoding=None,
             keepalive_interval=30,

@@ -32,9 +32,12 @@ async def test_sandbox_runs_commands_in_its_dir_and_kills_them_on_stop(tmp_path)
             result = await conn.run("pwd; echo $GREETING; exit 3", env={"GREETING": "hi"}, check=False)
             assert result.stdout == f"{server.sandbox}\nhi\n" and result.exit_status == 3
             async with conn.start_sftp_client() as sftp:
-                async with sftp.open("/inside.txt", "w") as f:
-                    await f.write("chrooted")
-            assert (server.sandbox / "inside.txt").read_text() == "chrooted"
+                async with sftp.open("inside.txt", "w") as f:  # relative: the sandbox is the home dir
+                    await f.write("home")
+                async with sftp.open(str(tmp_path / "abs.txt"), "w") as f:  # absolute: as bash sees it
+                    await f.write("abs")
+            assert (server.sandbox / "inside.txt").read_text() == "home"
+            assert (await conn.run(f"cat inside.txt {tmp_path / 'abs.txt'}", check=True)).stdout == "homeabs"
             # A no-PTY background job outlives its channel, as on a real host...
             pid_line = await conn.run("sleep 60 >/dev/null 2>&1 & echo $!", check=True)
             pid = int(pid_line.stdout)
