@@ -29,7 +29,8 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class Action:
-    kind: str  # idle_instance | stuck_instance | orphan_instance | stuck_job | temp_file | list_failed
+    # idle_instance | stuck_instance | orphan_instance | stuck_job | temp_file | input_file | list_failed
+    kind: str
     target: str
     reason: str
     dry_run: bool = False
@@ -54,6 +55,8 @@ class Cleaner:
         job_timeout_s: float = 1800.0,
         tmp_dirs: tuple[Path, ...] = (),
         tmp_max_age_s: float = 6 * 3600.0,
+        inputs_dir: Path | None = None,
+        inputs_max_age_s: float = 7 * 24 * 3600.0,
         clock: Callable[[], float] = time.time,
         on_action: Callable[[Action], None] | None = None,
     ) -> None:
@@ -64,6 +67,8 @@ class Cleaner:
         self.job_timeout_s = job_timeout_s
         self.tmp_dirs = tmp_dirs
         self.tmp_max_age_s = tmp_max_age_s
+        self.inputs_dir = inputs_dir
+        self.inputs_max_age_s = inputs_max_age_s
         self._clock = clock
         self.on_action = on_action
         self._lock = asyncio.Lock()
@@ -209,7 +214,24 @@ class Cleaner:
     async def _temp_files(self, dry_run: bool) -> list[Action]:
         out = []
         now = self._clock()
-        active = {j.id for j in await self.repo.active()}
+        active_jobs = await self.repo.active()
+        active = {j.id for j in active_jobs}
+        in_use = {str((j.request or {}).get("image_path", "")) for j in active_jobs}
+        if self.inputs_dir is not None and self.inputs_dir.is_dir():
+            for entry in self.inputs_dir.iterdir():
+                with contextlib.suppress(FileNotFoundError):
+                    if not entry.is_file() or str(entry) in in_use:
+                        continue
+                    age = now - entry.stat().st_mtime
+                    if age <= self.inputs_max_age_s:
+                        continue
+                    reason = f"input image {age:.0f} s old (max {self.inputs_max_age_s:.0f} s), no active job"
+
+                    async def rm_input(p=entry) -> bool:
+                        p.unlink(missing_ok=True)
+                        return True
+
+                    out.append(await self._act("input_file", str(entry), reason, dry_run, rm_input))
         for root in self.tmp_dirs:
             if not root.is_dir():
                 continue

@@ -238,6 +238,7 @@ def assemble(
         instance_deadline_s=settings.instance_ready_timeout_s + settings.provision_timeout_s,
         job_timeout_s=settings.job_timeout_s,
         tmp_dirs=(tmp_dir, inputs_dir / ".staging"),
+        inputs_dir=inputs_dir,
         on_action=lambda a: metrics.cleanup.labels(a.kind).inc(),
     )
     return Services(

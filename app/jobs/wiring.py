@@ -353,6 +353,7 @@ async def build_cleaner(settings: Settings) -> tuple[Any, Callable[[], Any]]:
         instance_deadline_s=settings.instance_ready_timeout_s + settings.provision_timeout_s,
         job_timeout_s=settings.job_timeout_s,
         tmp_dirs=(data / "tmp", data / "inputs" / ".staging"),
+        inputs_dir=data / "inputs",
     )
 
     async def close() -> None:

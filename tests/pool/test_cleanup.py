@@ -1,12 +1,13 @@
 import asyncio
 import os
 import time
+from pathlib import Path
 
 from app.cleanup import Cleaner
 from app.errors import ComfyfleetError
 from app.jobs.models import JobState
 from app.pool.provider import InstanceState
-from tests.jobs.fakes import FakeComfy, FakeLedger, FakeProvider
+from tests.jobs.fakes import FakeComfy, FakeLedger, FakeProvider, png_bytes
 from tests.jobs.harness import world
 
 
@@ -118,3 +119,18 @@ async def test_old_temp_files_are_pruned_active_ones_kept(tmp_path):
         actions = await w.services.cleaner.run_once()
         assert [a.target for a in actions if a.kind == "temp_file"] == [str(old)]
         assert not old.exists() and new.exists()
+
+
+async def test_old_input_images_are_pruned_unless_an_active_job_needs_them(tmp_path):
+    async with world(tmp_path, start=False) as w:
+        w.services.manager.spawn = lambda *a, **k: None
+        active = await w.submit(seed=1)  # stays queued: its image must survive
+        done = await w.submit(png_bytes(color=(9, 9, 9)), seed=2)
+        await w.services.repo.transition(done.id, JobState.CANCELLED)
+        old = time.time() - 10**7
+        for job in (active, done):
+            os.utime(job.request["image_path"], (old, old))
+        actions = await w.services.cleaner.run_once()
+        assert [a.target for a in actions if a.kind == "input_file"] == [done.request["image_path"]]
+        assert Path(active.request["image_path"]).exists()  # noqa: ASYNC240
+        assert not Path(done.request["image_path"]).exists()  # noqa: ASYNC240
