@@ -126,7 +126,11 @@ while IFS= read -r line || [ -n "$line" ]; do
                 fatal $E_USAGE "plan line $lineno: bad model record"
             fi
             sha=${f4:--}
-            case "$sha" in -) ;; *) [ ${#sha} = 64 ] || fatal $E_USAGE "plan line $lineno: sha256 must be 64 hex" ;; esac
+            case "$sha" in
+                -) ;;
+                *[!0-9a-fA-F]*) fatal $E_USAGE "plan line $lineno: sha256 must be 64 hex digits" ;;
+                *) [ ${#sha} = 64 ] || fatal $E_USAGE "plan line $lineno: sha256 must be 64 hex digits" ;;
+            esac
             M_FOLDER+=("$f1"); M_NAME+=("$f2"); M_SIZE+=("$size"); M_EXACT+=("$exact")
             M_SHA+=("${sha,,}"); M_URL+=("$f5")
             ;;
@@ -663,7 +667,11 @@ if grep -q $'^node\tdone\t' "$RESULTS"; then
     if [ "$RESTART" != - ]; then
         emit '{"event":"restart","reason":"custom nodes changed"}'
         # Close the lock and nap fds: a ComfyUI started by the command must not hold our lock forever.
-        if bash -c "$RESTART" >"$WORK/restart.log" 2>&1 </dev/null 9>&- {NAPFD}>&-; then
+        if (
+            exec 9>&-
+            [ -n "${NAPFD:-}" ] && exec {NAPFD}>&-
+            exec bash -c "$RESTART"
+        ) >"$WORK/restart.log" 2>&1 </dev/null; then
             RESTARTED=true
             if [ "$WAIT_URL" != - ]; then
                 now_us; deadline=$(( REPLY + RESTART_TIMEOUT * 1000000 ))

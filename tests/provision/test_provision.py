@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import hashlib
 import json
+import os
+import signal
 import subprocess
 
 import pytest
@@ -260,3 +263,18 @@ async def test_machine_restart_hook_is_used_when_nodes_change(remote, make_plan)
     summary, events = await provision(remote, plan)
     assert summary.restarted and remote.restart_log.read_text() == "hook\n"
     assert not any(e["event"] == "comfy_ready" for e in events)
+
+
+async def test_comfyui_started_by_restart_does_not_hold_the_provision_lock(remote, make_plan, tmp_path):
+    # A restart command that leaves a long-running process behind (as starting ComfyUI directly does).
+    pid_file = tmp_path / "background.pid"
+    plan = await make_plan(restart_cmd=f"sleep 30 >/dev/null 2>&1 & echo $! > {pid_file}", comfy_url=None)
+    plan.models = []
+    try:
+        first, _ = await provision(remote, plan)
+        second, _ = await provision(remote, plan)  # would be ProvisionBusy if the sleep held the lock fd
+        assert first.restarted and second.all_skipped
+    finally:
+        if pid_file.exists():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(int(pid_file.read_text()), signal.SIGTERM)
