@@ -110,7 +110,8 @@ class JobRunner:
                     try:
                         return await self._attempt(job, rs, reattach=reattach)
                     except Exception as exc:
-                        if not (getattr(exc, "retryable", False) and job.attempts + 1 < MAX_ATTEMPTS):
+                        retry = getattr(exc, "retryable", False) and job.attempts + 1 < MAX_ATTEMPTS
+                        if not retry or rs.state == JobState.QUEUED.value:  # nothing ran yet: just fail
                             raise
                         log.warning("job %s: retrying after %s", job_id, redact(str(exc)))
                         job = await self._transition(

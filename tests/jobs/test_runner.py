@@ -132,3 +132,17 @@ async def test_progress_events_reach_subscribers(tmp_path):
         progress = [e["progress"] for e in seen if e["event"] == "progress"]
         assert progress == sorted(progress) and progress[-1] > 0.9
         assert seen[-1]["state"] == "succeeded"
+
+
+async def test_store_down_at_cache_lookup_fails_with_the_store_error(tmp_path):
+    from app.store.base import StoreUnavailable
+
+    async with world(tmp_path) as w:
+
+        async def down(key):
+            raise StoreUnavailable("R2 answered 503 after retries; try again later")
+
+        w.store.head = down
+        job = await w.wait((await w.submit(seed=1)).id)
+        assert job.state == "failed" and job.error_kind == "store_unavailable"
+        assert "503" in job.error_message and w.comfy.runs == 0
