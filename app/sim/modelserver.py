@@ -421,6 +421,45 @@ def default_files(scale: float = 1.0) -> list[FileSpec]:
     return [FileSpec(folder, name, max(64, int(size * scale))) for folder, name, size in sizes]
 
 
+def sim_node_sources(base: Path, names: Iterable[str]) -> dict[str, tuple[str, str]]:
+    """Local bare git repos standing in for custom-node repos on GitHub (no network in the simulation).
+
+    One commit each with an `__init__.py` and a comment-only requirements.txt (so no pip install runs).
+    Returns name -> (git_url, commit), the shape of `build_plan(node_sources=...)` / CUSTOM_NODE_SOURCES.
+    Idempotent: existing repos under `base` are reused. Blocking (runs git): use asyncio.to_thread.
+    """
+    import os
+    import subprocess
+
+    env = {
+        **os.environ,
+        "GIT_AUTHOR_NAME": "comfyfleet sim",
+        "GIT_AUTHOR_EMAIL": "sim@example.invalid",
+        "GIT_COMMITTER_NAME": "comfyfleet sim",
+        "GIT_COMMITTER_EMAIL": "sim@example.invalid",
+        "GIT_CONFIG_NOSYSTEM": "1",
+    }
+
+    def git(*args: str, cwd: Path) -> str:
+        done = subprocess.run(["git", *args], cwd=cwd, env=env, check=True, capture_output=True, text=True)
+        return done.stdout.strip()
+
+    out: dict[str, tuple[str, str]] = {}
+    for name in names:
+        bare = Path(base) / f"{name}.git"
+        if not bare.exists():
+            work = Path(base) / f"{name}.work"
+            work.mkdir(parents=True, exist_ok=True)
+            git("init", "-q", "-b", "main", cwd=work)
+            (work / "__init__.py").write_text(f"# {name} (simulated)\nNODE_CLASS_MAPPINGS = {{}}\n")
+            (work / "requirements.txt").write_text("# simulated node: nothing to install\n")
+            git("add", "-A", cwd=work)
+            git("commit", "-q", "-m", f"{name} (simulated)", cwd=work)
+            git("clone", "-q", "--bare", str(work), str(bare), cwd=Path(base))
+        out[name] = (str(bare), git("rev-parse", "HEAD", cwd=bare))
+    return out
+
+
 async def _serve(args: argparse.Namespace) -> None:
     files = default_files(args.scale)
     server = ModelServer(Path(args.root), files, bandwidth_bps=args.cap_mbps * 1e6 if args.cap_mbps else None)

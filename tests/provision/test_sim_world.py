@@ -13,19 +13,15 @@ from app.config import get_settings
 from app.pool.provider import SSHTarget
 from app.provision import build_plan, connect, run_provision
 from app.sim.comfyui import ComfyEmulator
-from app.sim.modelserver import ModelServer, default_files
+from app.sim.modelserver import ModelServer, default_files, sim_node_sources
 from app.sim.sshserver import SandboxSSHServer, install_restart_hook, sim_restart_command
 from app.workflows import get_workflow
-from tests.support.gitrepos import make_node_repo
 
 
 async def test_shipped_workflow_provisioned_into_a_simulated_instance(tmp_path, served_root, fixtures_dir):
     settings = get_settings()
     workflow = get_workflow(settings.default_workflow, settings)
-    repos = {
-        n.name: make_node_repo(tmp_path / "repos", n.name, [{"__init__.py": "# sim\n"}])
-        for n in workflow.custom_nodes
-    }
+    node_sources = sim_node_sources(tmp_path / "repos", [n.name for n in workflow.custom_nodes])
     key = asyncssh.generate_private_key("ssh-ed25519")
     key_path = tmp_path / "key"
     key.write_private_key(str(key_path))
@@ -46,7 +42,7 @@ async def test_shipped_workflow_provisioned_into_a_simulated_instance(tmp_path, 
                 workflow,
                 settings,
                 mirror_url=mirror.url,
-                node_sources={name: (r.url, r.head) for name, r in repos.items()},
+                node_sources=node_sources,
                 comfy_dir=str(comfy_dir),
             )
             plan = dataclasses.replace(plan, min_free_bytes=0)
@@ -55,6 +51,7 @@ async def test_shipped_workflow_provisioned_into_a_simulated_instance(tmp_path, 
                 summary = await run_provision(conn, plan)
 
             assert summary.restarted and len(summary.downloaded) == len(workflow.models)
+            assert sorted(summary.nodes_installed) == sorted(node_sources)
             info = (await http.get("/object_info")).json()
             unets = info["UnetLoaderGGUF"]["input"]["required"]["unet_name"][0]
             assert sorted(unets) == sorted(m.name for m in workflow.models if m.folder == "unet")
