@@ -109,6 +109,7 @@ async def _generate(
 
     services = await build_services(settings)
     services.run_cleanup_loop = False
+    services.recover_on_start = False
     await services.start()
     job = None
     try:

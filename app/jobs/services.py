@@ -58,6 +58,9 @@ class Services:
     routers: list[Any] = field(default_factory=list)  # extra FastAPI routers (the local store's /files)
     closers: list[Callable[[], Awaitable[None]]] = field(default_factory=list)  # e.g. the simulated world
     run_cleanup_loop: bool = True
+    # Only the long-running server adopts jobs a previous process left behind; a one-shot
+    # `comfyfleet generate` sharing the database must not run the server's jobs a second time.
+    recover_on_start: bool = True
     started: bool = False
     _cleanup_task: asyncio.Task | None = None
 
@@ -69,7 +72,8 @@ class Services:
         asyncio.get_running_loop().set_default_executor(ThreadPoolExecutor(16, thread_name_prefix="io"))
         await self.pool.start()
         await self.webhooks.start()
-        await self.manager.start()
+        if self.recover_on_start:
+            await self.manager.start()
         if self.run_cleanup_loop and self.settings.cleanup_interval_s > 0:
             self._cleanup_task = asyncio.get_running_loop().create_task(
                 self.cleaner.run_forever(self.settings.cleanup_interval_s), name="cleanup"
