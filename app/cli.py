@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import sys
+import warnings
 from collections.abc import Sequence
 
 import typer
@@ -42,6 +43,8 @@ _register_rooms()
 
 def main(argv: Sequence[str] | None = None) -> None:
     """Entry point: typed errors become a one-line message and exit code 2, never a traceback."""
+    # asyncssh's process.redirect leaves this harmless warning behind when channels close.
+    warnings.filterwarnings("ignore", message="coroutine 'Queue.join' was never awaited")
     try:
         cli(args=list(argv) if argv is not None else None, standalone_mode=True)
     except ComfyfleetError as exc:

@@ -47,8 +47,12 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_file=".env", env_file_encoding="utf-8", extra="ignore")
 
     # --- general ---------------------------------------------------------------------------------
-    deployment: str = Field("default", description="Name in every instance label: comfyfleet-<deployment>-<id>")
-    data_dir: Path = Field(Path("./data"), description="Job database, local result store, SSH keys, sim world")
+    deployment: str = Field(
+        "default", description="Name in every instance label: comfyfleet-<deployment>-<id>"
+    )
+    data_dir: Path = Field(
+        Path("./data"), description="Job database, local result store, SSH keys, sim world"
+    )
     log_level: str = "INFO"
     provider: Literal["auto", "vast", "static", "sim"] = Field(
         "auto", description="auto = vast when VAST_API_KEY is set, else the simulated world"
@@ -77,7 +81,9 @@ class Settings(BaseSettings):
     vast_request_timeout_s: float = 30.0
 
     # --- SSH and provisioning --------------------------------------------------------------------
-    ssh_key_path: Path | None = Field(None, description="Private key; default <data_dir>/ssh/id_ed25519 (made)")
+    ssh_key_path: Path | None = Field(
+        None, description="Private key; default <data_dir>/ssh/id_ed25519 (made)"
+    )
     comfy_dir: str = "/workspace/ComfyUI"
     comfy_internal_port: int = 18188
     hf_token: SecretStr | None = None
@@ -95,7 +101,9 @@ class Settings(BaseSettings):
     default_workflow: str = "wan22_i2v_lightx2v_gguf"
 
     # --- result store ----------------------------------------------------------------------------
-    store_backend: Literal["auto", "local", "r2"] = Field("auto", description="auto = r2 when R2_BUCKET is set")
+    store_backend: Literal["auto", "local", "r2"] = Field(
+        "auto", description="auto = r2 when R2_BUCKET is set"
+    )
     r2_account_id: str | None = None
     r2_access_key_id: SecretStr | None = None
     r2_secret_access_key: SecretStr | None = None
@@ -105,10 +113,14 @@ class Settings(BaseSettings):
     r2_endpoint_url: str | None = None
 
     # --- HTTP API --------------------------------------------------------------------------------
-    api_token: SecretStr | None = Field(None, description="Bearer token required by the API (health excluded)")
+    api_token: SecretStr | None = Field(
+        None, description="Bearer token required by the API (health excluded)"
+    )
     host: str = "127.0.0.1"
     port: int = 8000
-    public_url: str | None = Field(None, description="How clients reach this server; default http://host:port")
+    public_url: str | None = Field(
+        None, description="How clients reach this server; default http://host:port"
+    )
     webhook_secret: SecretStr | None = None
     max_image_bytes: int = 20 * 1024 * 1024
     max_image_pixels: int = 4096 * 4096
@@ -126,7 +138,9 @@ class Settings(BaseSettings):
 
     # --- simulated world -------------------------------------------------------------------------
     sim_step_delay_s: float = Field(0.25, description="Emulated seconds per sampler step")
-    sim_time_scale: float = Field(1.0, description="Emulated Vast.ai boot time multiplier (0 = instant)")
+    sim_time_scale: float = Field(
+        0.05, description="Emulated Vast.ai boot time multiplier (1 = as slow as the real thing, 0 = instant)"
+    )
 
     @field_validator("vast_gpu_names", "vast_regions", mode="before")
     @classmethod

@@ -145,6 +145,8 @@ while IFS= read -r line || [ -n "$line" ]; do
 done <"$PLAN"
 
 [ -n "$COMFY_DIR_ARG" ] && COMFY_DIR=$COMFY_DIR_ARG
+# "~/..." = under the login user's home (a user's own box, or a simulated instance's sandbox).
+case $COMFY_DIR in "~/"*) COMFY_DIR="$HOME/${COMFY_DIR#"~/"}" ;; "~") COMFY_DIR=$HOME ;; esac
 is_uint "$PARALLEL" && [ "$PARALLEL" -ge 1 ] || PARALLEL=4
 is_uint "$RETRIES" && [ "$RETRIES" -ge 1 ] || RETRIES=6
 PROGRESS_US=$(awk -v s="$PROGRESS_INTERVAL" 'BEGIN { u = int(s * 1000000); print (u >= 100000 ? u : 1000000) }')

@@ -1,10 +1,53 @@
-"""`comfyfleet sim ...` commands: the simulated world's stand-ins, served standalone."""
+"""`comfyfleet sim ...` commands: the simulated world, or one of its stand-ins, served standalone."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import json
+
 import typer
 
-sim = typer.Typer(help="Simulated world: stand-ins for Vast.ai and ComfyUI.", no_args_is_help=True)
+sim = typer.Typer(
+    help="Simulated world: the Vast.ai emulator, simulated instances (SSH + ComfyUI emulator), the model "
+    "server. With no subcommand: start the whole world and print its endpoints.",
+    invoke_without_command=True,
+)
+
+
+@sim.callback()
+def world(
+    ctx: typer.Context,
+    as_json: bool = typer.Option(False, "--json", help="Print the endpoints as JSON"),
+    max_seconds: float | None = typer.Option(None, "--max-seconds", hidden=True, help="Stop after N seconds"),
+) -> None:
+    """Start the simulated world alone (until Ctrl-C); `serve` and `generate` then attach to it."""
+    if ctx.invoked_subcommand is not None:
+        return
+    from app.config import get_settings
+    from app.sim.world import publish, start_world
+
+    async def run() -> None:
+        w = await start_world(get_settings(), attach=False)
+        try:
+            marker = publish(w)
+            if as_json:
+                typer.echo(json.dumps({**w.endpoints, "world_file": str(marker)}))
+            else:
+                typer.secho("SIMULATED WORLD (no real GPUs, no real Vast.ai account)", bold=True, fg="yellow")
+                for name, value in w.describe():
+                    typer.echo(f"  {name:24s} {value}")
+                typer.echo(f"  {'endpoints file':24s} {marker}")
+                typer.echo("`comfyfleet serve` / `comfyfleet generate` with the same DATA_DIR attach to it.")
+            if max_seconds is not None:
+                await asyncio.sleep(max_seconds)
+            else:
+                await asyncio.Event().wait()
+        finally:
+            await w.stop()
+
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(run())
 
 
 def register(cli: typer.Typer) -> None:

@@ -32,9 +32,74 @@ class _HomeSFTP(asyncssh.SFTPServer):
         return path if path.startswith(b"/") else posixpath.join(self._home, path)
 
 
+_LOOPBACK = frozenset({"127.0.0.1", "localhost", "::1"})
+
+
+class _ForwardSession(asyncssh.SSHTCPSession):
+    """A forwarded channel piped to a host port chosen by the server (the simulated instance's own
+    loopback: its ComfyUI at 127.0.0.1:18188 is really the emulator's random port on this machine)."""
+
+    def __init__(self, host: str, port: int) -> None:
+        self._target = (host, port)
+        self._chan: asyncssh.SSHTCPChannel | None = None
+        self._writer: asyncio.StreamWriter | None = None
+        self._pending: list[bytes] = []
+        self._eof = False
+        self._task: asyncio.Task | None = None
+
+    def connection_made(self, chan: asyncssh.SSHTCPChannel) -> None:
+        self._chan = chan
+        self._task = asyncio.get_running_loop().create_task(self._pump())
+
+    async def _pump(self) -> None:
+        assert self._chan is not None
+        try:
+            reader, self._writer = await asyncio.wait_for(asyncio.open_connection(*self._target), 10)
+        except (OSError, TimeoutError):
+            self._chan.close()
+            return
+        for chunk in self._pending:
+            self._writer.write(chunk)
+        self._pending.clear()
+        if self._eof:
+            self._writer.write_eof()
+        try:
+            while chunk := await reader.read(65536):
+                self._chan.write(chunk)
+            self._chan.write_eof()
+        except (OSError, asyncssh.Error):
+            pass
+        finally:
+            self._chan.close()
+
+    def data_received(self, data: bytes, datatype: asyncssh.DataType) -> None:
+        if self._writer is None:
+            self._pending.append(data)
+        else:
+            self._writer.write(data)
+
+    def eof_received(self) -> bool:
+        self._eof = True
+        if self._writer is not None and self._writer.can_write_eof():
+            self._writer.write_eof()
+        return True
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self._writer is not None:
+            self._writer.close()
+        if self._task is not None and not self._task.done() and self._writer is None:
+            self._task.cancel()
+
+
 class _Server(asyncssh.SSHServer):
-    def connection_requested(self, dest_host: str, dest_port: int, orig_host: str, orig_port: int) -> bool:
-        return True  # allow `ssh -L` (the control plane tunnels to ComfyUI on the instance's loopback)
+    def __init__(self, port_map: dict[int, int]) -> None:
+        self._port_map = port_map
+
+    def connection_requested(self, dest_host: str, dest_port: int, orig_host: str, orig_port: int):
+        # allow `ssh -L` (the control plane tunnels to ComfyUI on the instance's loopback)
+        if dest_host in _LOOPBACK and dest_port in self._port_map:
+            return _ForwardSession("127.0.0.1", self._port_map[dest_port])
+        return True
 
 
 class SandboxSSHServer:
@@ -46,12 +111,15 @@ class SandboxSSHServer:
         authorized_keys: str | Iterable[str],
         *,
         host_key: asyncssh.SSHKey | None = None,
+        port_map: dict[int, int] | None = None,
     ) -> None:
         self.sandbox = Path(sandbox_dir).resolve()
         self.sandbox.mkdir(parents=True, exist_ok=True)
         lines = [authorized_keys] if isinstance(authorized_keys, str) else list(authorized_keys)
         self._authorized = asyncssh.import_authorized_keys("\n".join(lines) + "\n")
         self._host_key = host_key or asyncssh.generate_private_key("ssh-ed25519")
+        # loopback port on the "instance" -> real port on this machine (see _ForwardSession)
+        self.port_map: dict[int, int] = dict(port_map or {})
         self._server: asyncssh.SSHAcceptor | None = None
         self._children: set[asyncio.subprocess.Process] = set()
         self._pgids: set[int] = set()  # every process group we started; descendants may outlive bash
@@ -62,9 +130,13 @@ class SandboxSSHServer:
     def host_key_line(self) -> str:
         return " ".join(self._host_key.export_public_key("openssh").decode().split()[:2])
 
+    def add_authorized_key(self, key: str) -> None:
+        """A key attached while the instance runs (Vast's per-instance `attach ssh`)."""
+        self._authorized.load(key.strip() + "\n")
+
     async def start(self, host: str = "127.0.0.1", port: int = 0) -> int:
         self._server = await asyncssh.create_server(
-            _Server,
+            lambda: _Server(self.port_map),
             host,
             port,
             server_host_keys=[self._host_key],

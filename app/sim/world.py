@@ -1,0 +1,257 @@
+"""The simulated world: everything comfyfleet talks to, on this machine, with no account and no GPU.
+
+- a Vast.ai API emulator (`app.sim.vast`) with a default market of offers;
+- behind each instance it rents: a sandbox directory with a real SSH server running real shell commands
+  (`app.sim.sshserver`) and a ComfyUI API emulator (`app.sim.comfyui`) listening on the instance's
+  "loopback" (the SSH server maps 127.0.0.1:<comfy_internal_port> to it, so the product's SSH tunnel is
+  the same as on Vast);
+- a model-file server standing in for Hugging Face (`app.sim.modelserver`), and local git repos standing
+  in for the custom nodes' GitHub repos.
+
+The product code cannot tell: `start_world` returns the settings that point it at these far ends (the Vast
+API URL and key, the model mirror, the custom-node sources, a ComfyUI dir under the SSH user's home) and
+keeps `provider = "sim"`, so every result is labelled simulated. `comfyfleet sim` runs a world on its own
+and writes its endpoints to `<data_dir>/sim/world.json`; a later `serve`/`generate` attaches to it instead
+of starting a second one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import secrets
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+from pydantic import SecretStr
+
+from app.config import Settings
+from app.sim.comfyui import ComfyEmulator, default_object_info
+from app.sim.modelserver import ModelServer, default_files, sim_node_sources
+from app.sim.sshserver import SandboxSSHServer, install_restart_hook, sim_restart_command
+from app.sim.vast import BackendInfo, VastEmulator, default_market
+from app.workflows import load_workflows
+
+log = logging.getLogger(__name__)
+
+SIM_COMFY_DIR = "~/workspace/ComfyUI"  # as on Vast's image (/workspace/ComfyUI), under the sandbox home
+_COMFY_FOLDERS = ("models", "custom_nodes", "input", "output", "temp", "user")
+
+
+@dataclass
+class _Box:
+    """One running simulated instance: its SSH server and its ComfyUI emulator."""
+
+    sandbox: Path
+    ssh: SandboxSSHServer
+    comfy: ComfyEmulator
+
+
+class SimInstanceBackend:
+    """`app.sim.vast.InstanceBackend`: what boots "inside" each rented simulated instance."""
+
+    def __init__(self, root: Path, *, internal_port: int, step_delay_s: float) -> None:
+        self.root = root
+        self.internal_port = internal_port
+        self.step_delay_s = step_delay_s
+        self.object_info = default_object_info()
+        self.boxes: dict[int, _Box] = {}
+
+    async def boot(self, instance_id: int, create_body: dict[str, Any], ssh_keys: list[str]) -> BackendInfo:
+        await self.teardown(instance_id)  # a restart boots again on the same disk
+        sandbox = self.root / f"instance-{instance_id}"
+        comfy_dir = sandbox / "workspace" / "ComfyUI"
+        for folder in _COMFY_FOLDERS:
+            (comfy_dir / folder).mkdir(parents=True, exist_ok=True)
+        env = create_body.get("env") if isinstance(create_body.get("env"), dict) else {}
+        published = any(k.startswith("-p ") and k.split(":")[-1].startswith("8188") for k in env)
+        # On Vast's image ComfyUI's internal port (reached through the SSH tunnel) has no auth; Caddy checks
+        # the WEB_PASSWORD token on the published port. One emulator stands for both: it requires the
+        # token only when the port is published.
+        token = (env.get("WEB_PASSWORD") or None) if published else None
+        comfy = ComfyEmulator(
+            comfy_dir, object_info=self.object_info, step_delay_s=self.step_delay_s, token=token
+        )
+        comfy_url = await comfy.start("127.0.0.1", 0)
+        comfy_port = int(comfy_url.rstrip("/").rsplit(":", 1)[1])
+        restart = sim_restart_command(comfy_url)
+        if token:
+            restart = restart.replace("curl ", f"curl -H 'Authorization: Bearer {token}' ", 1)
+        install_restart_hook(comfy_dir, restart)
+        ssh = SandboxSSHServer(sandbox, ssh_keys, port_map={self.internal_port: comfy_port})
+        ssh_port = await ssh.start("127.0.0.1", 0)
+        self.boxes[instance_id] = _Box(sandbox, ssh, comfy)
+        ports = {"22/tcp": ssh_port}
+        if published:
+            ports["8188/tcp"] = comfy_port  # direct access: ComfyUI published, token required
+        return BackendInfo(public_ipaddr="127.0.0.1", ssh_host="127.0.0.1", ssh_port=ssh_port, ports=ports)
+
+    async def add_ssh_key(self, instance_id: int, key: str) -> None:
+        box = self.boxes.get(instance_id)
+        if box is not None:
+            box.ssh.add_authorized_key(key)
+
+    async def teardown(self, instance_id: int) -> None:
+        box = self.boxes.pop(instance_id, None)
+        if box is None:
+            return
+        with contextlib.suppress(Exception):
+            await box.ssh.stop()
+        with contextlib.suppress(Exception):
+            await box.comfy.stop()
+
+    async def close(self) -> None:
+        for instance_id in list(self.boxes):
+            await self.teardown(instance_id)
+
+
+@dataclass
+class World:
+    """A running (or attached) simulated world and the settings that point the product at it."""
+
+    settings: Settings
+    endpoints: dict[str, Any]
+    emulator: VastEmulator | None = None
+    mirror: ModelServer | None = None
+    backend: SimInstanceBackend | None = None
+    root: Path | None = None
+    attached: bool = False
+    _stopped: bool = field(default=False, repr=False)
+
+    async def stop(self) -> None:
+        """Stop what this process started (an attached world keeps running in its own process)."""
+        if self._stopped or self.attached:
+            return
+        self._stopped = True
+        if self.backend is not None:
+            await self.backend.close()
+        if self.emulator is not None:
+            await self.emulator.stop()
+        if self.mirror is not None:
+            await self.mirror.stop()
+        if self.root is not None:
+            marker = self.root.parent / "world.json"
+            with contextlib.suppress(OSError, ValueError):
+                if json.loads(marker.read_text()).get("pid") == os.getpid():
+                    marker.unlink()
+
+    def describe(self) -> list[tuple[str, str]]:
+        e = self.endpoints
+        return [
+            ("Vast.ai API emulator", f"{e['vast_api_url']}  (key {e['vast_api_key']})"),
+            ("model-file server", e["model_mirror_url"]),
+            ("custom-node git repos", ", ".join(f"{k}: {v[0]}" for k, v in e["custom_node_sources"].items())),
+            ("instances (sandboxes)", e["instances_dir"]),
+        ]
+
+
+def world_settings(settings: Settings, endpoints: dict[str, Any]) -> Settings:
+    """The product's settings, pointed at the world's far ends; provider stays "sim" (results say so)."""
+    return settings.model_copy(
+        update={
+            "provider": "sim",
+            "vast_api_url": endpoints["vast_api_url"],
+            "vast_api_key": SecretStr(endpoints["vast_api_key"]),
+            "model_mirror_url": endpoints["model_mirror_url"],
+            "custom_node_sources": {k: tuple(v) for k, v in endpoints["custom_node_sources"].items()},
+            "comfy_dir": SIM_COMFY_DIR,
+            "hf_token": None,
+        }
+    )
+
+
+def _model_specs(settings: Settings) -> list:
+    """The files every known workflow needs, as small generated stand-ins (real names and folders)."""
+    specs = {(f.folder, f.name): f for f in default_files()}
+    try:
+        workflows = load_workflows(settings)
+    except Exception as exc:  # a broken user workflow must not stop the world
+        log.warning("simulated world: could not load every workflow (%s); serving the default files", exc)
+        return list(specs.values())
+    from app.sim.modelserver import FileSpec
+
+    for wf in workflows.values():
+        for m in wf.models:
+            specs.setdefault((m.folder, m.name), FileSpec(m.folder, m.name, 2 * 1024 * 1024))
+    return list(specs.values())
+
+
+def _node_names(settings: Settings) -> list[str]:
+    try:
+        return sorted({n.name for wf in load_workflows(settings).values() for n in wf.custom_nodes})
+    except Exception:
+        return ["ComfyUI-GGUF", "comfyui-videohelpersuite"]
+
+
+async def _attach(settings: Settings, marker: Path) -> World | None:
+    """A world started by `comfyfleet sim` in another process, if it is still answering."""
+    try:
+        endpoints = json.loads(marker.read_text())  # noqa: ASYNC240 (a tiny local file)
+    except (OSError, ValueError):
+        return None
+    try:
+        async with httpx.AsyncClient(timeout=2.0) as client:
+            r = await client.get(
+                endpoints["vast_api_url"].rstrip("/") + "/api/v0/users/current/",
+                headers={"Authorization": f"Bearer {endpoints['vast_api_key']}"},
+            )
+        if r.status_code != 200:
+            return None
+    except (httpx.HTTPError, KeyError):
+        return None
+    return World(world_settings(settings, endpoints), endpoints, attached=True)
+
+
+async def start_world(settings: Settings, *, attach: bool = True, fresh: bool = False) -> World:
+    """Start (or attach to) the simulated world for `settings.data_dir`."""
+    base = (settings.data_dir / "sim").resolve()
+    marker = base / "world.json"
+    if attach and not fresh:
+        world = await _attach(settings, marker)
+        if world is not None:
+            log.info("attached to the simulated world of process %s", world.endpoints.get("pid"))
+            return world
+    root = base / f"world-{os.getpid()}"
+    if root.exists():
+        shutil.rmtree(root, ignore_errors=True)
+    root.mkdir(parents=True)
+    mirror = ModelServer(base / "models", _model_specs(settings))
+    mirror_url = await mirror.start("127.0.0.1", 0)
+    node_sources = await asyncio.to_thread(sim_node_sources, base / "repos", _node_names(settings))
+    backend = SimInstanceBackend(
+        root / "instances", internal_port=settings.comfy_internal_port, step_delay_s=settings.sim_step_delay_s
+    )
+    api_key = "sim-" + secrets.token_hex(16)
+    emulator = VastEmulator(
+        default_market(), api_key=api_key, time_scale=settings.sim_time_scale, backend=backend
+    )
+    try:
+        vast_url = await emulator.start("127.0.0.1", 0)
+    except BaseException:
+        await mirror.stop()
+        raise
+    endpoints = {
+        "simulated": True,
+        "pid": os.getpid(),
+        "vast_api_url": vast_url.rstrip("/"),
+        "vast_api_key": api_key,  # a simulated key: printing it is fine
+        "model_mirror_url": mirror_url.rstrip("/"),
+        "custom_node_sources": {k: list(v) for k, v in node_sources.items()},
+        "instances_dir": str(root / "instances"),
+    }
+    world = World(world_settings(settings, endpoints), endpoints, emulator, mirror, backend, root)
+    return world
+
+
+def publish(world: World) -> Path:
+    """Write the world's endpoints where a later `serve`/`generate` finds them (`comfyfleet sim`)."""
+    marker = (world.settings.data_dir / "sim" / "world.json").resolve()
+    marker.parent.mkdir(parents=True, exist_ok=True)
+    marker.write_text(json.dumps(world.endpoints, indent=2))
+    return marker
