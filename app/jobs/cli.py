@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import shutil
 import time
 from pathlib import Path
@@ -36,6 +37,7 @@ def serve(
 
     settings = _with(get_settings(), host=host, port=port)
     setup_logging(settings.log_level)
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per ComfyUI poll is noise
     _banner(settings, f"serving on http://{settings.host}:{settings.port} (docs at /docs)")
 
     async def main() -> None:
@@ -178,7 +180,7 @@ async def _follow(services: Any, job_id: str, *, quiet: bool) -> Any:
                         total=detail["bytes_total"],
                         info=_mb(detail["bytes_done"], detail["bytes_total"]),
                     )
-                if detail.get("steps"):
+                if str(ev.get("stage") or "").startswith("sampling") and detail.get("steps"):
                     if samp is None:
                         samp = bars.add_task("sampling", total=detail["steps"], info="")
                     bars.update(

@@ -5,6 +5,10 @@ import asyncio
 import contextlib
 import time
 
+# Starlette's FileResponse imports anyio's file module lazily, mid-request; under pytest that import is
+# assertion-rewritten (ast.parse) while worker threads run, which trips a CPython 3.11 race
+# ("AST constructor recursion depth mismatch"). Importing it up front avoids the race.
+import anyio._core._fileio  # noqa: F401
 import av
 
 from app.comfy import ComfyClient
