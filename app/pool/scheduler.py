@@ -136,10 +136,34 @@ class Pool:
         self._rent_failures = 0
         self.rents_started = 0
         self._closed = False
+        self._rentals_bg: asyncio.Task | None = None  # background re-adoption after a failed list
 
     # --- lifecycle ---------------------------------------------------------------------------------
-    async def start(self) -> None:
-        """Adopt the provider's live, usable instances (reuse across restarts; static endpoints)."""
+    async def start(self, retry_s: float = 30.0) -> None:
+        """Adopt the provider's live, usable instances (reuse across restarts; static endpoints). A failed
+        list is an alarm, not "no instances": it is logged and retried in the background."""
+        try:
+            await self._adopt()
+        except Exception as exc:
+            log.error(
+                "pool: ALARM: listing %s instances failed (%s); retrying every %.0f s",
+                self._provider.name,
+                redact(str(exc)),
+                retry_s,
+            )
+            task = asyncio.get_running_loop().create_task(self._adopt_later(retry_s))
+            self._rentals_bg = task
+
+    async def _adopt_later(self, retry_s: float) -> None:
+        while not self._closed:
+            await asyncio.sleep(retry_s)
+            try:
+                await self._adopt()
+                return
+            except Exception as exc:
+                log.error("pool: ALARM: listing instances still fails: %s", redact(str(exc)))
+
+    async def _adopt(self) -> None:
         for inst in await self._provider.list():
             if (
                 inst.state in (InstanceState.READY, InstanceState.PROVISIONING)
@@ -154,6 +178,8 @@ class Pool:
     async def stop(self) -> None:
         """Stop renting and close connections. Instances stay alive (reused after a restart, or reaped)."""
         self._closed = True
+        if self._rentals_bg is not None:
+            self._rentals_bg.cancel()
         for t in list(self._rentals):
             t.cancel()
         for t in list(self._rentals):

@@ -156,3 +156,16 @@ async def test_instance_that_cannot_be_prepared_is_retired_not_reused(tmp_path):
         prep.fail = None
         ok = await w.wait((await w.submit(seed=2)).id)
         assert ok.state == "succeeded" and ok.instance_id == "i2"
+
+
+async def test_failed_list_at_start_is_retried_and_does_not_stop_the_service(tmp_path):
+    provider = FakeProvider()
+    existing = provider.add(InstanceState.READY)
+    provider.fail_list = ComfyfleetError("Vast answered 503")
+    async with world(tmp_path, provider=provider, start=False) as w:
+        await w.services.pool.start(retry_s=0.05)
+        assert w.services.pool.members == {}
+        provider.fail_list = None
+        await asyncio.sleep(0.2)
+        assert existing.id in w.services.pool.members
+        await w.services.pool.stop()
