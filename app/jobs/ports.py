@@ -7,7 +7,6 @@ classes (ComfyClient, the provisioning functions, the store) to these shapes; te
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
@@ -90,10 +89,3 @@ class Ledger(Protocol):
     async def list(self, alive_only: bool = True) -> list[Instance]: ...
 
     async def mark_destroyed(self, id: str) -> None: ...
-
-
-async def maybe_await(value: Any) -> Any:
-    """Stores may expose sync or async `url`/`head`; accept both at the seam."""
-    if inspect.isawaitable(value):
-        return await value
-    return value

@@ -136,7 +136,7 @@ class Pool:
         self._rent_failures = 0
         self.rents_started = 0
         self._closed = False
-        self._rentals_bg: asyncio.Task | None = None  # background re-adoption after a failed list
+        self._adopt_task: asyncio.Task | None = None  # background re-adoption after a failed list
 
     # --- lifecycle ---------------------------------------------------------------------------------
     async def start(self, retry_s: float = 30.0) -> None:
@@ -152,7 +152,7 @@ class Pool:
                 retry_s,
             )
             task = asyncio.get_running_loop().create_task(self._adopt_later(retry_s))
-            self._rentals_bg = task
+            self._adopt_task = task
 
     async def _adopt_later(self, retry_s: float) -> None:
         while not self._closed:
@@ -178,8 +178,8 @@ class Pool:
     async def stop(self) -> None:
         """Stop renting and close connections. Instances stay alive (reused after a restart, or reaped)."""
         self._closed = True
-        if self._rentals_bg is not None:
-            self._rentals_bg.cancel()
+        if self._adopt_task is not None:
+            self._adopt_task.cancel()
         for t in list(self._rentals):
             t.cancel()
         for t in list(self._rentals):
