@@ -21,6 +21,7 @@ import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 from urllib.parse import urljoin, urlsplit, urlunsplit
 
 import httpx
@@ -142,6 +143,26 @@ class ImageIntake:
         """For other outbound URLs (webhooks): the same address rules, raising ValidationError."""
         await self.check_url(url, "webhook_url")
 
+    async def pinned_request(
+        self, client: httpx.AsyncClient, method: str, url: str, field: str, **kwargs: Any
+    ) -> httpx.Request:
+        """A request to `url` that connects to the address just checked (Host header and TLS SNI keep the
+        name), so a DNS answer that changes between check and connect cannot redirect it inward."""
+        host, port, addr = await self.check_url(url, field)
+        parts = urlsplit(url)
+        ip_host = f"[{addr}]" if ":" in addr else addr
+        pinned = urlunsplit((parts.scheme, f"{ip_host}:{port}", parts.path or "/", parts.query, ""))
+        headers = dict(kwargs.pop("headers", None) or {})
+        headers["Host"] = host if parts.port is None else f"{host}:{parts.port}"
+        return client.build_request(
+            method, pinned, headers=headers, extensions={"sni_hostname": host}, **kwargs
+        )
+
+    async def pinned_post(
+        self, client: httpx.AsyncClient, url: str, body: bytes, headers: dict
+    ) -> httpx.Request:
+        return await self.pinned_request(client, "POST", url, "webhook_url", content=body, headers=headers)
+
     # --- sources -----------------------------------------------------------------------------------
     async def from_url(self, url: str, field: str = "image_url") -> InputImage:
         self.staging.mkdir(parents=True, exist_ok=True)
@@ -152,17 +173,8 @@ class ImageIntake:
             ) as client:
                 current = url
                 for _ in range(self.max_redirects + 1):
-                    host, port, addr = await self.check_url(current, field)
-                    parts = urlsplit(current)
-                    ip_host = f"[{addr}]" if ":" in addr else addr
-                    netloc = f"{ip_host}:{port}"
-                    pinned = urlunsplit((parts.scheme, netloc, parts.path or "/", parts.query, ""))
-                    headers = {
-                        "Host": host if parts.port is None else f"{host}:{parts.port}",
-                        "Accept": "image/*",
-                    }
-                    req = client.build_request(
-                        "GET", pinned, headers=headers, extensions={"sni_hostname": host}
+                    req = await self.pinned_request(
+                        client, "GET", current, field, headers={"Accept": "image/*"}
                     )
                     resp = await client.send(req, stream=True)
                     try:

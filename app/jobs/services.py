@@ -212,7 +212,7 @@ def assemble(
         repo,
         secret=settings.webhook_secret.get_secret_value() if settings.webhook_secret else None,
         client=webhook_client,
-        url_guard=intake.guard,
+        build_request=intake.pinned_post,
         on_result=lambda outcome: metrics.webhooks.labels(outcome).inc(),
         **({"backoff_s": webhook_backoff_s} if webhook_backoff_s else {}),
     )

@@ -71,7 +71,8 @@ class WebhookSender:
         *,
         secret: str | None,
         client: httpx.AsyncClient | None = None,
-        url_guard: Callable[[str], Awaitable[None]] | None = None,
+        build_request: Callable[[httpx.AsyncClient, str, bytes, dict], Awaitable[httpx.Request]]
+        | None = None,
         backoff_s: tuple[float, ...] = DEFAULT_BACKOFF_S,
         max_attempts: int = 8,
         timeout_s: float = 10.0,
@@ -83,7 +84,8 @@ class WebhookSender:
         self.secret = secret
         self._client = client
         self._own_client = client is None
-        self.url_guard = url_guard
+        # Builds the POST (the API's SSRF guard pins it to a checked public address); None = plain POST.
+        self.build_request = build_request
         self.backoff_s = backoff_s
         self.max_attempts = max_attempts
         self.timeout_s = timeout_s
@@ -164,10 +166,12 @@ class WebhookSender:
         attempts = (job.webhook_attempts or 0) + 1
         error: str | None = None
         try:
-            if self.url_guard is not None:
-                await self.url_guard(job.webhook_url or "")
             async with asyncio.timeout(self.timeout_s):
-                resp = await self._client.post(job.webhook_url or "", content=body, headers=headers)
+                if self.build_request is not None:
+                    req = await self.build_request(self._client, job.webhook_url or "", body, headers)
+                    resp = await self._client.send(req)
+                else:
+                    resp = await self._client.post(job.webhook_url or "", content=body, headers=headers)
             if 200 <= resp.status_code < 300:
                 await self.repo.set_fields(
                     job.id,

@@ -169,3 +169,42 @@ async def test_webhook_to_private_address_is_refused_at_submit(tmp_path):
         assert await w.services.repo.list() == []
         inputs = w.settings.data_dir / "inputs"
         assert [p for p in inputs.rglob("*") if p.is_file()] == []
+
+
+async def test_webhook_host_that_turns_private_after_submit_is_not_called(tmp_path):
+    answers = {"hooks.example.com": ["127.0.0.1"]}
+
+    async def resolver(host, port):
+        return answers[host]
+
+    rx = Receiver(free_port())
+    await rx.start()
+    intake = ImageIntake(
+        tmp_path / "data" / "inputs",
+        max_bytes=10**7,
+        max_pixels=10**8,
+        allow_loopback=True,
+        resolver=resolver,
+    )
+    try:
+        async with world(tmp_path, intake=intake, webhook_backoff_s=(0.05,)) as w:
+            w.services.webhooks.poll_interval_s = 0.02
+            w.services.manager.spawn = lambda *a, **k: None
+            job = await w.submit(seed=1, webhook_url=f"http://hooks.example.com:{rx.port}/hook")
+            answers["hooks.example.com"] = ["10.0.0.7"]  # DNS rebinding after the check at submit
+            await w.services.runner.run(job.id)
+            for _ in range(200):
+                if (await w.services.repo.require(job.id)).webhook_attempts >= 1:
+                    break
+                await asyncio.sleep(0.01)
+            job = await w.services.repo.require(job.id)
+            assert job.webhook_status == "pending" and "private address" in job.webhook_last_error
+            assert rx.received == []
+            answers["hooks.example.com"] = ["127.0.0.1"]
+            for _ in range(300):
+                if (await w.services.repo.require(job.id)).webhook_status == "delivered":
+                    break
+                await asyncio.sleep(0.01)
+            assert len(rx.received) == 1 and rx.received[0][0]["Host"] == f"hooks.example.com:{rx.port}"
+    finally:
+        await rx.stop()
