@@ -43,8 +43,9 @@ def make_sessionmaker(engine: AsyncEngine) -> async_sessionmaker:
 
 async def init_db(engine: AsyncEngine) -> None:
     """Create every table of every room (imports register them on `Base.metadata`)."""
-    import app.pool.ledger  # noqa: F401  (registers the instances table)
+    # Importing the rooms' table modules registers their tables on Base.metadata.
+    import app.jobs.models
+    import app.pool.ledger
 
-    import app.jobs.models  # noqa: F401  (registers the jobs and cleanup_actions tables)
     async with engine.begin() as conn:
         await conn.run_sync(Base.metadata.create_all)
