@@ -6,6 +6,7 @@ jobs) and all share this `Base`, so `init_db` creates everything in one place.
 
 from __future__ import annotations
 
+import importlib
 from pathlib import Path
 
 from sqlalchemy import event
@@ -44,8 +45,8 @@ def make_sessionmaker(engine: AsyncEngine) -> async_sessionmaker:
 async def init_db(engine: AsyncEngine) -> None:
     """Create every table of every room (imports register them on `Base.metadata`)."""
     # Importing the rooms' table modules registers their tables on Base.metadata.
-    import app.jobs.models
-    import app.pool.ledger
+    for module in ("app.jobs.models", "app.pool.ledger"):
+        importlib.import_module(module)
 
     async with engine.begin() as conn:
         await conn.run_sync(Base.metadata.create_all)
