@@ -25,10 +25,17 @@ PY="${PYTHON:-python3}"
 if [ ! -x .venv/bin/python ]; then
   "$PY" -m venv .venv
 fi
-.venv/bin/python -m pip install -q --upgrade pip 2>&1 | grep -v "^WARNING" || true
+pip_quiet() {  # pip's (and the build backend's) chatter goes to a log; shown only when it fails
+  if ! .venv/bin/python -m pip install -q "$@" > .venv/pip.log 2>&1; then
+    cat .venv/pip.log >&2
+    echo "setup: pip install $* failed (log above)" >&2
+    exit 1
+  fi
+}
+pip_quiet --upgrade pip
 if [ "$want_test" = 1 ]; then
-  .venv/bin/python -m pip install -q -e ".[test,conformance]" 2>&1 | grep -v "^WARNING" || true
+  pip_quiet -e ".[test,conformance]"
 else
-  .venv/bin/python -m pip install -q -e . 2>&1 | grep -v "^WARNING" || true
+  pip_quiet -e .
 fi
 .venv/bin/python -c "import app.cli" >/dev/null
