@@ -4,12 +4,13 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from typing import Any
 
-from sqlalchemy import func, select, update
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy import bindparam, func, insert, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection, async_sessionmaker
 
 from app.jobs.models import (
     ACTIVE_STATES,
@@ -23,50 +24,156 @@ from app.jobs.models import (
 )
 from app.redact import redact
 
+_T = Job.__table__
+_ACTIVE = [st.value for st in ACTIVE_STATES]
+_INSERT = insert(_T)
+_SELECT_ONE = select(_T).where(_T.c.id == bindparam("_id"))
+
 
 class JobNotFound(LookupError):
     pass
 
 
+def _defaults() -> dict[str, Any]:
+    """A full row of column defaults, so every INSERT has the same shape (one executemany per batch)."""
+    out: dict[str, Any] = {}
+    for col in _T.columns:
+        d = col.default
+        if d is None:
+            out[col.name] = None
+        elif getattr(d, "is_callable", False):
+            out[col.name] = d.arg(None)  # SQLAlchemy wraps zero-argument callables to take a context
+        else:
+            out[col.name] = d.arg
+    return out
+
+
+# Statements are built once per shape: SQLAlchemy then finds the compiled form in its cache without
+# rebuilding and re-hashing the expression each time (the ORM path cost ~1 ms per write).
+_UPDATES: dict[tuple[str, tuple[str, ...]], Any] = {}
+
+
+def _set_clause(cols: Iterable[str]) -> dict[str, Any]:
+    return {c: bindparam(c, type_=_T.c[c].type) for c in cols}
+
+
+def _guarded_update(cols: tuple[str, ...]) -> Any:
+    """UPDATE ... WHERE id, state and updated_at are what this process last wrote (transition)."""
+    key = ("guarded", cols)
+    stmt = _UPDATES.get(key)
+    if stmt is None:
+        stmt = _UPDATES[key] = (
+            update(_T)
+            .where(
+                _T.c.id == bindparam("_id"),
+                _T.c.state == bindparam("_state"),
+                _T.c.updated_at == bindparam("_updated"),
+            )
+            .values(_set_clause(cols))
+        )
+    return stmt
+
+
+def _active_update(cols: tuple[str, ...]) -> Any:
+    """UPDATE ... WHERE id and the job has not ended (`update`)."""
+    key = ("active", cols)
+    stmt = _UPDATES.get(key)
+    if stmt is None:
+        stmt = _UPDATES[key] = (
+            update(_T)
+            # One fixed bind per state rather than an expanding IN, which executemany cannot take.
+            .where(
+                _T.c.id == bindparam("_id"),
+                _T.c.state.in_([bindparam(f"_active{i}", st) for i, st in enumerate(_ACTIVE)]),
+            )
+            .values(_set_clause(cols))
+        )
+    return stmt
+
+
+def _plain_update(cols: tuple[str, ...]) -> Any:
+    key = ("plain", cols)
+    stmt = _UPDATES.get(key)
+    if stmt is None:
+        stmt = _UPDATES[key] = update(_T).where(_T.c.id == bindparam("_id")).values(_set_clause(cols))
+    return stmt
+
+
+class _Plan:
+    """One single-row write the flusher may send in one executemany with others of the same statement.
+
+    `done(ok)` is called with whether the row was written; it returns the caller's result, or None to
+    say "not written: run `fallback` (in the same transaction) instead"."""
+
+    __slots__ = ("done", "fallback", "kind", "params", "stmt")
+
+    def __init__(self, stmt, params, done, fallback, kind: str) -> None:
+        self.stmt, self.params, self.done, self.fallback, self.kind = stmt, params, done, fallback, kind
+
+
+_Op = Callable[[AsyncConnection], Awaitable[Any]]
+
+
+class _Entry:
+    __slots__ = ("fut", "job_id", "op", "plan")
+
+    def __init__(self, op: _Op | None, plan: Callable[[], _Plan | None] | None, fut, job_id) -> None:
+        self.op, self.plan, self.fut, self.job_id = op, plan, fut, job_id
+
+
 class JobRepo:
     """Job rows. Writes go through one in-process writer that commits whatever is queued in a single
     transaction (group commit): every caller still awaits its own commit, so "written before the work
-    starts" holds, but 32 concurrent jobs share a handful of commits instead of queueing for 200. It also
-    keeps SQLite to one writer, and orders a cancel against a racing runner transition."""
+    starts" holds, but 32 concurrent jobs share a handful of commits instead of queueing for 200. Writes
+    of the same shape in one commit go out as one executemany of a prebuilt Core statement. The writer
+    also keeps SQLite to one writer, and orders a cancel against a racing runner transition."""
 
     def __init__(self, sessionmaker: async_sessionmaker, *, clock=time.time) -> None:
         self._sm = sessionmaker
+        self._engine = sessionmaker.kw.get("bind")
         self._clock = clock
-        self._pending: list[tuple[Callable[[AsyncSession], Awaitable[Any]], asyncio.Future, str | None]] = []
+        self._pending: list[_Entry] = []
         self._flusher: asyncio.Task | None = None
         # Rows of active jobs exactly as this process last wrote them (see `transition`).
         self._live: dict[str, Job] = {}
 
     # --- the writer --------------------------------------------------------------------------------
-    async def _write(self, op: Callable[[AsyncSession], Awaitable[Any]], job_id: str | None = None) -> Any:
-        fut = asyncio.get_running_loop().create_future()
-        self._pending.append((op, fut, job_id))
+    def _enqueue(self, entry: _Entry) -> Any:
+        self._pending.append(entry)
         if self._flusher is None or self._flusher.done():
             self._flusher = asyncio.get_running_loop().create_task(self._flush())
-        return await fut
+        return entry.fut
+
+    async def _write(self, op: _Op, job_id: str | None = None) -> Any:
+        fut = asyncio.get_running_loop().create_future()
+        return await self._enqueue(_Entry(op, None, fut, job_id))
+
+    async def _write_planned(self, plan: Callable[[], _Plan | None], slow: _Op, job_id: str) -> Any:
+        fut = asyncio.get_running_loop().create_future()
+        return await self._enqueue(_Entry(slow, plan, fut, job_id))
+
+    @contextlib.asynccontextmanager
+    async def _tx(self) -> AsyncIterator[AsyncConnection]:
+        if self._engine is not None:
+            async with self._engine.begin() as conn:
+                yield conn
+        else:
+            async with self._sm() as s, s.begin():
+                yield await s.connection()
 
     async def _flush(self) -> None:
         while self._pending:
             batch, self._pending = self._pending, []
             outcomes: list[tuple[asyncio.Future, Any, BaseException | None]] = []
             try:
-                async with self._sm() as s, s.begin():
-                    for op, fut, _ in batch:
-                        try:
-                            outcomes.append((fut, await op(s), None))
-                        except (IllegalTransition, JobNotFound) as exc:  # checked before writing anything
-                            outcomes.append((fut, None, exc))
+                async with self._tx() as conn:
+                    await self._run_batch(conn, batch, outcomes)
             except BaseException as exc:
-                for _, fut, job_id in batch:
-                    if job_id is not None:
-                        self._live.pop(job_id, None)  # the cached copy may hold uncommitted values
-                    if not fut.done():
-                        fut.set_exception(
+                for entry in batch:
+                    if entry.job_id is not None:
+                        self._live.pop(entry.job_id, None)  # the cached copy may hold uncommitted values
+                    if not entry.fut.done():
+                        entry.fut.set_exception(
                             exc if isinstance(exc, Exception) else RuntimeError("write aborted")
                         )
                 if not isinstance(exc, Exception):
@@ -80,21 +187,96 @@ class JobRepo:
                 else:
                     fut.set_result(result)
 
+    async def _run_batch(self, conn: AsyncConnection, batch: list[_Entry], outcomes: list) -> None:
+        """Run the batch in order. Planned writes collect into a segment (at most one per job, so their
+        order inside it does not matter) that is sent grouped by statement before anything that must
+        see its effect: a generic op, or a second write of a job already in the segment."""
+        segment: dict[int, list[tuple[_Entry, _Plan]]] = {}
+        in_segment: set[str] = set()
+        for entry in batch:
+            if entry.plan is not None:
+                if entry.job_id in in_segment:
+                    await self._run_segment(conn, segment, outcomes)
+                    segment, in_segment = {}, set()
+                try:
+                    plan = entry.plan()
+                except (IllegalTransition, JobNotFound) as exc:  # checked before writing anything
+                    outcomes.append((entry.fut, None, exc))
+                    continue
+                if plan is not None:
+                    segment.setdefault(id(plan.stmt), []).append((entry, plan))
+                    in_segment.add(entry.job_id)
+                    continue
+            if segment:
+                await self._run_segment(conn, segment, outcomes)
+                segment, in_segment = {}, set()
+            await self._run_op(conn, entry, entry.op, outcomes)
+        if segment:
+            await self._run_segment(conn, segment, outcomes)
+
+    @staticmethod
+    async def _run_op(conn: AsyncConnection, entry: _Entry, op: _Op, outcomes: list) -> None:
+        try:
+            outcomes.append((entry.fut, await op(conn), None))
+        except (IllegalTransition, JobNotFound) as exc:  # checked before writing anything
+            outcomes.append((entry.fut, None, exc))
+
+    async def _run_segment(
+        self, conn: AsyncConnection, segment: dict[int, list[tuple[_Entry, _Plan]]], outcomes: list
+    ) -> None:
+        multi_ok = conn.dialect.supports_sane_multi_rowcount
+        for items in segment.values():
+            stmt, kind = items[0][1].stmt, items[0][1].kind
+            if len(items) > 1 and multi_ok:
+                res = await conn.execute(stmt, [p.params for _, p in items])
+                if kind == "insert" or res.rowcount == len(items):  # a failed insert raises
+                    written = [True] * len(items)
+                else:
+                    written = await self._which_written(conn, kind, items)
+            else:
+                written = []
+                for _, p in items:
+                    n = (await conn.execute(stmt, p.params)).rowcount
+                    written.append(kind == "insert" or n == 1)
+            for (entry, plan), ok in zip(items, written, strict=True):
+                result = plan.done(ok)
+                if result is None:
+                    await self._run_op(conn, entry, plan.fallback, outcomes)
+                else:
+                    outcomes.append((entry.fut, result, None))
+
+    @staticmethod
+    async def _which_written(
+        conn: AsyncConnection, kind: str, items: list[tuple[_Entry, _Plan]]
+    ) -> list[bool]:
+        """Some rows of an executemany were not written (changed by another process): find which."""
+        if kind == "transition":  # written rows now carry exactly the state and updated_at we set
+            ids = [p.params["_id"] for _, p in items]
+            q = select(_T.c.id, _T.c.state, _T.c.updated_at).where(_T.c.id.in_(ids))
+            now = {r.id: (r.state, r.updated_at) for r in await conn.execute(q)}
+            return [now.get(p.params["_id"]) == (p.params["state"], p.params["updated_at"]) for _, p in items]
+        # Other writes are idempotent: send them one by one to learn each row's outcome.
+        stmt = items[0][1].stmt
+        return [(await conn.execute(stmt, p.params)).rowcount == 1 for _, p in items]
+
     # --- jobs --------------------------------------------------------------------------------------
     async def create(self, **fields: Any) -> Job:
         now = self._clock()
-        fields.setdefault("state", JobState.QUEUED.value)
-        fields.setdefault("stage", fields["state"])
-        job = Job(created_at=now, updated_at=now, stage_started_at=now, timings={}, **fields)
+        row = _defaults()
+        row.update(created_at=now, updated_at=now, stage_started_at=now, timings={})
+        row.update(fields)
+        row["state"] = row["state"] or JobState.QUEUED.value
+        row["stage"] = row["stage"] or row["state"]
 
-        async def op(s: AsyncSession) -> Job:
-            s.add(job)
-            await s.flush()
-            return job
+        def plan() -> _Plan:
+            def done(ok: bool) -> Job:
+                job = Job(**row)
+                self._live[job.id] = job
+                return job
 
-        await self._write(op)
-        self._live[job.id] = job
-        return job
+            return _Plan(_INSERT, row, done, _failed_insert, "insert")
+
+        return await self._write_planned(plan, _failed_insert, row["id"])
 
     async def get(self, job_id: str) -> Job | None:
         async with self._sm() as s:
@@ -115,40 +297,54 @@ class JobRepo:
         """Move the job to `target` (checked), closing the timing of the state it leaves; committed.
 
         Fast path: this process wrote the row last (its copy is in `_live`), so one guarded UPDATE does
-        it; the guard (same state and updated_at) sends anything changed elsewhere to the slow path."""
+        it; the guard (same state and updated_at) sends anything changed elsewhere to the slow path,
+        which reads the row first."""
         target = JobState(target)
 
-        async def op(s: AsyncSession) -> Job:
-            now = self._clock()
+        def plan() -> _Plan | None:
             live = self._live.get(job_id)
-            if live is not None:
-                check_transition(job_id, live.state, target.value)
-                values = self._transition_values(live, target, now, dict(fields))
-                res = await s.execute(
-                    update(Job)
-                    .where(Job.id == job_id, Job.state == live.state, Job.updated_at == live.updated_at)
-                    .values(**values)
-                    .execution_options(synchronize_session=False)
-                )
-                if res.rowcount == 1:
-                    for k, v in values.items():
-                        setattr(live, k, v)
-                    if target in TERMINAL_STATES:
-                        self._live.pop(job_id, None)
-                    return live
-                self._live.pop(job_id, None)
-            job = await s.get(Job, job_id, populate_existing=True)
-            if job is None:
-                raise JobNotFound(job_id)
-            check_transition(job_id, job.state, target.value)
-            for k, v in self._transition_values(job, target, now, dict(fields)).items():
-                setattr(job, k, v)
-            await s.flush()
-            if target not in TERMINAL_STATES:
-                self._live[job_id] = job
-            return job
+            if live is None:
+                return None
+            check_transition(job_id, live.state, target.value)
+            values = self._transition_values(live, target, self._clock(), dict(fields))
+            cols = tuple(sorted(values))
+            params = {"_id": job_id, "_state": live.state, "_updated": live.updated_at, **values}
 
-        return await self._write(op, job_id)
+            def done(ok: bool) -> Job | None:
+                if not ok:
+                    self._live.pop(job_id, None)
+                    return None
+                for k, v in values.items():
+                    setattr(live, k, v)
+                if target in TERMINAL_STATES:
+                    self._live.pop(job_id, None)
+                return live
+
+            return _Plan(_guarded_update(cols), params, done, slow, "transition")
+
+        async def slow(conn: AsyncConnection) -> Job:
+            for _ in range(5):  # the guard fails only when another process wrote in between: read again
+                job = await self._read(conn, job_id)
+                check_transition(job_id, job.state, target.value)
+                values = self._transition_values(job, target, self._clock(), dict(fields))
+                stmt = _guarded_update(tuple(sorted(values)))
+                params = {"_id": job_id, "_state": job.state, "_updated": job.updated_at, **values}
+                if (await conn.execute(stmt, params)).rowcount == 1:
+                    for k, v in values.items():
+                        setattr(job, k, v)
+                    if target not in TERMINAL_STATES:
+                        self._live[job_id] = job
+                    return job
+            raise RuntimeError(f"job {job_id} keeps changing under this transition to {target.value}")
+
+        return await self._write_planned(plan, slow, job_id)
+
+    @staticmethod
+    async def _read(conn: AsyncConnection, job_id: str) -> Job:
+        row = (await conn.execute(_SELECT_ONE, {"_id": job_id})).mappings().first()
+        if row is None:
+            raise JobNotFound(job_id)
+        return Job(**row)
 
     @staticmethod
     def _transition_values(job: Job, target: JobState, now: float, fields: dict[str, Any]) -> dict[str, Any]:
@@ -174,47 +370,48 @@ class JobRepo:
 
     async def update(self, job_id: str, **fields: Any) -> bool:
         """Update non-state fields of a job that has not ended. Returns False if it ended (or is unknown)."""
+        cols = tuple(sorted({*fields, "updated_at"}))
+        stmt = _active_update(cols)
 
-        async def op(s: AsyncSession) -> bool:
-            fields["updated_at"] = self._clock()
-            res = await s.execute(
-                update(Job)
-                .where(Job.id == job_id, Job.state.in_([st.value for st in ACTIVE_STATES]))
-                .values(**fields)
-                .execution_options(synchronize_session=False)
-            )
-            live = self._live.get(job_id)
-            if live is not None:
-                for k, v in fields.items():
-                    setattr(live, k, v)
-            return res.rowcount > 0
+        def plan() -> _Plan:
+            values = {**fields, "updated_at": self._clock()}
 
-        return await self._write(op, job_id)
+            def done(ok: bool) -> bool:
+                live = self._live.get(job_id)
+                if live is not None:
+                    if ok:
+                        for k, v in values.items():
+                            setattr(live, k, v)
+                    else:  # ended elsewhere: our copy is stale
+                        self._live.pop(job_id, None)
+                return ok
+
+            return _Plan(stmt, {"_id": job_id, **values}, done, _unreachable, "update")
+
+        return await self._write_planned(plan, _unreachable, job_id)
 
     async def set_fields(self, job_id: str, **fields: Any) -> None:
         """Update fields regardless of state (webhook bookkeeping after the job ended; tests)."""
+        stmt = _plain_update(tuple(sorted(fields)))
 
-        async def op(s: AsyncSession) -> None:
+        async def op(conn: AsyncConnection) -> None:
             self._live.pop(job_id, None)
-            await s.execute(
-                update(Job)
-                .where(Job.id == job_id)
-                .values(**fields)
-                .execution_options(synchronize_session=False)
-            )
+            await conn.execute(stmt, {"_id": job_id, **fields})
 
         await self._write(op, job_id)
 
     async def request_cancel(self, job_id: str) -> Job:
-        async def op(s: AsyncSession) -> Job:
+        stmt = _plain_update(("cancel_requested", "updated_at"))
+
+        async def op(conn: AsyncConnection) -> Job:
             self._live.pop(job_id, None)
-            job = await s.get(Job, job_id, populate_existing=True)
-            if job is None:
-                raise JobNotFound(job_id)
+            job = await self._read(conn, job_id)
             if not job.terminal:
                 job.cancel_requested = True
                 job.updated_at = self._clock()
-                await s.flush()
+                await conn.execute(
+                    stmt, {"_id": job_id, "cancel_requested": True, "updated_at": job.updated_at}
+                )
             return job
 
         return await self._write(op, job_id)
@@ -229,7 +426,7 @@ class JobRepo:
             return list((await s.execute(q)).scalars())
 
     async def active(self) -> list[Job]:
-        q = select(Job).where(Job.state.in_([st.value for st in ACTIVE_STATES])).order_by(Job.created_at)
+        q = select(Job).where(Job.state.in_(_ACTIVE)).order_by(Job.created_at)
         async with self._sm() as s:
             return list((await s.execute(q)).scalars())
 
@@ -253,7 +450,7 @@ class JobRepo:
 
     async def stuck(self, older_than: float) -> list[Job]:
         """Active jobs created before `older_than` (wall clock)."""
-        q = select(Job).where(Job.state.in_([st.value for st in ACTIVE_STATES]), Job.created_at < older_than)
+        q = select(Job).where(Job.state.in_(_ACTIVE), Job.created_at < older_than)
         async with self._sm() as s:
             return list((await s.execute(q)).scalars())
 
@@ -265,9 +462,10 @@ class JobRepo:
     async def record_cleanup(self, **fields: Any) -> None:
         if fields.get("error"):
             fields["error"] = redact(str(fields["error"]))[:2000]
+        row = {"at": self._clock(), **fields}
 
-        async def op(s: AsyncSession) -> None:
-            s.add(CleanupAction(at=self._clock(), **fields))
+        async def op(conn: AsyncConnection) -> None:
+            await conn.execute(insert(CleanupAction.__table__), row)
 
         await self._write(op)
 
@@ -275,3 +473,11 @@ class JobRepo:
         q = select(CleanupAction).order_by(CleanupAction.id.desc()).limit(limit)
         async with self._sm() as s:
             return list((await s.execute(q)).scalars())
+
+
+async def _failed_insert(conn: AsyncConnection) -> Any:
+    raise RuntimeError("a job row insert reported no row written")
+
+
+async def _unreachable(conn: AsyncConnection) -> Any:
+    raise RuntimeError("this write has no slow path")
