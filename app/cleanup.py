@@ -109,7 +109,7 @@ class Cleaner:
         out: list[Action] = []
         if (
             self.provider is None
-        ):  # e.g. `comfyfleet cleanup` for the simulated world: no instances outlive it
+        ):  # e.g. `comfyfleet cleanup` with no running simulated world: no instance outlived its process
             return out
         now = self._clock()
         members = getattr(self.pool, "members", {}) if self.pool is not None else {}

@@ -335,9 +335,18 @@ async def build_cleaner(settings: Settings) -> tuple[Any, Callable[[], Any]]:
     ledger = InstanceLedger(sessionmaker)
     closers: list[Callable[[], Any]] = [engine.dispose]
     provider: Provider | None = None
+    world = None
+    if settings.effective_provider == "sim":
+        # A world started by `comfyfleet sim` outlives the servers using it: its instances are reaped like
+        # Vast's. Without one, no simulated instance outlives the process that started it.
+        from app.sim.world import attach_world
+
+        world = await attach_world(settings)
+        if world is not None:
+            settings = world.settings
     if settings.effective_provider == "static":
         provider = StaticProvider(settings)
-    elif settings.effective_provider == "vast":
+    elif settings.effective_provider == "vast" or world is not None:
         from app.vast.factory import client_from_settings
         from app.vast.provider import VastProvider
 

@@ -208,6 +208,12 @@ async def _attach(settings: Settings, marker: Path) -> World | None:
     return World(world_settings(settings, endpoints), endpoints, attached=True)
 
 
+async def attach_world(settings: Settings) -> World | None:
+    """The world a `comfyfleet sim` published for `settings.data_dir`, if it is running; never starts one
+    (for one-shot commands such as `comfyfleet cleanup` that must see that world's instances)."""
+    return await _attach(settings, (settings.data_dir / "sim" / "world.json").resolve())
+
+
 async def start_world(settings: Settings, *, attach: bool = True, fresh: bool = False) -> World:
     """Start (or attach to) the simulated world for `settings.data_dir`."""
     base = (settings.data_dir / "sim").resolve()

@@ -71,7 +71,7 @@ def sim_settings(data_dir: Path, **overrides: Any) -> Settings:
         "public_url": BASE_URL,
     }
     values.update(overrides)
-    return Settings(**values)
+    return Settings(_env_file=None, **values)
 
 
 @dataclass
