@@ -6,6 +6,7 @@ is always ended by the test that started it: SIGTERM, then SIGKILL, to its own p
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import os
@@ -19,6 +20,10 @@ from typing import Any
 
 import httpx
 
+from app.config import Settings
+from app.db import init_db, make_engine, make_sessionmaker
+from app.pool.ledger import InstanceLedger
+from app.pool.provider import Instance
 from app.sim.vast import default_market
 
 CLI = [sys.executable, "-m", "app.cli"]
@@ -132,3 +137,17 @@ def rent_directly(world: dict[str, Any], label: str) -> int:
         if r.status_code == 200:
             return int(r.json()["new_contract"])
     raise AssertionError("no free offer to rent directly")
+
+
+def ledger(data_dir: Path) -> list[Instance]:
+    """Every row of the instances table the servers of `data_dir` keep (the ledger), read as they do."""
+
+    async def read() -> list[Instance]:
+        engine = make_engine(Settings(_env_file=None, data_dir=data_dir).effective_database_url)
+        try:
+            await init_db(engine)
+            return await InstanceLedger(make_sessionmaker(engine)).list(alive_only=False)
+        finally:
+            await engine.dispose()
+
+    return asyncio.run(read())

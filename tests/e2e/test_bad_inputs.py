@@ -4,17 +4,29 @@ API token is set, so every case also proves it got past authentication to the ch
 
 from __future__ import annotations
 
+import io
+import os
 from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
 import pytest_asyncio
 from aiohttp import web
+from PIL import Image
 
 from tests.e2e.conftest import TOKEN, Sim, b64, http_server, png_bytes, sim_api
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
+
+def _noise_png(side: int = 400) -> bytes:
+    """Incompressible: ~480 kB as PNG, over the 100 kB limit of `sim_loopback`."""
+    buf = io.BytesIO()
+    Image.frombytes("RGB", (side, side), os.urandom(side * side * 3)).save(buf, "PNG")
+    return buf.getvalue()
+
+
+NOISE_PNG = _noise_png()
 GOOD = {"prompt": "waves", "num_frames": 9, "width": 256, "height": 256}
 
 
@@ -22,6 +34,15 @@ GOOD = {"prompt": "waves", "num_frames": 9, "width": 256, "height": 256}
 async def sim(tmp_path_factory) -> AsyncIterator[Sim]:
     # No ALLOW_LOOPBACK_URLS: the production address rules.
     async with sim_api(tmp_path_factory.mktemp("bad") / "data", token=TOKEN, allow_loopback_urls=False) as s:
+        yield s
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def sim_loopback(tmp_path_factory) -> AsyncIterator[Sim]:
+    """A server that may fetch from loopback (local use) with a small byte limit: private addresses and
+    oversize images must still be refused."""
+    data = tmp_path_factory.mktemp("bad_loopback") / "data"
+    async with sim_api(data, token=TOKEN, allow_loopback_urls=True, max_image_bytes=100_000) as s:
         yield s
 
 
@@ -35,7 +56,20 @@ async def image_origin() -> AsyncIterator[tuple[str, list[str]]]:
         hits.append(request.path)
         return web.Response(body=image, content_type="image/png")
 
-    async with http_server({"/img.png": serve}) as url:
+    async def to_private(request: web.Request) -> web.Response:
+        hits.append(request.path)
+        raise web.HTTPFound("http://10.0.0.7/img.png")
+
+    async def to_metadata(request: web.Request) -> web.Response:
+        hits.append(request.path)
+        raise web.HTTPFound("http://169.254.169.254/latest/meta-data/")
+
+    async def noise(request: web.Request) -> web.Response:
+        hits.append(request.path)
+        return web.Response(body=NOISE_PNG, content_type="image/png")
+
+    routes = {"/img.png": serve, "/to-private": to_private, "/to-metadata": to_metadata, "/big.png": noise}
+    async with http_server(routes) as url:
         yield url, hits
 
 
@@ -99,6 +133,29 @@ async def test_image_url_to_the_cloud_metadata_address_is_refused(sim):
 
 async def test_image_url_that_is_not_http_is_refused(sim):
     await _rejected(sim, {**GOOD, "image_url": "file:///etc/passwd"}, 422, "image_url", "http")
+
+
+async def test_image_url_redirecting_to_a_private_address_is_refused(sim_loopback, image_origin):
+    url, hits = image_origin
+    body = {**GOOD, "image_url": f"{url}/to-private"}
+    await _rejected(sim_loopback, body, 422, "image_url", "private")
+    assert hits[-1] == "/to-private"  # the first hop was allowed (loopback), the redirect was not
+
+
+async def test_image_url_redirecting_to_the_metadata_address_is_refused(sim_loopback, image_origin):
+    url, _ = image_origin
+    body = {**GOOD, "image_url": f"{url}/to-metadata"}
+    await _rejected(sim_loopback, body, 422, "image_url", "metadata")
+
+
+async def test_image_url_over_the_byte_limit_is_rejected(sim_loopback, image_origin):
+    url, _ = image_origin
+    await _rejected(sim_loopback, {**GOOD, "image_url": f"{url}/big.png"}, 413, "image_url", "byte limit")
+
+
+async def test_image_base64_over_the_byte_limit_is_rejected(sim_loopback):
+    body = {**GOOD, "image_base64": b64(NOISE_PNG)}
+    await _rejected(sim_loopback, body, 413, "image_base64", "byte limit")
 
 
 async def test_non_image_bytes_are_rejected(sim):

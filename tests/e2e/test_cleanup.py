@@ -93,5 +93,7 @@ def test_cleanup_command_destroys_idle_and_orphaned_instances_of_a_running_sim_w
         assert done == {("idle_instance", idle_id), ("orphan_instance", str(orphan_id))}, actions
         assert {str(i["id"]) for i in procs.vast_instances(world)} == {str(foreign_id)}
 
-        again = json.loads(procs.run(["cleanup", "--json"], {**env, "IDLE_TTL_S": "0"}).stdout)
-        assert not [a for a in again if a["kind"].endswith("_instance")]  # nothing left that is ours
+        rows = {i.id: i for i in procs.ledger(data)}
+        assert rows[idle_id].state is InstanceState.DESTROYED
+        assert rows[str(orphan_id)].state is InstanceState.DESTROYED  # recorded as it was destroyed
+        assert str(foreign_id) not in rows  # never taken for ours

@@ -7,7 +7,6 @@ on the same DATA_DIR (same SQLite job store and instance ledger)."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import signal
@@ -16,23 +15,8 @@ from pathlib import Path
 
 import httpx
 
-from app.config import Settings
-from app.db import init_db, make_engine, make_sessionmaker
-from app.pool.ledger import InstanceLedger
 from tests.e2e import procs
 from tests.e2e.conftest import b64, free_port, png_bytes
-
-
-def _ledger(data: Path) -> list:
-    async def read() -> list:
-        engine = make_engine(Settings(_env_file=None, data_dir=data).effective_database_url)
-        try:
-            await init_db(engine)
-            return await InstanceLedger(make_sessionmaker(engine)).list(alive_only=False)
-        finally:
-            await engine.dispose()
-
-    return asyncio.run(read())
 
 
 def _poll(url: str, pred, within_s: float = 60.0) -> dict:
@@ -99,7 +83,7 @@ def test_server_sigkilled_mid_sampling_reattaches_after_restart_and_leaks_no_ins
 
         # No instance on "Vast" that the ledger (the server's store) does not know.
         labels_on_vast = {i["label"]: str(i["id"]) for i in procs.vast_instances(world)}
-        known = {i.label: i for i in _ledger(data)}
+        known = {i.label: i for i in procs.ledger(data)}
         assert labels_on_vast and set(labels_on_vast) <= set(known)
         assert all(known[label].id == iid and known[label].alive for label, iid in labels_on_vast.items())
         listed = procs.run(
