@@ -15,6 +15,7 @@ import typer
 
 from app.config import Settings, get_settings
 from app.errors import ComfyfleetError
+from app.workflows.params import request_from_cli
 
 
 def register(cli: typer.Typer) -> None:
@@ -75,18 +76,17 @@ def generate(
     settings = get_settings()
     if not as_json:
         _banner(settings, "generating in-process")
-    raw = {
-        "prompt": prompt,
-        "negative_prompt": negative_prompt,
-        "num_frames": frames,
-        "width": width,
-        "height": height,
-        "steps": steps,
-        "cfg_scale": cfg,
-        "seed": seed,
-        "fps": fps,
-    }
-    raw = {k: v for k, v in raw.items() if v is not None}
+    raw = request_from_cli(
+        prompt=prompt,
+        negative_prompt=negative_prompt,
+        frames=frames,
+        width=width,
+        height=height,
+        steps=steps,
+        cfg=cfg,
+        seed=seed,
+        fps=fps,
+    )
     out = output or Path(f"comfyfleet-{time.strftime('%Y%m%d-%H%M%S')}.mp4")
     if not image.startswith(("http://", "https://")):
         image = str(Path(image).expanduser())

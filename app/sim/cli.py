@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import json
 
 import typer
+
+from app.sim.serving import hold, run_until_stopped
 
 sim = typer.Typer(
     help="Simulated world: the Vast.ai emulator, simulated instances (SSH + ComfyUI emulator), the model "
@@ -39,15 +39,11 @@ def world(
                     typer.echo(f"  {name:24s} {value}")
                 typer.echo(f"  {'endpoints file':24s} {marker}")
                 typer.echo("`comfyfleet serve` / `comfyfleet generate` with the same DATA_DIR attach to it.")
-            if max_seconds is not None:
-                await asyncio.sleep(max_seconds)
-            else:
-                await asyncio.Event().wait()
+            await hold(max_seconds)
         finally:
             await w.stop()
 
-    with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(run())
+    run_until_stopped(run)
 
 
 def register(cli: typer.Typer) -> None:

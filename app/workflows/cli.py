@@ -10,6 +10,7 @@ import typer
 
 from app.config import get_settings
 from app.errors import ValidationError
+from app.workflows.params import request_from_cli
 
 workflow_cli = typer.Typer(
     name="workflow", help="Workflows (ComfyUI API graph + manifest).", no_args_is_help=True
@@ -83,18 +84,17 @@ def render(
     from app.workflows import get_workflow
 
     wf = get_workflow(name, get_settings())
-    raw: dict[str, Any] = {
-        "prompt": prompt,
-        "negative_prompt": negative_prompt,
-        "num_frames": frames,
-        "width": width,
-        "height": height,
-        "steps": steps,
-        "cfg_scale": cfg,
-        "seed": seed,
-        "fps": fps,
-    }
-    raw = {k: v for k, v in raw.items() if v is not None}
+    raw = request_from_cli(
+        prompt=prompt,
+        negative_prompt=negative_prompt,
+        frames=frames,
+        width=width,
+        height=height,
+        steps=steps,
+        cfg=cfg,
+        seed=seed,
+        fps=fps,
+    )
     params = wf.validate(raw, _parse_size(image_size)).with_resolved_seed()
     graph = wf.render(params, image_name=image_name, filename_prefix=filename_prefix)
     if as_json:

@@ -259,3 +259,31 @@ def _fill_size(
             raise ValidationError("width", "is required (the workflow declares no default size)")
         values["width"] = w_spec.snap(math.sqrt(area * aspect))
         values["height"] = h_spec.snap(math.sqrt(area / aspect))
+
+
+def request_from_cli(
+    *,
+    prompt: Any,
+    negative_prompt: Any = None,
+    frames: Any = None,
+    width: Any = None,
+    height: Any = None,
+    steps: Any = None,
+    cfg: Any = None,
+    seed: Any = None,
+    fps: Any = None,
+) -> dict[str, Any]:
+    """The CLI's option names (`--frames`, `--cfg`, ...) as API request fields; options not given are left
+    out so the workflow's defaults apply. One mapping for every command that takes these options."""
+    raw = {
+        "prompt": prompt,
+        "negative_prompt": negative_prompt,
+        "num_frames": frames,
+        "width": width,
+        "height": height,
+        "steps": steps,
+        "cfg_scale": cfg,
+        "seed": seed,
+        "fps": fps,
+    }
+    return {k: v for k, v in raw.items() if v is not None}

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import json
 from pathlib import Path
 
 import typer
 
 from app.errors import ValidationError
+from app.sim.serving import hold, run_until_stopped
 
 
 def load_object_info(path: Path | None) -> dict:
@@ -58,15 +57,11 @@ def comfy(
             typer.echo(f"custom nodes: {', '.join(nodes) or 'none'}; step delay {delay:g}s")
             typer.echo(f"faults: POST {url}/__sim/faults; Ctrl-C stops.")
         try:
-            if max_seconds is None:
-                await asyncio.Event().wait()
-            else:
-                await asyncio.sleep(max_seconds)
+            await hold(max_seconds)
         finally:
             await emu.stop()
 
-    with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(serve())
+    run_until_stopped(serve)
 
 
 def register(sim: typer.Typer) -> None:

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import json
 import secrets
 
 import typer
 
 from app.errors import ValidationError
+from app.sim.serving import hold, run_until_stopped
 
 
 def vast(
@@ -54,15 +53,11 @@ def vast(
             typer.echo(f"{offers} offers, time scale {scale:g}; faults: POST {url}/__sim/faults")
             typer.echo("Ctrl-C stops.")
         try:
-            if max_seconds is None:
-                await asyncio.Event().wait()
-            else:
-                await asyncio.sleep(max_seconds)
+            await hold(max_seconds)
         finally:
             await emu.stop()
 
-    with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(serve())
+    run_until_stopped(serve)
 
 
 def register(sim: typer.Typer) -> None:
