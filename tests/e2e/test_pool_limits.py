@@ -20,7 +20,7 @@ def _body(prompt: str, **extra) -> dict:
 async def test_pool_at_its_maximum_queues_jobs_instead_of_renting(tmp_path):
     # One instance takes two leases (one prompt running, one queued ahead in its ComfyUI), so with
     # POOL_MAX_INSTANCES=1 a third concurrent job has no slot: it must wait, not rent a second GPU.
-    async with sim_api(tmp_path / "data", pool_max_instances=1, sim_step_delay_s=0.1) as sim:
+    async with sim_api(tmp_path / "data", pool_max_instances=1, sim_step_delay_s=0.3) as sim:
         first = await sim.submit(_body("one"))
         await sim.wait_job(first["job_id"], lambda j: str(j["stage"] or "").startswith("sampling"))
         second = await sim.submit(_body("two"))
