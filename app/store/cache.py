@@ -352,22 +352,31 @@ class ResultCache:
             created_at=datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
         )
         body = manifest.to_json()
-        await self._put_small(manifest_key(key), body, {"manifest": body})
+        small = [(manifest_key(key), body, {"manifest": body})]
         if seedless is not None:
             _check_key(seedless)
-            await self._put_small(
-                index_key(seedless), json.dumps({"key": key, "seed": seed}), {"key": key, "seed": str(seed)}
+            small.append(
+                (index_key(seedless), json.dumps({"key": key, "seed": seed}), {"key": key, "seed": str(seed)})
             )
+        await self._put_small(small)
         return await self._result(manifest)
 
-    async def _put_small(self, key: str, text: str, metadata: dict[str, str]) -> None:
-        fd, tmp = await asyncio.to_thread(tempfile.mkstemp, prefix="cfcache-", suffix=".json")
+    async def _put_small(self, objects: list[tuple[str, str, dict[str, str]]]) -> None:
+        """Store small JSON objects in order (the manifest before the index that points at it).
+
+        A store that takes bytes gets them directly; else the bodies go through temp files, all written
+        in one thread hop and removed in another (file creation and unlinks are slow, never on the loop)."""
+        put_bytes = getattr(self.store, "put_bytes", None)
+        if put_bytes is not None:
+            for key, text, metadata in objects:
+                await put_bytes(text.encode("utf-8"), key, "application/json", metadata)
+            return
+        paths = await asyncio.to_thread(_write_temp_files, [text.encode("utf-8") for _, text, _ in objects])
         try:
-            await asyncio.to_thread(functools.partial(_write_fd, fd, text.encode("utf-8")))
-            await self.store.put(Path(tmp), key, "application/json", metadata)
+            for path, (key, _, metadata) in zip(paths, objects, strict=True):
+                await self.store.put(path, key, "application/json", metadata)
         finally:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(tmp)
+            await asyncio.to_thread(_unlink_all, paths)
 
     # --- coalescing ------------------------------------------------------------------------------
     def inflight(self, key: str) -> bool:
@@ -433,9 +442,24 @@ class ResultCache:
             task.exception()  # retrieved: no "exception was never retrieved" when every waiter left
 
 
-def _write_fd(fd: int, data: bytes) -> None:
-    with os.fdopen(fd, "wb") as f:
-        f.write(data)
+def _write_temp_files(bodies: list[bytes]) -> list[Path]:
+    paths: list[Path] = []
+    try:
+        for data in bodies:
+            fd, tmp = tempfile.mkstemp(prefix="cfcache-", suffix=".json")
+            paths.append(Path(tmp))
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+    except BaseException:
+        _unlink_all(paths)
+        raise
+    return paths
+
+
+def _unlink_all(paths: list[Path]) -> None:
+    for path in paths:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
 
 
 __all__ = [

@@ -60,10 +60,18 @@ class LocalStore:
         meta = validate_metadata(metadata)
         return await asyncio.to_thread(self._put_sync, Path(path), key, target, content_type, meta)
 
-    def _put_sync(
-        self, src: Path, key: str, target: Path, content_type: str, meta: dict[str, str]
+    async def put_bytes(
+        self, data: bytes, key: str, content_type: str, metadata: dict[str, str]
     ) -> StoredObject:
-        if not src.is_file():
+        """`put` for a small body already in memory (cache manifests): no temp file on the caller's side."""
+        target = self.path_for(key)
+        meta = validate_metadata(metadata)
+        return await asyncio.to_thread(self._put_sync, bytes(data), key, target, content_type, meta)
+
+    def _put_sync(
+        self, src: Path | bytes, key: str, target: Path, content_type: str, meta: dict[str, str]
+    ) -> StoredObject:
+        if not isinstance(src, bytes) and not src.is_file():
             raise ObjectMissing(f"cannot store {src}: not a file")
         self.tmp_dir.mkdir(parents=True, exist_ok=True)
         tmp_data = self.tmp_dir / f"{uuid.uuid4().hex}.data"
@@ -71,11 +79,18 @@ class LocalStore:
         md5 = hashlib.md5(usedforsecurity=False)
         size = 0
         try:
-            with src.open("rb") as fin, tmp_data.open("wb") as fout:
-                while chunk := fin.read(_CHUNK):
-                    md5.update(chunk)
-                    fout.write(chunk)
-                    size += len(chunk)
+            with contextlib.ExitStack() as files:
+                fout = files.enter_context(tmp_data.open("wb"))
+                if isinstance(src, bytes):
+                    md5.update(src)
+                    fout.write(src)
+                    size = len(src)
+                else:
+                    fin = files.enter_context(src.open("rb"))
+                    while chunk := fin.read(_CHUNK):
+                        md5.update(chunk)
+                        fout.write(chunk)
+                        size += len(chunk)
                 fout.flush()
                 os.fsync(fout.fileno())
             obj = StoredObject(
