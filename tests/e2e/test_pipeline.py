@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 
 from aiohttp import web
@@ -132,6 +133,25 @@ async def test_same_request_again_is_a_cache_hit_with_zero_gpu_time(tmp_path):
         assert (await sim.client.get(res["video_url"])).status_code == 200
 
 
+async def test_identical_concurrent_requests_run_once_on_the_gpu(tmp_path):
+    async with sim_api(tmp_path / "data") as sim:
+        body = {
+            "image_base64": b64(png_bytes()),
+            "prompt": "twice at once",
+            "num_frames": 9,
+            "width": 256,
+            "height": 256,
+            "seed": 5,
+        }
+        a, b = await asyncio.gather(sim.submit(body), sim.submit(body))
+        done = [await sim.finished(a["job_id"]), await sim.finished(b["job_id"])]
+        assert [j["state"] for j in done] == ["succeeded", "succeeded"], [j["error"] for j in done]
+        assert sorted(j["result"]["cached"] for j in done) == [False, True]
+        assert done[0]["result"]["video_url"] == done[1]["result"]["video_url"]
+        assert len(await prompt_ids(sim.comfy(next(iter(sim.emulator.instances))))) == 1
+        assert sim.instances_ever_created() == 1
+
+
 async def test_cancel_during_sampling_interrupts_the_comfyui_prompt(tmp_path):
     async with sim_api(tmp_path / "data", sim_step_delay_s=0.25) as sim:
         job = await sim.submit(
@@ -172,3 +192,32 @@ async def test_cancel_during_sampling_interrupts_the_comfyui_prompt(tmp_path):
         assert entry["status"]["status_str"] == "error" and entry["status"]["completed"] is False
         assert "execution_interrupted" in [m[0] for m in entry["status"]["messages"]]
         assert entry["outputs"] == {}
+
+
+async def test_cancel_of_a_job_queued_ahead_on_the_gpu_removes_its_prompt_from_comfyui(tmp_path):
+    # One instance, two jobs: the second job's prompt waits in that ComfyUI's queue behind the first.
+    async with sim_api(tmp_path / "data", pool_max_instances=1, sim_step_delay_s=0.25) as sim:
+        body = {"image_base64": b64(png_bytes()), "num_frames": 9, "width": 256, "height": 256, "steps": 8}
+        first = await sim.submit({**body, "prompt": "runs"})
+        await sim.wait_job(first["job_id"], lambda j: str(j["stage"] or "").startswith("sampling"))
+        second = await sim.submit({**body, "prompt": "waits on the GPU"})
+        comfy = sim.comfy(next(iter(sim.emulator.instances)))
+
+        async def queued_ahead() -> bool:
+            queue, _ = await comfy_state(comfy)
+            return len(queue["queue_pending"]) == 1
+
+        await eventually(queued_ahead, what="the second prompt in ComfyUI's queue")
+        queue, _ = await comfy_state(comfy)
+        [[_, running_id, *_]] = queue["queue_running"]
+        [[_, pending_id, *_]] = queue["queue_pending"]
+
+        r = await sim.client.delete(f"/jobs/{second['job_id']}")
+        assert r.status_code == 200 and r.json()["state"] == "cancelled", r.text
+        queue, history = await comfy_state(comfy)
+        assert queue["queue_pending"] == [] and pending_id not in history  # removed, never ran
+        assert [item[1] for item in queue["queue_running"]] == [running_id]  # the other job untouched
+
+        done = await sim.finished(first["job_id"])
+        assert done["state"] == "succeeded", done["error"]
+        assert set(await prompt_ids(comfy)) == {running_id}
