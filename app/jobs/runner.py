@@ -34,6 +34,7 @@ from app.jobs.ports import ComfyConnector, ComfySession, Progress
 from app.jobs.repo import JobRepo
 from app.pool.scheduler import Lease, Pool
 from app.redact import redact
+from app.store.fileops import FileOps
 
 log = logging.getLogger(__name__)
 
@@ -96,6 +97,7 @@ class JobRunner:
         self.cancel_reasons: dict[str, str] = {}  # job id -> why its task is being cancelled
         self.local_copies: dict[str, Path] = {}  # job id -> where the CLI wants the video
         self.forced_failures: dict[str, tuple[str, str]] = {}  # job id -> (kind, message) set by the cleanup
+        self._files = FileOps()  # stat/mkdir/rmtree of concurrent jobs share thread hops
 
     # --- entry point -------------------------------------------------------------------------------
     async def run(self, job_id: str, *, reattach: bool = False) -> Job | None:
@@ -157,7 +159,7 @@ class JobRunner:
         wf = self.workflows(job.workflow)
         req = job.request or {}
         image_path = Path(req.get("image_path", ""))
-        if not await asyncio.to_thread(image_path.is_file):
+        if not await self._files.run(image_path.is_file):
             raise InputMissing(
                 "the job's input image is gone from the data directory; submit the request again"
             )
@@ -239,7 +241,7 @@ class JobRunner:
         try:
             return await self._store(job, rs, wf, params, key, inst, lease.provision_s, video, frame, gpu_s)
         finally:
-            await asyncio.to_thread(shutil.rmtree, tmp, True)
+            await self._files.run(shutil.rmtree, tmp, True)
 
     async def _use_instance(
         self,
@@ -263,7 +265,7 @@ class JobRunner:
             # to the reaper: take it out of the pool (rented ones are destroyed, static ones set aside).
             lease.mark_bad(f"preparing it for {wf.name} failed: {redact(str(exc))}")
             raise
-        await asyncio.to_thread(tmp.mkdir, parents=True, exist_ok=True)
+        await self._files.run(_mkdir, tmp)
         async with self.comfy(target) as session:
             rs.session = session
             try:
@@ -505,6 +507,10 @@ def _instance_broken(exc: BaseException) -> bool:
         or bool(getattr(exc, "instance_broken", False))
         or str(getattr(exc, "kind", "")) == "device_fault"
     )
+
+
+def _mkdir(path: Path) -> None:
+    path.mkdir(parents=True, exist_ok=True)
 
 
 def _copy(src: Path, dest: Path) -> None:

@@ -39,6 +39,7 @@ from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 from app.store.base import Store
+from app.store.fileops import FileOps
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -220,6 +221,7 @@ class ResultCache:
     def __init__(self, store: Store) -> None:
         self.store = store
         self._inflight: dict[str, _Flight] = {}
+        self._files = FileOps()  # temp files of concurrent saves share thread hops
 
     # --- lookup ----------------------------------------------------------------------------------
     async def lookup(self, key: str) -> CachedResult | None:
@@ -365,18 +367,19 @@ class ResultCache:
         """Store small JSON objects in order (the manifest before the index that points at it).
 
         A store that takes bytes gets them directly; else the bodies go through temp files, all written
-        in one thread hop and removed in another (file creation and unlinks are slow, never on the loop)."""
+        in one (shared) thread hop and removed in another: file creation and unlinks are slow on some
+        disks, and never belong on the loop."""
         put_bytes = getattr(self.store, "put_bytes", None)
         if put_bytes is not None:
             for key, text, metadata in objects:
                 await put_bytes(text.encode("utf-8"), key, "application/json", metadata)
             return
-        paths = await asyncio.to_thread(_write_temp_files, [text.encode("utf-8") for _, text, _ in objects])
+        paths = await self._files.run(_write_temp_files, [text.encode("utf-8") for _, text, _ in objects])
         try:
             for path, (key, _, metadata) in zip(paths, objects, strict=True):
                 await self.store.put(path, key, "application/json", metadata)
         finally:
-            await asyncio.to_thread(_unlink_all, paths)
+            await self._files.run(_unlink_all, paths)
 
     # --- coalescing ------------------------------------------------------------------------------
     def inflight(self, key: str) -> bool:
