@@ -50,7 +50,10 @@ async def open_provider(
 ) -> AsyncIterator[VastProvider]:
     """`async with open_provider(settings) as provider:` -- client, ledger (tables created), provider.
 
-    `provider_kwargs` go to `VastProvider` (e.g. `ssh_probe=`, `comfy_probe=`)."""
+    `provider_kwargs` go to `VastProvider` (e.g. `ssh_probe=`, `comfy_probe=`). In the simulated world
+    (no key, provider sim) the admin commands act on the world a `comfyfleet sim` is running."""
+    if settings.simulated and base_url is None and api_key is None and settings.vast_api_key is None:
+        settings = await _running_world_settings(settings)
     client = client_from_settings(settings, base_url=base_url, api_key=api_key, transport=transport)
     engine = make_engine(settings.effective_database_url)
     try:
@@ -60,3 +63,15 @@ async def open_provider(
     finally:
         await client.aclose()
         await engine.dispose()
+
+
+async def _running_world_settings(settings: Settings) -> Settings:
+    from app.sim.world import attach_world  # only the simulated world's wiring imports app.sim
+
+    world = await attach_world(settings)
+    if world is None:
+        raise ConfigError(
+            f"simulated world: none is running for DATA_DIR={settings.data_dir} (start one with "
+            "`comfyfleet sim`), and no VAST_API_KEY is configured for the real Vast.ai"
+        )
+    return world.settings
