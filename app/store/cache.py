@@ -31,7 +31,10 @@ import logging
 import math
 import os
 import re
+import shutil
 import tempfile
+import threading
+import weakref
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
@@ -222,6 +225,7 @@ class ResultCache:
         self.store = store
         self._inflight: dict[str, _Flight] = {}
         self._files = FileOps()  # temp files of concurrent saves share thread hops
+        self._scratch = _ScratchFiles()
 
     # --- lookup ----------------------------------------------------------------------------------
     async def lookup(self, key: str) -> CachedResult | None:
@@ -374,12 +378,16 @@ class ResultCache:
             for key, text, metadata in objects:
                 await put_bytes(text.encode("utf-8"), key, "application/json", metadata)
             return
-        paths = await self._files.run(_write_temp_files, [text.encode("utf-8") for _, text, _ in objects])
+        slots = self._scratch.take(len(objects))
+        bodies = [text.encode("utf-8") for _, text, _ in objects]
+        paths = await self._files.run(self._scratch.write, slots, bodies)
         try:
             for path, (key, _, metadata) in zip(paths, objects, strict=True):
                 await self.store.put(path, key, "application/json", metadata)
-        finally:
-            await self._files.run(_unlink_all, paths)
+        except BaseException:
+            await asyncio.shield(self._files.run(_unlink_all, paths))  # a store thread may still read one
+            raise
+        self._scratch.give(paths)
 
     # --- coalescing ------------------------------------------------------------------------------
     def inflight(self, key: str) -> bool:
@@ -445,18 +453,62 @@ class ResultCache:
             task.exception()  # retrieved: no "exception was never retrieved" when every waiter left
 
 
-def _write_temp_files(bodies: list[bytes]) -> list[Path]:
-    paths: list[Path] = []
-    try:
-        for data in bodies:
-            fd, tmp = tempfile.mkstemp(prefix="cfcache-", suffix=".json")
-            paths.append(Path(tmp))
-            with os.fdopen(fd, "wb") as f:
-                f.write(data)
-    except BaseException:
-        _unlink_all(paths)
-        raise
-    return paths
+class _ScratchFiles:
+    """Temp files for small bodies (manifests), rewritten in place and reused.
+
+    Creating and deleting two files per result made ext4 scan recently deleted inodes on every create
+    (without a journal it will not reuse them), the largest single CPU cost of a job on the benchmark
+    machine. A file returns to the pool only after the put that read it returned; after an error or a
+    cancel it is deleted instead, since a store's thread may still be reading it."""
+
+    MAX_FREE = 64
+
+    def __init__(self) -> None:
+        self._free: list[Path] = []
+        self._dir: Path | None = None
+        self._lock = threading.Lock()
+
+    def take(self, n: int) -> list[Path | None]:
+        """On the loop: reusable files, None where a new one is needed."""
+        return [self._free.pop() if self._free else None for _ in range(n)]
+
+    def give(self, paths: list[Path]) -> None:
+        room = self.MAX_FREE - len(self._free)
+        self._free.extend(paths[:room])
+        for extra in paths[room:]:  # rare: more concurrent saves than the pool keeps
+            with contextlib.suppress(OSError):
+                os.unlink(extra)
+
+    def write(self, slots: list[Path | None], bodies: list[bytes]) -> list[Path]:
+        """In a thread: the bodies in the given (or new) files."""
+        paths: list[Path] = []
+        try:
+            for slot, data in zip(slots, bodies, strict=True):
+                if slot is None:
+                    fd, tmp = tempfile.mkstemp(prefix="small-", suffix=".json", dir=self._directory())
+                    slot = Path(tmp)
+                    paths.append(slot)
+                    with os.fdopen(fd, "wb") as f:
+                        f.write(data)
+                else:
+                    try:
+                        slot.write_bytes(data)
+                    except FileNotFoundError:  # the scratch directory was pruned: start a new one
+                        self._dir = None
+                        paths.extend(self.write([None], [data]))
+                        continue
+                    paths.append(slot)
+        except BaseException:
+            _unlink_all(paths)
+            raise
+        return paths
+
+    def _directory(self) -> str:
+        with self._lock:
+            if self._dir is None or not self._dir.is_dir():
+                self._dir = Path(tempfile.mkdtemp(prefix="cfcache-"))
+                weakref.finalize(self, shutil.rmtree, str(self._dir), True)
+            return str(self._dir)
 
 
 def _unlink_all(paths: list[Path]) -> None:
