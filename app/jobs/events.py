@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections import defaultdict
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 
@@ -17,13 +17,38 @@ class EventHub:
     def __init__(self, queue_size: int = 64) -> None:
         self._subs: dict[str, set[asyncio.Queue]] = defaultdict(set)
         self._queue_size = queue_size
+        self._end_waiters: dict[str, set[asyncio.Future]] = {}
 
     def publish(self, job_id: str, event: dict[str, Any]) -> None:
-        for q in list(self._subs.get(job_id, ())):
-            if q.full():
-                with contextlib.suppress(asyncio.QueueEmpty):
-                    q.get_nowait()
-            q.put_nowait(event)
+        subs = self._subs.get(job_id)
+        if subs:
+            for q in list(subs):
+                if q.full():
+                    with contextlib.suppress(asyncio.QueueEmpty):
+                        q.get_nowait()
+                q.put_nowait(event)
+        if event.get("event") == "end":
+            for fut in self._end_waiters.pop(job_id, ()):
+                if not fut.done():
+                    fut.set_result(event)
+
+    def wants(self, job_id: str) -> bool:
+        """Whether anyone streams this job's progress (publishers skip building events otherwise)."""
+        return bool(self._subs.get(job_id))
+
+    @contextlib.contextmanager
+    def ended(self, job_id: str) -> Iterator[asyncio.Future]:
+        """A future resolved with the job's "end" event: waiting for the end costs one wake-up instead of
+        one per progress event."""
+        fut = asyncio.get_running_loop().create_future()
+        waiters = self._end_waiters.setdefault(job_id, set())
+        waiters.add(fut)
+        try:
+            yield fut
+        finally:
+            waiters.discard(fut)
+            if not waiters and self._end_waiters.get(job_id) is waiters:
+                self._end_waiters.pop(job_id, None)
 
     @contextlib.asynccontextmanager
     async def subscribe(self, job_id: str) -> AsyncIterator[asyncio.Queue]:

@@ -152,7 +152,7 @@ class JobManager:
     async def wait(self, job_id: str, seconds: float) -> Job:
         """Return the job once it ends or `seconds` pass, whichever is first."""
         deadline = time.monotonic() + seconds
-        async with self.events.subscribe(job_id) as q:
+        with self.events.ended(job_id) as end:
             while True:
                 job = await self.repo.peek(job_id)
                 if job is None:
@@ -162,11 +162,8 @@ class JobManager:
                 left = deadline - time.monotonic()
                 if left <= 0:
                     return job
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(min(left, 5.0)):
-                        while True:
-                            ev = await q.get()
-                            if ev.get("event") == "end":
-                                if isinstance(ev.get("_job"), Job):
-                                    return ev["_job"]
-                                break
+                # Re-read every 5 s: a job ended by another process publishes nothing here.
+                done, _ = await asyncio.wait([end], timeout=min(left, 5.0))
+                if done:
+                    ended = end.result().get("_job")
+                    return ended if isinstance(ended, Job) else await self.repo.require(job_id)

@@ -461,7 +461,8 @@ class JobRunner:
             job = await self.repo.require(rs.job_id)
         rs.state, rs.stage = job.state, job.stage or job.state
         rs.progress = job.progress or rs.progress
-        self.events.publish(rs.job_id, {"event": "end", **job.to_public(), "_job": job})
+        public = job.to_public() if self.events.wants(rs.job_id) else {}  # `wait` needs only "_job"
+        self.events.publish(rs.job_id, {"event": "end", **public, "_job": job})
         if self.on_finished is not None:
             try:
                 await self.on_finished(job)
@@ -486,6 +487,8 @@ class JobRunner:
             )
 
     def _publish(self, rs: _RunState, fraction: float | None = None) -> None:
+        if not self.events.wants(rs.job_id):
+            return
         self.events.publish(
             rs.job_id,
             {
