@@ -235,9 +235,16 @@ class Pool:
 
     def _dispatch(self) -> None:
         """Grant slots to waiters in order, then decide whether to rent."""
-        for w in list(self._waiters):
+        # Free slots counted once: with hundreds of jobs waiting and every slot taken, each waiter costs
+        # one comparison instead of a scan of the pool (this runs on every lease and release).
+        free = sum(
+            self.slots - m.leases for m in self.members.values() if not m.retiring and m.leases < self.slots
+        )
+        for w in list(self._waiters) if self._waiters else ():
             if w.future.done():
                 self._waiters.remove(w)
+                continue
+            if free <= 0 and w.instance_id is None:
                 continue
             m = self._free_member(w)
             if m is None:
@@ -246,6 +253,7 @@ class Pool:
                     w.future.set_exception(InstanceGone(f"instance {w.instance_id} left the pool"))
                 continue
             self._waiters.remove(w)
+            free -= 1
             m.leases += 1
             m.jobs_served += 1
             m.instance.last_used_at = self._clock()
