@@ -325,7 +325,7 @@ class ResultCache:
         seedless: str | None = None,
         video_content_type: str = "video/mp4",
     ) -> CachedResult:
-        """Upload video + last frame (in parallel), then the manifest, then the `reuse_cached` index."""
+        """Upload video + last frame (in parallel), then the manifest and the `reuse_cached` index."""
         _check_key(key)
         ext = Path(video).suffix.lstrip(".").lower() or "mp4"
         meta = {
@@ -368,22 +368,32 @@ class ResultCache:
         return await self._result(manifest)
 
     async def _put_small(self, objects: list[tuple[str, str, dict[str, str]]]) -> None:
-        """Store small JSON objects in order (the manifest before the index that points at it).
+        """Store small JSON objects (the manifest, the `reuse_cached` index) side by side.
 
-        A store that takes bytes gets them directly; else the bodies go through temp files, all written
-        in one (shared) thread hop and removed in another: file creation and unlinks are slow on some
-        disks, and never belong on the loop."""
+        The index may land before the manifest it points at: a lookup through it then finds no manifest,
+        which is a miss, exactly as when a crash falls between the video and the manifest.
+
+        A store that takes bytes gets them directly; else the bodies go through reusable scratch files,
+        written in one (shared) thread hop: file work never runs on the loop."""
         put_bytes = getattr(self.store, "put_bytes", None)
         if put_bytes is not None:
-            for key, text, metadata in objects:
-                await put_bytes(text.encode("utf-8"), key, "application/json", metadata)
+            await asyncio.gather(
+                *(
+                    put_bytes(text.encode("utf-8"), key, "application/json", meta)
+                    for key, text, meta in objects
+                )
+            )
             return
         slots = self._scratch.take(len(objects))
         bodies = [text.encode("utf-8") for _, text, _ in objects]
         paths = await self._files.run(self._scratch.write, slots, bodies)
         try:
-            for path, (key, _, metadata) in zip(paths, objects, strict=True):
-                await self.store.put(path, key, "application/json", metadata)
+            await asyncio.gather(
+                *(
+                    self.store.put(path, key, "application/json", meta)
+                    for path, (key, _, meta) in zip(paths, objects, strict=True)
+                )
+            )
         except BaseException:
             await asyncio.shield(self._files.run(_unlink_all, paths))  # a store thread may still read one
             raise
