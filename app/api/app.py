@@ -160,7 +160,11 @@ def create_app(services: Services, *, manage_lifecycle: bool = True) -> FastAPI:
             else await services.intake.from_base64(body.image_base64 or "")
         )
         job = await services.submit(
-            body.params(), image, workflow=body.workflow, webhook_url=body.webhook_url
+            body.params(),
+            image,
+            workflow=body.workflow,
+            webhook_url=body.webhook_url,
+            reuse_cached=body.reuse_cached,
         )
         wait_s = 0.0
         if body.wait is True:

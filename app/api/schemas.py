@@ -25,6 +25,11 @@ class GenerateVideoRequest(BaseModel):
     fps: int = 16
     workflow: str | None = Field(None, description="Default: the server's DEFAULT_WORKFLOW")
     webhook_url: str | None = Field(None, description="POSTed a signed Standard Webhooks message when done")
+    reuse_cached: bool = Field(
+        False,
+        description="With seed -1: answer with the latest stored result for the same inputs (any seed) "
+        "instead of rendering a new random seed",
+    )
     wait: bool | float = Field(
         False, description="true: hold the response until the job ends (bounded); a number: up to N seconds"
     )

@@ -13,7 +13,7 @@ import logging
 import shutil
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -189,6 +189,11 @@ class JobRunner:
 
     async def _cache_hit(self, rs: _RunState, job: Job, params: Any, key: str) -> Job | None:
         found = await self.results.lookup(key)
+        request = job.request or {}
+        if found is None and request.get("reuse_cached") and request.get("seedless_key"):
+            found = await self.results.lookup_latest(request["seedless_key"])
+            if found is not None:
+                params = replace(params, seed=found.seed)  # report the seed that made this result
         if found is None:
             return None
         result = self._result(
@@ -201,6 +206,7 @@ class JobRunner:
             timings={},
             cost=0.0,
             instance_id=None,
+            store_key=found.key,
         )
         return await self._end(rs, JobState.SUCCEEDED, result=result, cost_usd=0.0)
 
@@ -337,6 +343,7 @@ class JobRunner:
             timings={**timings, "gpu_s": round(gpu_s, 3), "provision_share_s": round(provision_s, 3)},
             cost=cost,
             instance_id=inst.id,
+            store_key=stored.key,
         )
         return await self._end(rs, JobState.SUCCEEDED, result=result, cost_usd=cost)
 
@@ -417,9 +424,21 @@ class JobRunner:
     # --- bookkeeping -------------------------------------------------------------------------------
     @staticmethod
     def _result(
-        params: Any, *, video_url, last_frame_url, size, cached, simulated, timings, cost, instance_id
+        params: Any,
+        *,
+        video_url,
+        last_frame_url,
+        size,
+        cached,
+        simulated,
+        timings,
+        cost,
+        instance_id,
+        store_key,
     ):
+        """`store_key` names the stored objects (a `reuse_cached` hit has another seed's key than the job)."""
         return {
+            "store_key": store_key,
             "video_url": video_url,
             "last_frame_url": last_frame_url,
             "seed": params.seed,

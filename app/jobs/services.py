@@ -100,13 +100,14 @@ class Services:
     async def fresh_urls(self, job: Job) -> dict[str, Any] | None:
         """The job's result with URLs made now: presigned URLs expire, so a job read later gets new ones."""
         result = dict(job.result or {})
-        if not result or not job.cache_key:
+        key = result.get("store_key") or job.cache_key
+        if not result or not key:
             return job.result
         try:
             ext = Path(str(result.get("video_url", "")).split("?", 1)[0]).suffix.lstrip(".") or "mp4"
-            result["video_url"] = await self.store.url(video_key(job.cache_key, ext))
+            result["video_url"] = await self.store.url(video_key(key, ext))
             if result.get("last_frame_url"):
-                result["last_frame_url"] = await self.store.url(last_frame_key(job.cache_key))
+                result["last_frame_url"] = await self.store.url(last_frame_key(key))
         except Exception as exc:  # the stored URLs are still the best answer we have
             log.warning("could not refresh result URLs of %s: %s", job.id, exc)
             return job.result
@@ -120,6 +121,7 @@ class Services:
         workflow: str | None = None,
         webhook_url: str | None = None,
         local_copy: Path | None = None,
+        reuse_cached: bool = False,
     ) -> Job:
         """Validate parameters against the workflow and create the job. Raises ValidationError (no job)."""
         name = workflow or self.settings.default_workflow
@@ -148,6 +150,8 @@ class Services:
             "image_path": str(path),
             "image_size": [image.width, image.height],
             "seedless_key": seedless_key(wf.name, wf.graph_sha256, normalized, image.sha256),
+            # seed -1 is a cache hit only when asked: then any earlier seed's result for these inputs
+            "reuse_cached": bool(reuse_cached) and raw.get("seed", -1) == -1,
         }
         return await self.manager.submit(
             workflow=wf.name, request=request, cache_key=key, webhook_url=webhook_url, local_copy=local_copy

@@ -133,6 +133,34 @@ async def test_same_request_again_is_a_cache_hit_with_zero_gpu_time(tmp_path):
         assert (await sim.client.get(res["video_url"])).status_code == 200
 
 
+async def test_random_seed_is_never_a_cache_hit_unless_reuse_cached(tmp_path):
+    async with sim_api(tmp_path / "data") as sim:
+        body = {
+            "image_base64": b64(png_bytes()),
+            "prompt": "a random seed",
+            "num_frames": 9,
+            "width": 256,
+            "height": 256,
+            "seed": -1,
+            "wait": 60,
+        }
+        first = (await sim.client.post("/vastai/generate-video", json=body)).json()
+        assert first["state"] == "succeeded" and first["result"]["cached"] is False
+        second = (await sim.client.post("/vastai/generate-video", json=body)).json()
+        assert second["state"] == "succeeded" and second["result"]["cached"] is False
+        assert second["result"]["seed"] != first["result"]["seed"]
+        comfy = sim.comfy(first["result"]["instance_id"])
+        rendered = await prompt_ids(comfy)
+        assert len(rendered) == 2
+
+        reused = (await sim.client.post("/vastai/generate-video", json={**body, "reuse_cached": True})).json()
+        res = reused["result"]
+        assert reused["state"] == "succeeded" and res["cached"] is True and res["cost_usd"] == 0.0
+        assert res["seed"] == second["result"]["seed"]  # the latest result, with the seed that made it
+        assert res["video_url"] == second["result"]["video_url"]
+        assert await prompt_ids(comfy) == rendered  # no new ComfyUI prompt
+
+
 async def test_identical_concurrent_requests_run_once_on_the_gpu(tmp_path):
     async with sim_api(tmp_path / "data") as sim:
         body = {
