@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """For cron: same as `comfyfleet cleanup ...` (destroy idle, stuck and orphaned instances; fail stuck jobs).
 
-    */5 * * * *  cd /srv/comfyfleet && .venv/bin/python scripts/cleanup.py --json >> data/cleanup.log
+*/5 * * * *  cd /srv/comfyfleet && .venv/bin/python scripts/cleanup.py --json >> data/cleanup.log
 """
 
 import sys

@@ -17,8 +17,17 @@ def fixtures_dir() -> Path:
 @pytest.fixture(autouse=True)
 def _isolated_settings(monkeypatch, tmp_path):
     """No test reads the developer's .env or real credentials; each gets its own data dir."""
-    for var in ("VAST_API_KEY", "R2_ACCOUNT_ID", "R2_ACCESS_KEY_ID", "R2_SECRET_ACCESS_KEY", "R2_BUCKET",
-                "HF_TOKEN", "API_TOKEN", "MODEL_MIRROR_URL", "WORKFLOWS_DIR"):
+    for var in (
+        "VAST_API_KEY",
+        "R2_ACCOUNT_ID",
+        "R2_ACCESS_KEY_ID",
+        "R2_SECRET_ACCESS_KEY",
+        "R2_BUCKET",
+        "HF_TOKEN",
+        "API_TOKEN",
+        "MODEL_MIRROR_URL",
+        "WORKFLOWS_DIR",
+    ):
         monkeypatch.delenv(var, raising=False)
     monkeypatch.setenv("DATA_DIR", str(tmp_path / "data"))
     monkeypatch.chdir(tmp_path)  # so a stray .env in the repo is not picked up
