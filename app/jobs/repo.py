@@ -57,45 +57,30 @@ def _set_clause(cols: Iterable[str]) -> dict[str, Any]:
     return {c: bindparam(c, type_=_T.c[c].type) for c in cols}
 
 
-def _guarded_update(cols: tuple[str, ...]) -> Any:
-    """UPDATE ... WHERE id, state and updated_at are what this process last wrote (transition)."""
-    key = ("guarded", cols)
+def _update(kind: str, cols: tuple[str, ...]) -> Any:
+    """The UPDATE of `cols` for one kind of write, built once per shape (see `_UPDATES`):
+    - guarded: WHERE id, state and updated_at are what this process last wrote (`transition`);
+    - active: WHERE id and the job has not ended (`update`);
+    - plain: WHERE id."""
+    key = (kind, cols)
     stmt = _UPDATES.get(key)
-    if stmt is None:
-        stmt = _UPDATES[key] = (
-            update(_T)
-            .where(
-                _T.c.id == bindparam("_id"),
-                _T.c.state == bindparam("_state"),
-                _T.c.updated_at == bindparam("_updated"),
-            )
-            .values(_set_clause(cols))
+    if stmt is not None:
+        return stmt
+    if kind == "guarded":
+        where = (
+            _T.c.id == bindparam("_id"),
+            _T.c.state == bindparam("_state"),
+            _T.c.updated_at == bindparam("_updated"),
         )
-    return stmt
-
-
-def _active_update(cols: tuple[str, ...]) -> Any:
-    """UPDATE ... WHERE id and the job has not ended (`update`)."""
-    key = ("active", cols)
-    stmt = _UPDATES.get(key)
-    if stmt is None:
-        stmt = _UPDATES[key] = (
-            update(_T)
-            # One fixed bind per state rather than an expanding IN, which executemany cannot take.
-            .where(
-                _T.c.id == bindparam("_id"),
-                _T.c.state.in_([bindparam(f"_active{i}", st) for i, st in enumerate(_ACTIVE)]),
-            )
-            .values(_set_clause(cols))
+    elif kind == "active":
+        # One fixed bind per state rather than an expanding IN, which executemany cannot take.
+        where = (
+            _T.c.id == bindparam("_id"),
+            _T.c.state.in_([bindparam(f"_active{i}", st) for i, st in enumerate(_ACTIVE)]),
         )
-    return stmt
-
-
-def _plain_update(cols: tuple[str, ...]) -> Any:
-    key = ("plain", cols)
-    stmt = _UPDATES.get(key)
-    if stmt is None:
-        stmt = _UPDATES[key] = update(_T).where(_T.c.id == bindparam("_id")).values(_set_clause(cols))
+    else:
+        where = (_T.c.id == bindparam("_id"),)
+    stmt = _UPDATES[key] = update(_T).where(*where).values(_set_clause(cols))
     return stmt
 
 
@@ -320,14 +305,14 @@ class JobRepo:
                     self._live.pop(job_id, None)
                 return live
 
-            return _Plan(_guarded_update(cols), params, done, slow, "transition")
+            return _Plan(_update("guarded", cols), params, done, slow, "transition")
 
         async def slow(conn: AsyncConnection) -> Job:
             for _ in range(5):  # the guard fails only when another process wrote in between: read again
                 job = await self._read(conn, job_id)
                 check_transition(job_id, job.state, target.value)
                 values = self._transition_values(job, target, self._clock(), dict(fields))
-                stmt = _guarded_update(tuple(sorted(values)))
+                stmt = _update("guarded", tuple(sorted(values)))
                 params = {"_id": job_id, "_state": job.state, "_updated": job.updated_at, **values}
                 if (await conn.execute(stmt, params)).rowcount == 1:
                     for k, v in values.items():
@@ -371,7 +356,7 @@ class JobRepo:
     async def update(self, job_id: str, **fields: Any) -> bool:
         """Update non-state fields of a job that has not ended. Returns False if it ended (or is unknown)."""
         cols = tuple(sorted({*fields, "updated_at"}))
-        stmt = _active_update(cols)
+        stmt = _update("active", cols)
 
         def plan() -> _Plan:
             values = {**fields, "updated_at": self._clock()}
@@ -392,7 +377,7 @@ class JobRepo:
 
     async def set_fields(self, job_id: str, **fields: Any) -> None:
         """Update fields regardless of state (webhook bookkeeping after the job ended; tests)."""
-        stmt = _plain_update(tuple(sorted(fields)))
+        stmt = _update("plain", tuple(sorted(fields)))
 
         async def op(conn: AsyncConnection) -> None:
             self._live.pop(job_id, None)
@@ -401,7 +386,7 @@ class JobRepo:
         await self._write(op, job_id)
 
     async def request_cancel(self, job_id: str) -> Job:
-        stmt = _plain_update(("cancel_requested", "updated_at"))
+        stmt = _update("plain", ("cancel_requested", "updated_at"))
 
         async def op(conn: AsyncConnection) -> Job:
             self._live.pop(job_id, None)
