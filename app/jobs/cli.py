@@ -95,7 +95,9 @@ def generate(
         typer.echo(json.dumps(job, indent=2, default=str))
     else:
         r = job["result"]
-        typer.echo(f"video: {r['video_url']}")
+        local_store = settings.effective_store_backend == "local"
+        hint = "  (served while `comfyfleet serve` runs)" if local_store else ""
+        typer.echo(f"video: {r['video_url']}{hint}")
         typer.echo(f"local: {job['local_path']}")
         typer.echo(
             f"seed {r['seed']}, {r['num_frames']} frames @ {r['fps']} fps, {r['resolution']}, "
