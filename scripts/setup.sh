@@ -7,23 +7,30 @@ cd "$(dirname "$0")/.."
 want_test=0
 [ "${1:-}" = "--test" ] && want_test=1
 
+# System tools: git and curl run on the (simulated) instances during provisioning; the tests also need a
+# real OpenSSH server, ffprobe and aria2.
+need=()
+command -v git >/dev/null 2>&1 || need+=(git)
+command -v curl >/dev/null 2>&1 || need+=(curl)
 if [ "$want_test" = 1 ]; then
-  need=()
   [ -x /usr/sbin/sshd ] || need+=(openssh-server openssh-client)
   command -v ffprobe >/dev/null 2>&1 || need+=(ffmpeg)
-  command -v git >/dev/null 2>&1 || need+=(git)
-  command -v curl >/dev/null 2>&1 || need+=(curl)
   command -v aria2c >/dev/null 2>&1 || need+=(aria2)
-  if [ ${#need[@]} -gt 0 ]; then
-    SUDO=""; [ "$(id -u)" = 0 ] || SUDO="sudo"
-    $SUDO apt-get update -q
-    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q --no-install-recommends "${need[@]}"
-  fi
+fi
+if [ ${#need[@]} -gt 0 ]; then
+  SUDO=""; [ "$(id -u)" = 0 ] || SUDO="sudo"
+  $SUDO apt-get update -q
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q --no-install-recommends "${need[@]}"
 fi
 
 PY="${PYTHON:-python3}"
 if [ ! -x .venv/bin/python ]; then
-  "$PY" -m venv .venv
+  if ! "$PY" -m venv .venv 2>/dev/null; then  # Debian's python3 needs python3-venv for this
+    rm -rf .venv
+    SUDO=""; [ "$(id -u)" = 0 ] || SUDO="sudo"
+    $SUDO apt-get update -q && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q python3-venv
+    "$PY" -m venv .venv
+  fi
 fi
 pip_quiet() {  # pip's (and the build backend's) chatter goes to a log; shown only when it fails
   if ! .venv/bin/python -m pip install -q "$@" > .venv/pip.log 2>&1; then
