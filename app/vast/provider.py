@@ -149,7 +149,10 @@ class VastProvider:
         return f"{self.label_prefix}{secrets.token_hex(6)}"
 
     def is_ours(self, label: str | None) -> bool:
-        return bool(label) and str(label).startswith(self.label_prefix)
+        # The suffix is our id (no "-"): deployment "prod" must not claim "comfyfleet-prod-eu-<id>".
+        label = str(label or "")
+        rest = label[len(self.label_prefix) :] if label.startswith(self.label_prefix) else ""
+        return bool(rest) and "-" not in rest
 
     # --- offers ------------------------------------------------------------------------------------
 
@@ -558,8 +561,13 @@ class VastProvider:
         for row in rows:
             known = await self.ledger.by_label(str(row["label"]))
             inst = self._from_vast(row, known)
+            if known is not None and known.state == InstanceState.DESTROYED:
+                # We gave up on it (or destroyed it) but it still bills: FAILED, so cleanup destroys it.
+                inst.state = InstanceState.FAILED
+                inst.destroyed_at = None
             if known is not None and known.id != inst.id:
                 inst.meta["adopted"] = True  # a create whose answer never arrived (crash, timeout)
+            if known is not None and (known.id != inst.id or known.state == InstanceState.DESTROYED):
                 await self.ledger.update(inst)
             out.append(inst)
         return out

@@ -457,3 +457,27 @@ async def test_concurrent_creates_rent_distinct_offers_and_register_the_key_once
         assert len({a.offer_id, b.offer_id, c.offer_id}) == 3 and len(w.live()) == 3
         assert len(w.emu.account_keys) == 1
         assert len({i.label for i in (a, b, c)}) == 3
+
+
+async def test_lost_instance_given_up_then_seen_by_list_is_marked_for_cleanup(tmp_path):
+    # An ambiguous create whose label lookup found nothing closes its row (DESTROYED); should the
+    # instance show up after all, list() (what the in-process cleanup runs) must mark it FAILED so it is
+    # destroyed now, not revive it as a BOOTING instance nobody waits for (billing until the deadline).
+    async with world(tmp_path) as w:
+        p = await w.provider()
+        real_create = p.client.create_instance
+
+        async def create_then_crash(offer_id, body):
+            await real_create(offer_id, body)
+            raise asyncio.CancelledError
+
+        p.client.create_instance = create_then_crash
+        with pytest.raises(asyncio.CancelledError):
+            await p.create(REQ)
+        (pending,) = await p.ledger.list()
+        await p.ledger.mark_destroyed(pending.label, reason="create failed; label not found on Vast")
+        fresh = await w.provider()
+        (listed,) = await fresh.list()
+        row = await fresh.ledger.get(listed.id)
+        assert row.label == pending.label and row.state == InstanceState.FAILED
+        assert row.alive and row.destroyed_at is None

@@ -73,3 +73,11 @@ def test_ssh_keypair_is_made_once_with_private_permissions(tmp_path):
     assert ensure_keypair(key) == pub
     (tmp_path / "ssh" / "id_ed25519.pub").unlink()
     assert ensure_keypair(key).split()[:2] == pub.split()[:2]  # public half rebuilt from the private key
+
+
+def test_other_deployment_whose_name_extends_ours_is_not_ours():
+    # Deployment "prod" must not claim "prod-eu"'s instances (cleanup would destroy them as orphans).
+    prod, prod_eu = _provider(), VastProvider(None, None, Settings(deployment="prod-eu"))  # type: ignore[arg-type]
+    assert not prod.is_ours(prod_eu.new_label())
+    assert not prod_eu.is_ours(prod.new_label())
+    assert prod.is_ours("comfyfleet-prod-stray") and not prod.is_ours("comfyfleet-prod-")
