@@ -114,6 +114,8 @@ class Cleaner:
         now = self._clock()
         members = getattr(self.pool, "members", {}) if self.pool is not None else {}
         if self.pool is not None and self.provider.can_create:
+            if not dry_run:
+                await self.pool.touch_busy()  # heartbeat for a cron `comfyfleet cleanup` reading the ledger
             for m in self.pool.idle_members(self.idle_ttl_s):
                 last = m.instance.last_used_at or m.instance.ready_at or m.instance.created_at
                 reason = f"idle for {now - last:.0f} s (TTL {self.idle_ttl_s:.0f} s)"

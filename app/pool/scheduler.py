@@ -210,13 +210,19 @@ class Pool:
         self._waiters.append(waiter)
         self._dispatch()
         try:
-            return await fut
+            lease = await fut
         except asyncio.CancelledError:
             if waiter in self._waiters:
                 self._waiters.remove(waiter)
             if fut.done() and not fut.cancelled() and fut.exception() is None:
                 await fut.result().release()  # granted in the same tick as the cancel
             raise
+        try:  # in use from now: an out-of-process cleanup (cron) sees only the ledger's last_used_at
+            await self._persist(lease.instance)
+        except BaseException:
+            await lease.release()
+            raise
+        return lease
 
     def waiting(self) -> int:
         return len(self._waiters)
@@ -378,6 +384,15 @@ class Pool:
                 log.warning("pool: ledger update for %s failed: %s", inst.id, redact(str(exc)))
 
     # --- retirement (the cleanup calls these) -------------------------------------------------------
+    async def touch_busy(self) -> None:
+        """Write "in use now" for every leased instance, so a cleanup running in another process (which
+        sees only the ledger) never takes a job longer than the idle TTL for idleness."""
+        now = self._clock()
+        for m in list(self.members.values()):
+            if m.leases > 0:
+                m.instance.last_used_at = now
+                await self._persist(m.instance)
+
     def idle_members(self, idle_ttl_s: float | None = None) -> list[PoolMember]:
         ttl = self.idle_ttl_s if idle_ttl_s is None else idle_ttl_s
         now = self._clock()

@@ -1,4 +1,5 @@
 import asyncio
+import dataclasses
 import os
 import time
 from pathlib import Path
@@ -134,3 +135,41 @@ async def test_old_input_images_are_pruned_unless_an_active_job_needs_them(tmp_p
         assert [a.target for a in actions if a.kind == "input_file"] == [done.request["image_path"]]
         assert Path(active.request["image_path"]).exists()  # noqa: ASYNC240
         assert not Path(done.request["image_path"]).exists()  # noqa: ASYNC240
+
+
+class SnapshotLedger(FakeLedger):
+    """Like the SQL ledger: another process reads what was last written, not the pool's live objects."""
+
+    async def update(self, instance):
+        self.updates += 1
+        self.rows[instance.id] = dataclasses.replace(instance, meta=dict(instance.meta))
+
+
+async def test_busy_instance_is_not_reaped_by_out_of_process_cleanup(tmp_path):
+    # `comfyfleet cleanup` from cron has no pool: it sees only the ledger. An instance that sat idle and
+    # then got a job must not look idle there (its lease was never written down).
+    ledger = SnapshotLedger()
+    async with world(tmp_path, ledger=ledger, comfy=FakeComfy(step_delay=0.2)) as w:
+        await w.wait((await w.submit(seed=1)).id)
+        await asyncio.sleep(0.3)
+        job = await w.submit(seed=2)
+        await w.wait_state(job.id, "running")
+        cron = Cleaner(w.services.repo, w.provider, ledger, idle_ttl_s=0.25)
+        actions = await cron.run_once()
+        assert not [a for a in actions if a.kind in ("idle_instance", "stuck_instance")]
+        assert w.provider.destroyed == []
+        assert (await w.wait(job.id)).state == "succeeded"
+
+
+async def test_job_longer_than_idle_ttl_keeps_its_instance_under_out_of_process_cleanup(tmp_path):
+    ledger = SnapshotLedger()
+    async with world(tmp_path, ledger=ledger, comfy=FakeComfy(step_delay=0.3)) as w:
+        job = await w.submit(seed=1)
+        await w.wait_state(job.id, "running")
+        await asyncio.sleep(0.4)
+        await w.services.cleaner.run_once()  # the server's own pass (every minute) says it is busy
+        cron = Cleaner(w.services.repo, w.provider, ledger, idle_ttl_s=0.3)
+        actions = await cron.run_once()
+        assert not [a for a in actions if a.kind in ("idle_instance", "stuck_instance")]
+        assert w.provider.destroyed == []
+        assert (await w.wait(job.id)).state == "succeeded"
