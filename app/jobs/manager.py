@@ -69,13 +69,14 @@ class JobManager:
                     actions.append((job.id, "requeued"))
                     self.spawn(job.id)
                 else:
-                    await self.repo.transition(
+                    ended = await self.repo.transition(
                         job.id,
                         JobState.FAILED,
                         error_kind="lost_on_restart",
                         error_message="the service restarted while the job was on a GPU, and it had already "
                         "been retried once; submit it again",
                     )
+                    await self._ended(ended)
                     actions.append((job.id, "failed"))
             except Exception as exc:  # one bad row must not stop recovery of the others
                 log.error("recovery of job %s failed: %s", job.id, redact(str(exc)))
@@ -105,12 +106,13 @@ class JobManager:
         except Exception as exc:  # the runner ends jobs itself; this is the last line of defence
             log.exception("job %s: runner crashed", job_id)
             with contextlib.suppress(Exception):
-                await self.repo.transition(
+                ended = await self.repo.transition(
                     job_id,
                     JobState.FAILED,
                     error_kind="internal",
                     error_message=f"internal error: {redact(str(exc))}",
                 )
+                await self._ended(ended)
         finally:
             if self.tasks.get(job_id) is asyncio.current_task():
                 self.tasks.pop(job_id, None)
@@ -127,9 +129,10 @@ class JobManager:
                 await asyncio.wait_for(asyncio.shield(task), 30)
         else:
             with contextlib.suppress(Exception):
-                await self.repo.transition(
+                ended = await self.repo.transition(
                     job_id, JobState.CANCELLED, error_kind="cancelled", error_message=reason
                 )
+                await self._ended(ended)
         return await self.repo.require(job_id)
 
     async def fail(self, job_id: str, kind: str, message: str) -> bool:
@@ -144,10 +147,25 @@ class JobManager:
             job = await self.repo.require(job_id)
             return job.state == JobState.FAILED.value
         try:
-            await self.repo.transition(job_id, JobState.FAILED, error_kind=kind, error_message=message)
-            return True
+            ended = await self.repo.transition(
+                job_id, JobState.FAILED, error_kind=kind, error_message=message
+            )
         except Exception:
             return False
+        await self._ended(ended)
+        return True
+
+    async def _ended(self, job: Job) -> None:
+        """A job ended here rather than in its runner: tell waiters and streams, and run the completion
+        hook (metrics, webhook) exactly as the runner's own end does."""
+        public = job.to_public() if self.events.wants(job.id) else {}
+        self.events.publish(job.id, {"event": "end", **public, "_job": job})
+        hook = self.runner.on_finished
+        if hook is not None:
+            try:
+                await hook(job)
+            except Exception as exc:  # webhooks/metrics must never undo a finished job
+                log.warning("job %s: completion hook failed: %s", job.id, redact(str(exc)))
 
     async def wait(self, job_id: str, seconds: float) -> Job:
         """Return the job once it ends or `seconds` pass, whichever is first."""

@@ -444,6 +444,21 @@ class JobRepo:
         async with self._sm() as s:
             return list((await s.execute(q)).scalars())
 
+    async def webhooks_never_enqueued(self) -> list[str]:
+        """Ended jobs with a webhook that was never marked due (the process died between the job's end
+        and the enqueue): ids, oldest first."""
+        q = (
+            select(Job.id)
+            .where(
+                Job.state.in_([st.value for st in TERMINAL_STATES]),
+                Job.webhook_url.is_not(None),
+                Job.webhook_status.is_(None),
+            )
+            .order_by(Job.created_at)
+        )
+        async with self._sm() as s:
+            return list((await s.execute(q)).scalars())
+
     async def record_cleanup(self, **fields: Any) -> None:
         if fields.get("error"):
             fields["error"] = redact(str(fields["error"]))[:2000]

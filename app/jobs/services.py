@@ -73,6 +73,7 @@ class Services:
         await self.pool.start()
         await self.webhooks.start()
         if self.recover_on_start:
+            await self.webhooks.resume_never_enqueued()
             await self.manager.start()
         if self.run_cleanup_loop and self.settings.cleanup_interval_s > 0:
             self._cleanup_task = asyncio.get_running_loop().create_task(

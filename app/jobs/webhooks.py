@@ -123,6 +123,16 @@ class WebhookSender:
         await self.repo.set_fields(job.id, webhook_status="pending", webhook_next_at=time.time())
         self._wake.set()
 
+    async def resume_never_enqueued(self) -> int:
+        """At start, before any job runs here: webhooks of jobs that ended just before a crash."""
+        ids = await self.repo.webhooks_never_enqueued()
+        for job_id in ids:
+            await self.repo.set_fields(job_id, webhook_status="pending", webhook_next_at=time.time())
+        if ids:
+            log.info("webhooks: %d never enqueued before the last shutdown; sending them now", len(ids))
+            self._wake.set()
+        return len(ids)
+
     async def _loop(self) -> None:
         while True:
             try:

@@ -208,3 +208,67 @@ async def test_webhook_host_that_turns_private_after_submit_is_not_called(tmp_pa
             assert len(rx.received) == 1 and rx.received[0][0]["Host"] == f"hooks.example.com:{rx.port}"
     finally:
         await rx.stop()
+
+
+async def _wait_webhook_status(w, job_id: str, *wanted: str) -> str | None:
+    for _ in range(300):
+        status = (await w.services.repo.require(job_id)).webhook_status
+        if status in wanted:
+            return status
+        await asyncio.sleep(0.01)
+    return (await w.services.repo.require(job_id)).webhook_status
+
+
+async def test_job_failed_by_restart_recovery_still_sends_its_webhook(tmp_path):
+    rx = Receiver(free_port())
+    await rx.start()
+    try:
+        async with world(tmp_path, intake=loopback_intake(tmp_path), start=False) as w:
+            w.services.webhooks.poll_interval_s = 0.02
+            w.services.manager.spawn = lambda *a, **k: None
+            job = await w.submit(seed=1, webhook_url=f"http://127.0.0.1:{rx.port}/hook")
+            for st in ("acquiring", "running"):
+                await w.services.repo.transition(job.id, st)
+            await w.services.repo.set_fields(job.id, attempts=1)
+            await w.services.start()  # recovery fails the job: lost on restart, already retried
+            assert (await w.services.repo.require(job.id)).state == "failed"
+            assert await _wait_webhook_status(w, job.id, "delivered") == "delivered"
+        [(_headers, body)] = rx.received
+        assert json.loads(body)["type"] == "job.failed"
+    finally:
+        await rx.stop()
+
+
+async def test_cancel_of_a_job_without_a_task_sends_its_webhook(tmp_path):
+    rx = Receiver(free_port())
+    await rx.start()
+    try:
+        async with world(tmp_path, intake=loopback_intake(tmp_path)) as w:
+            w.services.webhooks.poll_interval_s = 0.02
+            w.services.manager.spawn = lambda *a, **k: None  # e.g. a job of another process
+            job = await w.submit(seed=1, webhook_url=f"http://127.0.0.1:{rx.port}/hook")
+            done = await w.services.manager.cancel(job.id)
+            assert done.state == "cancelled"
+            assert await _wait_webhook_status(w, job.id, "delivered") == "delivered"
+        [(_headers, body)] = rx.received
+        assert json.loads(body)["type"] == "job.cancelled"
+    finally:
+        await rx.stop()
+
+
+async def test_webhook_lost_between_job_end_and_enqueue_is_sent_after_restart(tmp_path):
+    rx = Receiver(free_port())
+    await rx.start()
+    try:
+        async with world(tmp_path, intake=loopback_intake(tmp_path)) as w:
+            w.services.runner.on_finished = None  # the process dies right after the terminal commit
+            job = await w.wait((await w.submit(seed=1, webhook_url=f"http://127.0.0.1:{rx.port}/hook")).id)
+            assert job.state == "succeeded"
+            assert (await w.services.repo.require(job.id)).webhook_status is None
+        async with world(tmp_path, intake=loopback_intake(tmp_path), start=False) as w2:
+            w2.services.webhooks.poll_interval_s = 0.02
+            await w2.services.start()
+            assert await _wait_webhook_status(w2, job.id, "delivered") == "delivered"
+        assert len(rx.received) == 1
+    finally:
+        await rx.stop()
