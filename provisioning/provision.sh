@@ -215,7 +215,7 @@ sha256_of() {
 # host_of URL -> REPLY (lowercase host, no port, no userinfo)
 host_of() {
     local h=${1#*://}
-    h=${h%%/*}; h=${h%%\?*}; h=${h##*@}
+    h=${h%%/*}; h=${h%%\?*}; h=${h%%#*}; h=${h##*@}  # "a.com#@hub" and "a.com?@hub" go to a.com
     case "$h" in \[*) h=${h%%]*}; h=${h#\[} ;; *) h=${h%%:*} ;; esac
     REPLY=${h,,}
 }
@@ -384,6 +384,9 @@ download() {
         fi
         fetch_once "$i" "$part" "$url"
         fsize "$part"; after=$REPLY
+        # More bytes than the plan's exact size: the source is not the planned file. Re-downloading would
+        # overshoot again (and count as progress, forever); let verify reject it (refetched once, then an error).
+        [ "${M_EXACT[$i]}" = 1 ] && [ "$after" -gt "${M_SIZE[$i]}" ] && return 0
         if [ "$FETCH_RC" = 0 ]; then
             [ "${M_EXACT[$i]}" = 0 ] || [ "$after" = "${M_SIZE[$i]}" ] && return 0
             reason="transfer ended at byte $after of ${M_SIZE[$i]}"
@@ -658,7 +661,8 @@ if [ "$RESTART" = auto ]; then
     # A machine-provided hook wins (it restarts ComfyUI and returns once it answers; the simulated world
     # installs one); else supervisor as on Vast's ComfyUI image; else report that a restart is needed.
     if [ -x "$STATE_DIR/restart" ]; then
-        RESTART="\"$STATE_DIR/restart\"" WAIT_URL=-
+        printf -v RESTART '%q' "$STATE_DIR/restart"  # quoted: the dir may hold spaces, quotes or $(...)
+        WAIT_URL=-
     elif command -v supervisorctl >/dev/null 2>&1; then
         RESTART="supervisorctl restart comfyui"
     else

@@ -1,0 +1,80 @@
+"""Regression tests for provisioning bugs found in review (each named after the failure it prevents)."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+
+import pytest
+from aiohttp import web
+
+from app.provision import DownloadFailed, VerificationFailed, connect, run_provision
+from app.sim.sshserver import install_restart_hook
+
+pytestmark = pytest.mark.sshd
+
+
+async def provision(remote, plan, **kw):
+    events: list[dict] = []
+    async with await connect(remote.target, remote.key_path) as conn:
+        summary = await run_provision(conn, plan, events.append, remote_dir=remote.remote_dir, **kw)
+    return summary, events
+
+
+async def test_source_larger_than_planned_size_fails_verification_instead_of_looping(
+    remote, make_plan, model_server
+):
+    # The plan's exact size (e.g. from the lock file) is smaller than what the server now serves: each
+    # transfer overshoots, the .part is deleted as "too big" and fetched again, forever.
+    plan = await make_plan()
+    plan.nodes = []
+    plan.models = [
+        dataclasses.replace(m, size=m.size - 1000, sha256=None) if m.name == "vae.safetensors" else m
+        for m in plan.models
+    ]
+    with pytest.raises(VerificationFailed) as exc:
+        await asyncio.wait_for(provision(remote, plan), 30)
+    assert exc.value.file == "vae.safetensors" and "size" in str(exc.value)
+    assert len(model_server.requests_for("vae.safetensors")) == 2  # fetched once more, then an error
+    vae = remote.comfy_dir / "models/vae"
+    assert not (vae / "vae.safetensors").exists() and not (vae / "vae.safetensors.part").exists()
+
+
+async def test_token_not_sent_to_host_hidden_behind_a_url_fragment(remote, make_plan, unused_tcp_port):
+    # `http://localhost:P#@127.0.0.1/...` is a request to localhost; the script must not read the host
+    # as 127.0.0.1 (the token host here) because of the `@` in the fragment.
+    seen: list[str | None] = []
+
+    async def anything(request: web.Request) -> web.Response:
+        seen.append(request.headers.get("Authorization"))
+        return web.Response(status=404)
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", anything)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", unused_tcp_port).start()
+    try:
+        plan = await make_plan(mirror=False)
+        plan.nodes = []
+        plan.models = [
+            dataclasses.replace(m, url=f"http://localhost:{unused_tcp_port}#@127.0.0.1/x/{m.name}")
+            for m in plan.models[:1]
+        ]
+        with pytest.raises(DownloadFailed):
+            await provision(remote, plan, hf_token="hf_" + "ab" * 16)
+    finally:
+        await runner.cleanup()
+    assert seen and not any(seen)
+
+
+async def test_restart_hook_in_a_comfy_dir_with_shell_characters_runs_and_executes_nothing(
+    remote, make_plan, tmp_path
+):
+    comfy_dir = tmp_path / 'Comfy $(touch INJECTED) "q" `x`'
+    install_restart_hook(comfy_dir, f"echo hook >> {remote.restart_log}")
+    plan = await make_plan(comfy_dir=str(comfy_dir), restart_cmd="auto", comfy_url=None)
+    plan.models = []
+    summary, _ = await provision(remote, plan)
+    assert summary.restarted and remote.restart_log.read_text() == "hook\n"
+    assert not list(tmp_path.rglob("INJECTED")) and not list(comfy_dir.parent.parent.rglob("INJECTED"))
