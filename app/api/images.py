@@ -50,6 +50,10 @@ def address_problem(addr: str, *, allow_loopback: bool = False) -> str | None:
     ip = ipaddress.ip_address(addr.split("%", 1)[0])
     if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
         ip = ip.ipv4_mapped
+    if isinstance(ip, ipaddress.IPv6Address) and ip.sixtofour is not None:
+        # 6to4 (2002::/16) carries an IPv4 address that a relay or a local sit tunnel delivers to:
+        # judge that address (Python 3.11 counts all of 2002::/16 as global).
+        return address_problem(str(ip.sixtofour), allow_loopback=allow_loopback)
     if ip in _METADATA:
         return "a cloud metadata address"
     if ip.is_unspecified:

@@ -109,3 +109,19 @@ async def test_http_error_from_image_host_is_reported(tmp_path):
 
     async with http_server({"/gone.png": missing}) as base, api(tmp_path, allow_loopback=True) as c:
         await _rejected(c, f"{base}/gone.png", "HTTP 404")
+
+
+@pytest.mark.parametrize(
+    ("addr", "needle"),
+    [
+        ("2002:7f00:1::1", "loopback"),  # 6to4 form of 127.0.0.1
+        ("2002:a9fe:a9fe::1", "metadata"),  # 6to4 form of 169.254.169.254
+        ("2002:a00:7::", "private"),  # 6to4 form of 10.0.0.7
+    ],
+)
+async def test_6to4_address_embedding_an_internal_ipv4_is_refused(tmp_path, addr, needle):
+    async def resolver(host, port):
+        return {"images.example.com": [addr]}[host]
+
+    async with api(tmp_path, resolver=resolver) as c:
+        await _rejected(c, "https://images.example.com/cat.png", needle)
