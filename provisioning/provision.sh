@@ -344,7 +344,7 @@ fetch_once() {
             curl "${opts[@]}" -L --max-redirs 10 -- "$get_url" >"$WORK/code.$i" 2>>"$errf" &
         fi
     else
-        wget -q -c -O "$part" --tries=1 --timeout="$STALL_TIMEOUT" -U comfyfleet-provision/1 -- "$get_url" 2>>"$errf" &
+        wget -nv -c -O "$part" --tries=1 --timeout="$STALL_TIMEOUT" -U comfyfleet-provision/1 -- "$get_url" 2>>"$errf" &
     fi
     local pid=$! t0 t1 b0 b1 rate every=$PROGRESS_US
     now_us; t0=$REPLY
@@ -365,8 +365,12 @@ fetch_once() {
     if [ "$TOOL" = curl ]; then
         HTTP_CODE=$(cat "$WORK/code.$i" 2>/dev/null)
         HTTP_CODE=${HTTP_CODE:-000}
-    elif [ "$FETCH_RC" = 8 ]; then
-        HTTP_CODE=500
+    elif [ "$FETCH_RC" = 8 ]; then  # an HTTP error: -nv logs "... ERROR 404: Not Found."
+        HTTP_CODE=$(grep -o 'ERROR [0-9][0-9][0-9]' "$errf" 2>/dev/null | tail -n 1)
+        HTTP_CODE=${HTTP_CODE#ERROR }
+        is_uint "$HTTP_CODE" || HTTP_CODE=500
+    elif [ "$FETCH_RC" = 6 ]; then  # wget's "Username/Password Authentication Failed": a 401
+        HTTP_CODE=401
     elif [ "$FETCH_RC" = 0 ]; then
         HTTP_CODE=200
     fi

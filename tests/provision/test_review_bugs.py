@@ -4,14 +4,18 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import json
+import subprocess
 
 import pytest
 from aiohttp import web
 
+from app.config import PROVISIONING_DIR
 from app.provision import DownloadFailed, VerificationFailed, connect, run_provision
 from app.sim.sshserver import install_restart_hook
 
 pytestmark = pytest.mark.sshd
+SCRIPT = PROVISIONING_DIR / "provision.sh"
 
 
 async def provision(remote, plan, **kw):
@@ -78,3 +82,33 @@ async def test_restart_hook_in_a_comfy_dir_with_shell_characters_runs_and_execut
     summary, _ = await provision(remote, plan)
     assert summary.restarted and remote.restart_log.read_text() == "hook\n"
     assert not list(tmp_path.rglob("INJECTED")) and not list(comfy_dir.parent.parent.rglob("INJECTED"))
+
+
+@pytest.mark.parametrize(
+    ("fault", "exit_code", "kind"), [("404", 11, "not_found"), ("401", 13, "needs_hf_token")]
+)
+async def test_wget_http_errors_map_to_their_typed_exit_codes(
+    make_plan, model_server, tmp_path, fault, exit_code, kind
+):
+    # With wget (no curl on the machine) every HTTP error used to look like a retryable 500: a 404 was
+    # retried until the budget ran out and a gated model never said it needs an HF token.
+    name = "vae.safetensors"
+    if fault == "404":
+        model_server.fault(name).status, model_server.fault(name).status_times = 404, -1
+        plan = await make_plan()
+    else:
+        model_server.fault(name).require_token = "hf_" + "cd" * 16
+        plan = await make_plan(mirror=False)
+    plan.nodes = []
+    plan.models = [m for m in plan.models if m.name == name]
+    plan_file = tmp_path / "plan.tsv"
+    plan_file.write_text(plan.to_text() + "set\ttool\twget\n")
+    proc = await asyncio.create_subprocess_exec(
+        "bash", str(SCRIPT), str(plan_file), stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    stdout, stderr = await asyncio.wait_for(proc.communicate(), 30)
+    events = [json.loads(line) for line in stdout.decode().splitlines()]
+    assert proc.returncode == exit_code, stderr.decode()
+    error = next(e for e in events if e["event"] == "error")
+    assert error["file"] == name and error["kind"] == kind and error["retryable"] is False
+    assert not any(e["event"] == "retry" for e in events)
