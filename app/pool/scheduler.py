@@ -343,6 +343,14 @@ class Pool:
             self._rent_failures = 0
             self.members[inst.id] = PoolMember(inst)
         except asyncio.CancelledError:
+            if inst is not None and inst.id not in self.members:
+                # Booting instances are not adopted after a restart: do not leave this one billing.
+                try:
+                    await asyncio.shield(self._provider.destroy(inst))
+                except Exception as exc:
+                    log.error(
+                        "pool: could not destroy %s after a cancelled rental: %s", inst.id, redact(str(exc))
+                    )
             raise
         except Exception as exc:  # any rental failure must reach the waiting jobs, never vanish
             self._rent_failures += 1

@@ -169,3 +169,18 @@ async def test_failed_list_at_start_is_retried_and_does_not_stop_the_service(tmp
         await asyncio.sleep(0.2)
         assert existing.id in w.services.pool.members
         await w.services.pool.stop()
+
+
+async def test_rental_cancelled_while_booting_destroys_what_it_rented(tmp_path):
+    # A stop (deploy, SIGTERM) mid-boot: the booting instance is never adopted after a restart (only ready
+    # ones are), so left alive it would bill until the stuck-instance deadline.
+    provider = FakeProvider(ready_delay=30.0)
+    async with world(tmp_path, provider=provider) as w:
+        await w.submit(seed=1)
+        for _ in range(200):
+            if provider.created:
+                break
+            await asyncio.sleep(0.01)
+        assert provider.created == ["i1"]
+        await w.services.pool.stop()
+        assert provider.destroyed == ["i1"]
