@@ -74,6 +74,8 @@ class _Job:
     cancelled_by_us: bool = False
     poll_now: bool = False
     absent_since: float | None = None
+    heard: bool = False  # any socket event of this prompt arrived
+    unheard_running_since: float | None = None
     ws_outputs: dict[str, Any] = field(default_factory=dict)
     cached: list[str] = field(default_factory=list)
 
@@ -491,6 +493,8 @@ class ComfyClient:
             job.absent_since = None
             if ws_down:
                 await self._reconnect_ws(job, deadline)
+            elif queued == "running" and not job.heard:
+                await self._check_deaf_socket(job, deadline)
             return None
         # Leaving the queue and entering history happen together, so re-reading history now decides.
         entry = await self.history(job.prompt_id, deadline=deadline)
@@ -511,6 +515,27 @@ class ComfyClient:
             "(ComfyUI restarted or crashed); submit it again"
         )
 
+    async def _check_deaf_socket(self, job: _Job, deadline: float) -> None:
+        """Our prompt runs (execution_start is its first event) but the open socket brought nothing of
+        it for a whole poll interval: ComfyUI no longer routes our clientId to it (a stale socket with
+        the same clientId ended after our reconnect). Reopen it, or every later job stays deaf too."""
+        now = time.monotonic()
+        if job.unheard_running_since is None:
+            job.unheard_running_since = now
+            return
+        if now - job.unheard_running_since < self.poll_interval_s:
+            return
+        job.unheard_running_since = None
+        log.warning("WebSocket is up but silent while %s runs; reopening it", job.prompt_id)
+        try:
+            await self._events.reopen(deadline)
+        except ComfyAuthError:
+            raise
+        except ComfyUnavailable as exc:
+            log.info(
+                "reopening the WebSocket for %s failed (%s); following /history only", job.prompt_id, exc
+            )
+
     async def _reconnect_ws(self, job: _Job, deadline: float) -> None:
         """Same clientId again: ComfyUI routes the rest of the prompt's events to the new socket."""
         try:
@@ -529,6 +554,7 @@ class ComfyClient:
             return
         if msg_type == "status":
             return
+        job.heard = True
         progress = job.tracker.feed(msg_type, data)
         if msg_type == "executed" and data.get("node") is not None:
             job.ws_outputs[str(data["node"])] = data.get("output") or {}

@@ -55,11 +55,24 @@ class EventSocket:
         async with self._lock:
             if self.alive:
                 return
-            ws = await self._open(self.client_id, deadline)
-            old, self._ws = self._ws, ws
-            self._reader = asyncio.create_task(self._read(ws))
+            old, self._ws = self._ws, None
             if old is not None:
-                self._close_later(old)
+                # Closed BEFORE the new one opens: ComfyUI unroutes a clientId whenever one of its
+                # sockets ends, so an old socket ending after the new handshake would make the new deaf.
+                await close_ws(old)
+            ws = await self._open(self.client_id, deadline)
+            self._ws = ws
+            self._reader = asyncio.create_task(self._read(ws))
+
+    async def reopen(self, deadline: float | None) -> None:
+        """Replace a socket that is up but no longer routed to us (same clientId)."""
+        async with self._lock:
+            reader, self._reader = self._reader, None
+            if reader is not None:
+                reader.cancel()
+                with contextlib.suppress(BaseException):
+                    await reader
+        await self.ensure(deadline)
 
     async def register(self, job: _JobLike) -> None:
         self._jobs[job.prompt_id] = job

@@ -132,3 +132,27 @@ async def test_socket_silent_from_the_start_completes_through_history(emulator, 
     emu = await emulator(silent_ws=True)
     result = await _run(emu, start_image)
     assert result.video(VIDEO_NODE) is not None
+
+
+async def test_socket_unrouted_by_a_stale_connection_closing_is_reopened(emulator, start_image):
+    # ComfyUI drops the routing of a clientId whenever *a* socket with that id closes. A stale connection
+    # (e.g. half-open after a network blip) that ends after our reconnect leaves our socket up but deaf:
+    # the client must notice a running prompt it hears nothing of and reopen, not stay deaf for good.
+    import aiohttp
+
+    emu = await emulator(step_delay_s=0.05)
+    async with make_client(emu.url, poll_interval_s=0.1) as comfy, aiohttp.ClientSession() as http:
+        stale = await http.ws_connect(f"{emu.url}/ws?clientId={comfy._events.client_id}")
+        name = await comfy.upload_image(start_image)
+        await comfy.run(wan_graph(name), deadline=time.monotonic() + 20, progress_nodes=SAMPLERS)
+        await stale.close()
+        await asyncio.sleep(0.1)
+        seen = []
+        result = await comfy.run(
+            wan_graph(name, steps=20),
+            deadline=time.monotonic() + 20,
+            progress_nodes=SAMPLERS,
+            on_progress=seen.append,
+        )
+    assert result.video(VIDEO_NODE) is not None
+    assert any(p.stage == "sampling 2/2" and p.fraction < 1.0 for p in seen)

@@ -12,7 +12,7 @@ import struct
 import aiohttp
 from PIL import Image
 
-from tests.sim_comfyui.helpers import captured, read_until_done, sample, shape, wan_prompt
+from tests.sim_comfyui.helpers import captured, read_for, read_until_done, sample, shape, wan_prompt
 
 JOBS = sample("ws_and_history_jobs")
 NOCLIENT = sample("ws_prompt_without_client_id")
@@ -129,3 +129,17 @@ async def test_reconnect_mid_job_is_told_the_current_node(make_emu, http):
     assert first["data"]["sid"] == "re"
     current = await again.receive_json()
     assert current == {"type": "executing", "data": {"node": "86"}}
+
+
+async def test_closing_an_older_socket_unroutes_a_newer_one_with_the_same_client_id(emu, http):
+    # ComfyUI 0.3.64's websocket_handler ends with `self.sockets.pop(sid, None)`, whichever socket owns
+    # the sid by then: an old connection that goes away after a reconnect takes the new one's routing.
+    old, _ = await _connect(http, emu.url, "same")
+    new, _ = await _connect(http, emu.url, "same")
+    await old.close()
+    await asyncio.sleep(0.1)
+    job = JOBS["vhs_videocombine_job"]
+    body = {**job["post_prompt"]["request"]["json"], "client_id": "same"}
+    async with http.post(f"{emu.url}/prompt", json=body) as resp:
+        assert resp.status == 200
+    assert await read_for(new, 1.0) == []  # neither its events nor the status broadcasts

@@ -1,5 +1,6 @@
 """WebSocket fan-out with ComfyUI's routing: `sid=None` broadcasts, otherwise only the socket whose
-clientId equals sid gets the message (a newer socket with the same clientId replaces the older)."""
+clientId equals sid gets the message (a newer socket with the same clientId replaces the older, and
+loses its routing when the older one closes afterwards, as in ComfyUI's websocket_handler)."""
 
 from __future__ import annotations
 

@@ -309,8 +309,9 @@ class ComfyEmulator:
                             client.feature_flags = dict(data.get("data") or {})
                             await self.hub.send("feature_flags", self.features(), sid)
         finally:
-            if self.hub.clients.get(sid) is client:
-                del self.hub.clients[sid]
+            # ComfyUI pops the sid whichever socket owns it now: an older connection with the same
+            # clientId that ends after a reconnect takes the newer socket's routing with it.
+            self.hub.clients.pop(sid, None)
         return ws
 
     @staticmethod
