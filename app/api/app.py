@@ -36,6 +36,50 @@ MAX_WAIT_S = 600.0
 _PREFER_WAIT = re.compile(r"(?:^|[;,\s])wait=(\d+(?:\.\d+)?)")
 
 
+# Room for the JSON around the image (prompt, other fields) on top of the base64 image itself.
+BODY_OVERHEAD_BYTES = 1024 * 1024
+
+
+class BodyTooLarge(HTTPException):
+    def __init__(self, limit: int) -> None:
+        super().__init__(413, f"the request body is larger than {limit} bytes")
+        self.limit = limit
+
+
+def _too_large_body(limit: int) -> dict[str, Any]:
+    message = f"the request body is larger than {limit} bytes (the image limit plus base64 and the JSON)"
+    return {"detail": f"body: {message}", "errors": [{"field": "body", "message": message}]}
+
+
+class BodyLimit:
+    """ASGI middleware: a request body past `limit` bytes is refused with 413 as soon as it is seen
+    (declared Content-Length, or counted while it streams), instead of being read whole into memory."""
+
+    def __init__(self, app: Any, limit: int) -> None:
+        self.app, self.limit = app, limit
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope.get("headers") or ()).get(b"content-length", b"")
+        if declared.isdigit() and int(declared) > self.limit:
+            await JSONResponse(_too_large_body(self.limit), status_code=413)(scope, receive, send)
+            return
+        seen = 0
+
+        async def limited_receive() -> dict:
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.limit:
+                    raise BodyTooLarge(self.limit)
+            return message
+
+        await self.app(scope, limited_receive, send)
+
+
 def _field_of(loc: tuple[Any, ...]) -> str:
     parts = [str(p) for p in loc if p not in ("body", "query", "path", "header")]
     return ".".join(parts) or "body"
@@ -65,6 +109,7 @@ def create_app(services: Services, *, manage_lifecycle: bool = True) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.services = services
+    app.add_middleware(BodyLimit, limit=services.intake.max_bytes * 4 // 3 + BODY_OVERHEAD_BYTES)
 
     async def require_token(authorization: str | None = Header(None)) -> None:
         if not token:
@@ -82,6 +127,10 @@ def create_app(services: Services, *, manage_lifecycle: bool = True) -> FastAPI:
         ]
         detail = "; ".join(f"{e['field']}: {e['message']}" for e in errors)
         return JSONResponse({"detail": detail, "errors": errors}, status_code=422)
+
+    @app.exception_handler(BodyTooLarge)
+    async def _body_too_large(_req: Request, exc: BodyTooLarge) -> JSONResponse:
+        return JSONResponse(_too_large_body(exc.limit), status_code=413)
 
     @app.exception_handler(ValidationError)
     async def _invalid(_req: Request, exc: ValidationError) -> JSONResponse:

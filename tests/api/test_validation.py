@@ -87,3 +87,32 @@ async def test_webhook_url_must_be_http(tmp_path):
         await _rejected(
             c, {"prompt": "x", "image_base64": B64, "webhook_url": "ftp://example.com/x"}, "webhook_url"
         )
+
+
+async def test_huge_request_body_is_refused_without_reading_it_all(tmp_path):
+    sent = 0
+
+    async def body():
+        nonlocal sent
+        yield b'{"prompt": "x", "image_base64": "'
+        for _ in range(800):  # 50 MB of base64 against a 1000-byte image limit
+            sent += 65536
+            yield b"A" * 65536
+        yield b'"}'
+
+    async with api(tmp_path, max_image_bytes=1000) as c:
+        r = await c.post(
+            "/vastai/generate-video", content=body(), headers={"content-type": "application/json"}
+        )
+        assert r.status_code == 413, r.text
+        assert r.json()["errors"][0]["field"]
+        assert sent < 4 * 1024 * 1024, f"the server read {sent} bytes of the body"
+        assert await c.world.services.repo.list() == []
+
+
+async def test_declared_oversize_body_is_413_before_reading(tmp_path):
+    async with api(tmp_path, max_image_bytes=1000) as c:
+        big = b'{"prompt": "x", "image_base64": "' + b"A" * 5_000_000 + b'"}'
+        r = await c.post("/vastai/generate-video", content=big, headers={"content-type": "application/json"})
+        assert r.status_code == 413, r.text
+        assert r.json()["errors"][0]["field"] == "body"
