@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import random
+import re
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, replace
 from typing import Any, Literal
@@ -28,6 +29,9 @@ API_FIELDS: dict[str, Literal["string", "int", "float"]] = {
     "seed": "int",
     "fps": "int",
 }
+
+# A number written in a string: ASCII digits, optional sign, fraction and exponent; nothing else.
+_NUMBER_RE = re.compile(r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?", re.ASCII)
 
 SEED_RANDOM = -1
 SEED_SPACE = 2**53  # resolved seeds stay exact in JSON numbers (JavaScript clients)
@@ -89,6 +93,8 @@ class ParamSpec:
             raise ValidationError(self.name, f"must be {kind} (got {type(value).__name__})")
         if isinstance(value, str):
             text = value.strip()
+            if not _NUMBER_RE.fullmatch(text):  # int()/float() also take "8_32", non-ASCII digits
+                raise ValidationError(self.name, f"must be {kind} (got {value!r})")
             try:
                 number: int | float = int(text) if self.type == "int" else float(text)
             except ValueError:

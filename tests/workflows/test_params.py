@@ -116,6 +116,15 @@ def test_non_numeric_string_rejected(wf):
     assert _error(wf, {"prompt": "x", "steps": "four"}).field == "steps"
 
 
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("width", "8_32"), ("width", "\uff18\uff13\uff12"), ("cfg_scale", "1_0"), ("seed", "٧")],
+)
+def test_numeric_strings_python_would_stretch_are_rejected(wf, field, value):
+    # int()/float() take digit-group underscores and non-ASCII digits; a request field must not
+    assert _error(wf, {"prompt": "x", field: value}).field == field
+
+
 def test_fractional_int_rejected(wf):
     assert _error(wf, {"prompt": "x", "steps": 4.5}).field == "steps"
 
