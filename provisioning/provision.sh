@@ -81,7 +81,7 @@ fatal() { # code message
 COMFY_DIR=/workspace/ComfyUI PARALLEL=4 PY=auto PIP=1 RESTART=auto COMFY_URL=- RESTART_TIMEOUT=300
 MIN_FREE=1073741824 TOKEN_HOSTS=huggingface.co RETRIES=6 BACKOFF=1 CONNECT_TIMEOUT=20 STALL_TIMEOUT=60
 PROGRESS_INTERVAL=1 TOOL=auto
-M_FOLDER=() M_NAME=() M_SIZE=() M_EXACT=() M_SHA=() M_URL=()
+M_FOLDER=() M_JFOLDER=() M_NAME=() M_SIZE=() M_EXACT=() M_SHA=() M_URL=()
 N_NAME=() N_URL=() N_COMMIT=()
 
 safe_name() { # a single path component, no traversal, no hidden files
@@ -131,6 +131,7 @@ while IFS= read -r line || [ -n "$line" ]; do
                 *[!0-9a-fA-F]*) fatal $E_USAGE "plan line $lineno: sha256 must be 64 hex digits" ;;
                 *) [ ${#sha} = 64 ] || fatal $E_USAGE "plan line $lineno: sha256 must be 64 hex digits" ;;
             esac
+            jstr "$f1"; M_JFOLDER+=("$REPLY")  # the folder as a JSON string, for every event naming it
             M_FOLDER+=("$f1"); M_NAME+=("$f2"); M_SIZE+=("$size"); M_EXACT+=("$exact")
             M_SHA+=("${sha,,}"); M_URL+=("$f5")
             ;;
@@ -241,7 +242,7 @@ model_error() { # i code kind retryable message
     local jn jm
     jstr "${M_NAME[$1]}"; jn=$REPLY
     jstr "$5"; jm=$REPLY
-    emit "{\"event\":\"error\",\"file\":$jn,\"folder\":\"${M_FOLDER[$1]}\",\"code\":$2,\"kind\":\"$3\",\"retryable\":$4,\"message\":$jm}"
+    emit "{\"event\":\"error\",\"file\":$jn,\"folder\":${M_JFOLDER[$1]},\"code\":$2,\"kind\":\"$3\",\"retryable\":$4,\"message\":$jm}"
     record model error "${M_NAME[$1]}" 0 "$2" "$5"
 }
 
@@ -493,7 +494,7 @@ fetch_model() {
         # Present but not (or no longer) verified for this plan: verify the file we have first.
         if verify "$dest" "$i"; then
             write_sidecar "$i" "$dest"
-            emit "{\"event\":\"skipped\",\"file\":$jn,\"folder\":\"$folder\",\"reason\":\"verified\"}"
+            emit "{\"event\":\"skipped\",\"file\":$jn,\"folder\":${M_JFOLDER[$i]},\"reason\":\"verified\"}"
             record model skipped "$name" 0 0 ""
             return
         fi
@@ -502,7 +503,7 @@ fetch_model() {
         rm -f -- "$dest" "$dir/.$name.verified"
     fi
     fsize "$part"
-    emit "{\"event\":\"start\",\"file\":$jn,\"folder\":\"$folder\",\"offset\":$REPLY,\"total\":${M_SIZE[$i]}}"
+    emit "{\"event\":\"start\",\"file\":$jn,\"folder\":${M_JFOLDER[$i]},\"offset\":$REPLY,\"total\":${M_SIZE[$i]}}"
     now_us; t0=$REPLY
     local owner=$BASHPID pre
     while :; do
@@ -519,7 +520,7 @@ fetch_model() {
             fsize "$dest"; bytes=$REPLY
             now_us; t1=$REPLY
             secs=$(( (t1 - t0) / 1000 ))
-            emit "{\"event\":\"done\",\"file\":$jn,\"folder\":\"$folder\",\"bytes\":$bytes,\"sha256\":\"$VERIFIED_SHA\",\"ms\":$secs,\"rate\":$(( bytes * 1000 / (secs > 0 ? secs : 1) ))}"
+            emit "{\"event\":\"done\",\"file\":$jn,\"folder\":${M_JFOLDER[$i]},\"bytes\":$bytes,\"sha256\":\"$VERIFIED_SHA\",\"ms\":$secs,\"rate\":$(( bytes * 1000 / (secs > 0 ? secs : 1) ))}"
             record model done "$name" "$bytes" 0 "$VERIFIED_SHA"
             return
         fi
@@ -616,7 +617,7 @@ NEED=0
 for i in "${!M_NAME[@]}"; do
     if sidecar_ok "$i"; then
         jstr "${M_NAME[$i]}"
-        emit "{\"event\":\"skipped\",\"file\":$REPLY,\"folder\":\"${M_FOLDER[$i]}\",\"reason\":\"verified\"}"
+        emit "{\"event\":\"skipped\",\"file\":$REPLY,\"folder\":${M_JFOLDER[$i]},\"reason\":\"verified\"}"
         record model skipped "${M_NAME[$i]}" 0 0 ""
         continue
     fi

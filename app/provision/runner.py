@@ -130,7 +130,16 @@ async def run_provision(
     """Ensure `plan` on the instance behind `conn`; `on_progress` receives every event dict."""
     register_secret(hf_token)
     started = time.monotonic()
-    script_remote, plan_remote = await upload(conn, plan, remote_dir)
+    try:  # the upload counts against the same deadline (an SFTP server that never answers must not hang us)
+        async with asyncio.timeout(timeout_s):
+            script_remote, plan_remote = await upload(conn, plan, remote_dir)
+    except TimeoutError:
+        raise ProvisionTimeout(
+            f"uploading the provisioning script took longer than {timeout_s:.0f} s"
+        ) from None
+    total_s = timeout_s
+    if timeout_s is not None:
+        timeout_s = max(0.0, timeout_s - (time.monotonic() - started))
     # --norc: Debian's bash sources ~/.bashrc when started by sshd, even non-interactive (slow on images
     # with pyenv/conda hooks there).
     command = f"bash --norc {shlex.quote(script_remote)} {shlex.quote(plan_remote)}"
@@ -150,7 +159,7 @@ async def run_provision(
             if not line:
                 continue
             try:
-                event = json.loads(line)
+                event = json.loads(line, strict=False)  # names may hold control characters
             except ValueError:
                 log.debug("provision: %s", redact(line))
                 continue
@@ -196,7 +205,7 @@ async def run_provision(
             completed = await proc.wait()
     except TimeoutError:
         await _stop_remote(conn, remote_pid)
-        raise ProvisionTimeout(f"provisioning did not finish within {timeout_s:.0f} s; stopped it") from None
+        raise ProvisionTimeout(f"provisioning did not finish within {total_s:.0f} s; stopped it") from None
     except asyncio.CancelledError:
         await _stop_remote(conn, remote_pid)
         raise

@@ -11,7 +11,7 @@ import pytest
 from aiohttp import web
 
 from app.config import PROVISIONING_DIR
-from app.provision import DownloadFailed, VerificationFailed, connect, run_provision
+from app.provision import DownloadFailed, ProvisionTimeout, VerificationFailed, connect, run_provision
 from app.sim.sshserver import install_restart_hook
 
 pytestmark = pytest.mark.sshd
@@ -112,3 +112,42 @@ async def test_wget_http_errors_map_to_their_typed_exit_codes(
     error = next(e for e in events if e["event"] == "error")
     assert error["file"] == name and error["kind"] == kind and error["retryable"] is False
     assert not any(e["event"] == "retry" for e in events)
+
+
+async def test_model_with_quote_in_folder_and_control_char_in_name_is_named_in_its_error(
+    remote, make_plan, unused_tcp_port
+):
+    # The folder went into the JSON events unescaped and names with control characters were rejected
+    # by the strict JSON parser: the error events were dropped and the failure named no file.
+    plan = await make_plan()
+    plan.nodes = []
+    name = "odd\x1bname.gguf"
+    plan.models = [
+        dataclasses.replace(
+            plan.models[0], folder='we"ird', name=name, url=f"http://127.0.0.1:{unused_tcp_port}/x.gguf"
+        )
+    ]
+    events: list[dict] = []
+    with pytest.raises(DownloadFailed) as exc:
+        async with await connect(remote.target, remote.key_path) as conn:
+            await run_provision(conn, plan, events.append, remote_dir=remote.remote_dir)
+    assert exc.value.file == name
+    assert any(e["event"] == "start" and e["folder"] == 'we"ird' for e in events)
+
+
+async def test_hanging_script_upload_is_bounded_by_the_provision_timeout(make_plan):
+    # The SFTP upload ran outside `timeout_s`: an SFTP subsystem that never answers hung the job forever.
+    class HangingSFTP:
+        async def __aenter__(self):
+            await asyncio.Event().wait()
+
+        async def __aexit__(self, *exc):
+            return False
+
+    class Conn:
+        def start_sftp_client(self):
+            return HangingSFTP()
+
+    plan = await make_plan()
+    with pytest.raises(ProvisionTimeout):
+        await asyncio.wait_for(run_provision(Conn(), plan, timeout_s=0.5), 10)
