@@ -46,6 +46,7 @@ log = logging.getLogger(__name__)
 
 DEFAULT_BASE_URL = "https://console.vast.ai"
 PAGE_MAX = 25
+_GONE_CODES = ("not_found", "no_such_instance")
 
 
 class _Transport(VastTransportError):
@@ -324,8 +325,12 @@ class VastClient:
         try:
             await self._call("DELETE", f"/api/v0/instances/{int(instance_id)}/", op="destroy", body={})
         except VastApiError as exc:
-            gone = exc.error in ("not_found", "no_such_instance") or exc.status == 404
-            if gone and not isinstance(exc, AuthError):
+            if isinstance(exc, AuthError) or (exc.status != 404 and exc.error not in _GONE_CODES):
+                raise
+            if exc.error in _GONE_CODES:
+                return False
+            # A bare 404 (a proxy, a wrong base URL) proves nothing: gone only if show agrees.
+            if await self.show_instance(instance_id) is None:
                 return False
             raise
         return True

@@ -345,6 +345,25 @@ async def test_destroy_404_not_found_is_already_gone(make_client):
     assert await client.destroy_instance(5) is False
 
 
+async def test_destroy_bare_404_from_a_wrong_endpoint_is_not_taken_as_gone(make_client):
+    # A 404 without Vast's error code (a proxy, a wrong VAST_API_URL) says nothing about the instance:
+    # reading it as "already gone" would mark a billing instance destroyed in the ledger.
+    client, _ = make_client(lambda r: httpx.Response(404, text="<html>404 Not Found</html>"))
+    with pytest.raises(VastApiError):
+        await client.destroy_instance(5)
+
+
+async def test_destroy_bare_404_confirmed_gone_by_show(make_client):
+    def handler(r: httpx.Request) -> httpx.Response:
+        if r.method == "DELETE":
+            return httpx.Response(404, text="Not Found")
+        return json_response(200, {"instances": None})
+
+    client, rec = make_client(handler)
+    assert await client.destroy_instance(5) is False
+    assert rec.paths()[-1].startswith("GET /api/v0/instances/5/")
+
+
 async def test_destroy_success(make_client):
     client, rec = make_client(lambda r: json_response(200, {"success": True}))
     assert await client.destroy_instance(5) is True
