@@ -91,9 +91,13 @@ async def connect(
     if not target.host_key:
         server_key = conn.get_server_host_key()
         if server_key is not None and on_new_host_key is not None:
-            result = on_new_host_key(host_key_line(server_key))
-            if inspect.isawaitable(result):
-                await result
+            try:
+                result = on_new_host_key(host_key_line(server_key))
+                if inspect.isawaitable(result):
+                    await result
+            except BaseException:  # the key could not be pinned: don't leave the connection open
+                conn.close()
+                raise
     return conn
 
 

@@ -151,3 +151,28 @@ async def test_hanging_script_upload_is_bounded_by_the_provision_timeout(make_pl
     plan = await make_plan()
     with pytest.raises(ProvisionTimeout):
         await asyncio.wait_for(run_provision(Conn(), plan, timeout_s=0.5), 10)
+
+
+async def test_connection_is_closed_when_pinning_the_new_host_key_fails(remote, monkeypatch):
+    # If recording the first-contact host key fails (e.g. the ledger write), the connection must not be
+    # left open (and unpinned) behind the error.
+    import asyncssh
+
+    opened: list = []
+    real_connect = asyncssh.connect
+
+    async def spy(*args, **kwargs):
+        conn = await real_connect(*args, **kwargs)
+        opened.append(conn)
+        return conn
+
+    monkeypatch.setattr(asyncssh, "connect", spy)
+
+    def pin(_line: str) -> None:
+        raise RuntimeError("ledger unavailable")
+
+    unpinned = dataclasses.replace(remote.target, host_key=None)
+    with pytest.raises(RuntimeError):
+        await connect(unpinned, remote.key_path, on_new_host_key=pin)
+    assert len(opened) == 1
+    await asyncio.wait_for(opened[0].wait_closed(), 5)
