@@ -188,10 +188,10 @@ class JobRunner:
                 self.coalescer.finish(key, ok)
 
     async def _cache_hit(self, rs: _RunState, job: Job, params: Any, key: str) -> Job | None:
-        found = await self.results.lookup(key)
+        found = self._usable(await self.results.lookup(key))
         request = job.request or {}
         if found is None and request.get("reuse_cached") and request.get("seedless_key"):
-            found = await self.results.lookup_latest(request["seedless_key"])
+            found = self._usable(await self.results.lookup_latest(request["seedless_key"]))
             if found is not None:
                 params = replace(params, seed=found.seed)  # report the seed that made this result
         if found is None:
@@ -209,6 +209,12 @@ class JobRunner:
             store_key=found.key,
         )
         return await self._end(rs, JobState.SUCCEEDED, result=result, cost_usd=0.0)
+
+    def _usable(self, found: Any) -> Any:
+        """A simulated world's result (same DATA_DIR store) is no answer for a deployment on real GPUs."""
+        if found is not None and found.simulated and not self.config.simulated:
+            return None
+        return found
 
     async def _on_gpu(
         self,

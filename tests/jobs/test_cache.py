@@ -51,3 +51,19 @@ async def test_follower_runs_itself_when_the_leader_fails(tmp_path):
         await w.services.manager.cancel(leader.id)
         done = await w.wait(follower.id)
         assert done.state == "succeeded" and done.result["cached"] is False
+
+
+async def test_simulated_result_is_not_a_cache_hit_for_a_real_deployment(tmp_path):
+    from tests.jobs.fakes import FakeStore
+
+    store = FakeStore(tmp_path / "store")
+    async with world(tmp_path, store=store) as sim:  # no Vast key: the simulated world
+        first = await sim.wait((await sim.submit(seed=21)).id)
+        assert first.result["simulated"] is True
+    async with world(tmp_path, store=store, start=False) as real:  # same DATA_DIR, same store
+        real.services.runner.config.simulated = False  # as with a Vast key or static endpoints set
+        await real.services.start()
+        again = await real.wait((await real.submit(seed=21)).id)
+        assert again.state == "succeeded", again.error_message
+        assert again.result["cached"] is False and again.result["simulated"] is False
+        assert real.comfy.runs == 1
