@@ -259,7 +259,7 @@ class Cleaner:
         await self.provider.destroy(inst)
         if known and self.ledger is not None:
             with contextlib.suppress(Exception):
-                await self.ledger.mark_destroyed(inst.id)
+                await self.ledger.mark_destroyed(inst.id or inst.label)  # no id yet: by label
         return True
 
     async def _act(self, kind: str, target: Any, reason: str, dry_run: bool, do) -> Action:

@@ -166,9 +166,10 @@ class InstanceLedger:
     ) -> None:
         """Mark the row (by id, or by label) destroyed; idempotent, keeps the first destroy time."""
         async with self._sessions() as session, session.begin():
-            rows = list(
-                (await session.execute(select(InstanceRow).where(InstanceRow.id == instance_id))).scalars()
-            )
+            rows = []
+            if instance_id:  # "" is every row whose create has not answered yet, never one instance
+                stmt = select(InstanceRow).where(InstanceRow.id == instance_id)
+                rows = list((await session.execute(stmt)).scalars())
             if not rows:
                 row = await session.get(InstanceRow, instance_id)
                 rows = [row] if row else []

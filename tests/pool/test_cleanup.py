@@ -173,3 +173,28 @@ async def test_job_longer_than_idle_ttl_keeps_its_instance_under_out_of_process_
         assert not [a for a in actions if a.kind in ("idle_instance", "stuck_instance")]
         assert w.provider.destroyed == []
         assert (await w.wait(job.id)).state == "succeeded"
+
+
+async def test_stuck_row_without_id_destroyed_leaves_creates_in_flight_alone(tmp_path):
+    # Rows whose create has not answered yet have no id: marking "id ''" destroyed would close them all.
+    from app.db import init_db, make_engine, make_sessionmaker
+    from app.pool.ledger import InstanceLedger
+    from app.pool.provider import Instance
+
+    engine = make_engine(f"sqlite+aiosqlite:///{tmp_path / 'ledger.db'}")
+    await init_db(engine)
+    ledger = InstanceLedger(make_sessionmaker(engine))
+    stuck = Instance(provider="fake", id="", label="comfyfleet-test-stuck", created_at=time.time() - 10_000)
+    in_flight = Instance(provider="fake", id="", label="comfyfleet-test-inflight")
+    await ledger.record(stuck)
+    await ledger.record(in_flight)
+    provider = FakeProvider()
+    try:
+        async with world(tmp_path, start=False, provider=provider) as w:
+            cleaner = Cleaner(w.services.repo, provider, ledger, instance_deadline_s=100)
+            actions = await cleaner.run_once()
+            assert [a.kind for a in actions if a.target == ""] == ["stuck_instance"]
+            assert (await ledger.by_label(stuck.label)).state is InstanceState.DESTROYED
+            assert (await ledger.by_label(in_flight.label)).state is InstanceState.CREATING
+    finally:
+        await engine.dispose()
