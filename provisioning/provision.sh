@@ -614,6 +614,7 @@ emit "{\"event\":\"begin\",\"pid\":$$,\"version\":1,\"comfy_dir\":$REPLY,\"tool\
 
 TODO=()
 NEED=0
+declare -A FS_NEED=() FS_DIR=()
 for i in "${!M_NAME[@]}"; do
     if sidecar_ok "$i"; then
         jstr "${M_NAME[$i]}"
@@ -624,20 +625,32 @@ for i in "${!M_NAME[@]}"; do
     TODO+=("$i")
     if [ ! -f "$MODELS/${M_FOLDER[$i]}/${M_NAME[$i]}" ]; then
         fsize "$MODELS/${M_FOLDER[$i]}/${M_NAME[$i]}.part"
-        [ "$REPLY" -lt "${M_SIZE[$i]}" ] && NEED=$((NEED + M_SIZE[i] - REPLY))
+        if [ "$REPLY" -lt "${M_SIZE[$i]}" ]; then
+            NEED=$((NEED + M_SIZE[i] - REPLY))
+            # Per filesystem: a model folder may be a symlink to another disk (a volume, a bigger mount).
+            d="$MODELS/${M_FOLDER[$i]}"
+            [ -d "$d" ] || d=$MODELS
+            dev=$(stat -L -c %d -- "$d" 2>/dev/null) || dev=models
+            FS_NEED[$dev]=$(( ${FS_NEED[$dev]:-0} + M_SIZE[i] - REPLY ))
+            FS_DIR[$dev]=$d
+        fi
     fi
 done
 emit "{\"event\":\"plan\",\"to_fetch\":${#TODO[@]},\"bytes_needed\":$NEED}"
 
 if [ "${#TODO[@]}" -gt 0 ]; then
     [ "$TOOL" != none ] || fatal $E_TOOL "neither curl nor wget is installed on the instance"
-    avail_kb=$(df -Pk -- "$MODELS" 2>/dev/null | awk 'NR==2 {print $4}')
-    if is_uint "${avail_kb:-}"; then
-        avail=$((avail_kb * 1024))
-        if [ $((NEED + MIN_FREE)) -gt "$avail" ]; then
-            fatal $E_DISK "not enough disk under $MODELS: need $NEED bytes for models + $MIN_FREE bytes headroom, $avail bytes free"
+    [ "${#FS_NEED[@]}" -gt 0 ] || { FS_NEED[models]=0; FS_DIR[models]=$MODELS; }  # the headroom still counts
+    for dev in "${!FS_NEED[@]}"; do
+        d=${FS_DIR[$dev]} need=${FS_NEED[$dev]}
+        avail_kb=$(df -Pk -- "$d/" 2>/dev/null | awk 'NR==2 {print $4}')
+        if is_uint "${avail_kb:-}"; then
+            avail=$((avail_kb * 1024))
+            if [ $((need + MIN_FREE)) -gt "$avail" ]; then
+                fatal $E_DISK "not enough disk under $d: need $need bytes for models + $MIN_FREE bytes headroom, $avail bytes free"
+            fi
         fi
-    fi
+    done
 fi
 
 NODES_PID=""

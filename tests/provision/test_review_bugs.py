@@ -11,7 +11,14 @@ import pytest
 from aiohttp import web
 
 from app.config import PROVISIONING_DIR
-from app.provision import DownloadFailed, ProvisionTimeout, VerificationFailed, connect, run_provision
+from app.provision import (
+    DiskFull,
+    DownloadFailed,
+    ProvisionTimeout,
+    VerificationFailed,
+    connect,
+    run_provision,
+)
 from app.sim.sshserver import install_restart_hook
 
 pytestmark = pytest.mark.sshd
@@ -176,3 +183,31 @@ async def test_connection_is_closed_when_pinning_the_new_host_key_fails(remote, 
         await connect(unpinned, remote.key_path, on_new_host_key=pin)
     assert len(opened) == 1
     await asyncio.wait_for(opened[0].wait_closed(), 5)
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 1 MiB tmpfs, for a model folder that lives on another filesystem than models/."""
+    mount_point = tmp_path / "small"
+    mount_point.mkdir()
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mount_point)], capture_output=True
+    )
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.decode().strip()}")
+    yield mount_point
+    subprocess.run(["umount", "-l", str(mount_point)], check=False)
+
+
+async def test_disk_check_counts_a_model_folder_on_another_filesystem(
+    remote, make_plan, model_server, small_disk
+):
+    # A model folder symlinked to another (smaller) disk: the up-front check only looked at models/.
+    (remote.comfy_dir / "models").mkdir(parents=True)
+    (remote.comfy_dir / "models/text_encoders").symlink_to(small_disk)
+    plan = await make_plan()
+    plan.nodes = []
+    with pytest.raises(DiskFull) as exc:
+        await provision(remote, plan)
+    assert "not enough disk" in str(exc.value) and "text_encoders" in str(exc.value)
+    assert [r for r in model_server.log if r.method == "GET"] == []
