@@ -375,6 +375,9 @@ class JobRunner:
         t0 = self._mono()
         if reattach and job.comfy_prompt_id:
             rs.prompt_id = job.comfy_prompt_id
+            if job.cancel_requested:  # cancelled just before a restart: stop the prompt, do not follow it
+                self.cancel_reasons.setdefault(job.id, "cancelled by the user")
+                raise asyncio.CancelledError()
             outcome = await session.attach(job.comfy_prompt_id, deadline=deadline, on_progress=on_progress)
             if outcome is None:
                 raise PromptLost(f"the ComfyUI on {inst.id} no longer knows prompt {job.comfy_prompt_id}")

@@ -75,3 +75,16 @@ async def test_restart_without_prompt_id_requeues_then_fails(tmp_path):
         assert actions == [(job.id, "failed")]
         failed = await w.services.repo.require(job.id)
         assert failed.error_kind == "lost_on_restart" and "submit it again" in failed.error_message
+
+
+async def test_cancel_committed_before_a_crash_stops_the_reattached_prompt(tmp_path):
+    provider, comfy = FakeProvider(), FakeComfy(step_delay=0.2)
+    job_id, ledger = await _crash_while_running(tmp_path, provider, comfy)
+    async with world(tmp_path, provider=provider, comfy=comfy, ledger=ledger, start=False) as w2:
+        await w2.services.repo.request_cancel(job_id)  # DELETE /jobs/{id} landed just before the crash
+        prompt_id = (await w2.services.repo.require(job_id)).comfy_prompt_id
+        await w2.services.start()
+        job = await w2.wait(job_id)
+        assert job.state == "cancelled", (job.state, job.error_message)
+        [gpu] = comfy.gpus.values()
+        assert prompt_id in gpu.cancels and gpu.prompts[prompt_id] == "cancelled"
