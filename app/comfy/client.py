@@ -754,6 +754,12 @@ class ComfyClient:
                     raise DownloadError(f"/view answered {resp.status_code} for {out.filename}")
                 if resp.status_code == 200:
                     have = 0  # server ignored the Range: start over
+                elif _range_start(resp) != have:
+                    # a 206 that does not continue where the .part ends would splice wrong bytes in
+                    _discard(part)
+                    raise DownloadError(
+                        f"/view answered {out.filename} from another offset than byte {have}; starting over"
+                    )
                 expected = _expected_total(resp, have)
                 written = have
                 with _open_write(part, have) as fh:
@@ -821,6 +827,14 @@ def _expected_total(resp: httpx.Response, offset: int) -> int | None:
         return None
 
 
+def _range_start(resp: httpx.Response) -> int | None:
+    """First byte of a 206 body (`Content-Range: bytes START-END/TOTAL`), None if unreadable."""
+    value = resp.headers.get("Content-Range", "")
+    unit, _, spec = value.partition(" ")
+    start = spec.partition("-")[0]
+    return int(start) if unit.strip() == "bytes" and start.isdigit() else None
+
+
 def _json_or_none(resp: httpx.Response) -> Any:
     try:
         return resp.json()
@@ -846,6 +860,10 @@ def _open_write(path: Path, offset: int) -> BinaryIO:
 
 def _mkdir(path: Path) -> None:
     path.mkdir(parents=True, exist_ok=True)
+
+
+def _discard(path: Path) -> None:
+    path.unlink(missing_ok=True)
 
 
 def _size_or_zero(path: Path) -> int:
