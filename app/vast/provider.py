@@ -353,8 +353,12 @@ class VastProvider:
                 inst.meta["create_ambiguous"] = True
                 return ids[0]
         if lookups_ok == 0:
-            # We cannot tell whether a GPU is billing. Keep the row CREATING for reconcile; stop here.
+            # We cannot tell whether a GPU is billing, and nobody will wait for it: FAILED with no id means
+            # "destroy whatever carries this label" to cleanup (and reconcile/list adopt it as FAILED), so
+            # it neither bills until the stuck deadline nor sits outside the pool's maximum.
+            inst.state = InstanceState.FAILED
             inst.status_msg = f"create outcome unknown: {exc.cause}"
+            inst.meta["create_ambiguous"] = True
             await self.ledger.update(inst)
             raise exc
         inst.state = InstanceState.DESTROYED

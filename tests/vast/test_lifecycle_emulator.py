@@ -142,10 +142,12 @@ async def test_duplicate_create_avoided_when_label_lookup_also_fails(tmp_path):
             await p.create(REQ)
         assert w.creates() == 1  # no second offer tried while a GPU may be billing
         (row,) = await p.ledger.list()
-        assert row.state == InstanceState.CREATING and row.id == ""
+        # nobody waits for it: FAILED, so cleanup destroys whatever carries the label
+        assert row.state == InstanceState.FAILED and row.id == ""
         w.faults.server_errors = 0
         report = await (await w.provider()).reconcile()
         assert [i.id for i in report.adopted] == [str(next(iter(w.live())))]
+        assert report.adopted[0].state == InstanceState.FAILED
 
 
 async def test_lost_instance_process_crashes_right_after_create_put(tmp_path):
@@ -481,3 +483,24 @@ async def test_lost_instance_given_up_then_seen_by_list_is_marked_for_cleanup(tm
         row = await fresh.ledger.get(listed.id)
         assert row.label == pending.label and row.state == InstanceState.FAILED
         assert row.alive and row.destroyed_at is None
+
+
+async def test_lost_instance_of_an_unresolved_create_is_destroyed_by_cleanup(tmp_path):
+    # Create timed out and every label lookup failed: the GPU may bill, and nobody waits for it.
+    # Cleanup's destroy of the ledger row must find it by label and destroy it (not wait 90 minutes).
+    async with world(tmp_path) as w:
+        p = await w.provider(
+            client=w.client(timeout=0.5, retry_deadline_s=0.2, max_attempts=2), ambiguous_lookups=2
+        )
+        w.faults.create_timeouts, w.faults.create_timeout_s = 1, 3.0
+        w.faults.server_errors, w.faults.server_error_route = 100, "list"
+        with pytest.raises(CreateAmbiguous):
+            await p.create(REQ)
+        w.faults.server_errors = 0
+        await asyncio.sleep(3.0)  # the emulator's slow create lands
+        assert len(w.live()) == 1
+        fresh = await w.provider()
+        for row in await fresh.ledger.list():  # what cleanup does with FAILED rows
+            if row.state == InstanceState.FAILED:
+                await fresh.destroy(row)
+        assert list(w.live()) == []
