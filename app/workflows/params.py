@@ -34,6 +34,7 @@ API_FIELDS: dict[str, Literal["string", "int", "float"]] = {
 _NUMBER_RE = re.compile(r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?", re.ASCII)
 
 SEED_RANDOM = -1
+SEED_MAX = 2**64 - 1  # ComfyUI's noise_seed / seed maximum
 SEED_SPACE = 2**53  # resolved seeds stay exact in JSON numbers (JavaScript clients)
 
 
@@ -64,6 +65,11 @@ class ParamSpec:
         if self.type == "string":
             return self._check_string(value)
         number = self._to_number(value)
+        if self.name == "seed" and not SEED_RANDOM <= number <= SEED_MAX:
+            # whatever the manifest says: -1 means random, and samplers take 0..2**64-1
+            raise ValidationError(
+                self.name, f"must be -1 (random) or between 0 and {SEED_MAX} (got {number})"
+            )
         self._check_range(number)
         if self.type == "int":
             self._check_step(number)

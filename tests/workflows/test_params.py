@@ -180,3 +180,15 @@ def test_params_are_frozen(wf):
     with pytest.raises(AttributeError):
         p.steps = 8  # type: ignore[misc]
     assert isinstance(p, WorkflowParams)
+
+
+@pytest.mark.parametrize("seed", [-5, 2**64])
+def test_seed_outside_what_any_sampler_takes_is_rejected_even_without_manifest_limits(seed):
+    # a user manifest may declare `[params.seed]` without min/max: -5 is not "random" and would reach
+    # render() (ValueError, no 4xx); 2**64 is past ComfyUI's noise_seed max and fails only on the GPU
+    from app.workflows.params import ParamSpec, validate_params
+
+    specs = {"prompt": ParamSpec("prompt", "string"), "seed": ParamSpec("seed", "int", default=-1)}
+    with pytest.raises(ValidationError) as exc:
+        validate_params("user_wf", specs, {"prompt": "x", "seed": seed}, None, None)
+    assert exc.value.field == "seed"
