@@ -11,6 +11,7 @@ import json
 from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from urllib.parse import unquote, urlsplit
 
 from pydantic import BaseModel, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -200,7 +201,22 @@ class Settings(BaseSettings):
             for s in (ep.token, ep.basic_password):
                 if s is not None and s.get_secret_value():
                     out.append(s.get_secret_value())
+        # Credentials written into a URL (user:password@host) are secrets too.
+        urls = [self.database_url, self.model_mirror_url, self.r2_endpoint_url, self.vast_api_url]
+        for url in [*urls, *(ep.url for ep in self.static_endpoints)]:
+            out.extend(_url_passwords(url))
         return out
+
+
+def _url_passwords(url: str | None) -> list[str]:
+    """The password in a URL's user info, as written and percent-decoded."""
+    if not url:
+        return []
+    try:
+        password = urlsplit(url).password
+    except ValueError:
+        return []
+    return list(dict.fromkeys((password, unquote(password)))) if password else []
 
 
 @lru_cache(maxsize=1)

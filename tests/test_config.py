@@ -54,3 +54,12 @@ def test_list_settings_accept_csv_and_json(monkeypatch):
     monkeypatch.setenv("VAST_REGIONS", '["US", "CA"]')
     s = Settings()
     assert s.vast_gpu_names == ["RTX 4090", "RTX 3090"] and s.vast_regions == ["US", "CA"]
+
+
+def test_passwords_inside_configured_urls_are_secrets():
+    s = Settings(
+        database_url="postgresql+asyncpg://fleet:db-pass-4321@db.internal/fleet",
+        model_mirror_url="https://mirror:mirror-pass-8765@models.example.com/wan",
+        static_endpoints=[{"name": "box", "url": "https://me:box-pass-1234@gpu.example.com"}],
+    )
+    assert set(s.secret_values()) >= {"db-pass-4321", "mirror-pass-8765", "box-pass-1234"}
