@@ -18,7 +18,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import urljoin, urlsplit
+from urllib.parse import quote, urljoin, urlsplit
 
 import httpx
 
@@ -206,7 +206,11 @@ async def build_plan(
     token = settings.hf_token.get_secret_value() if settings.hf_token else None
     lock_path = lock_path_for(settings, workflow.name)
     lock = read_lock(lock_path)
-    urls = [f"{mirror}/{m.folder}/{m.name}" if mirror else m.url for m in workflow.models]
+    # Percent-encoded: a "#", "?" or space in a file name must stay part of the path.
+    urls = [
+        f"{mirror}/{quote(m.folder, safe='')}/{quote(m.name, safe='')}" if mirror else m.url
+        for m in workflow.models
+    ]
 
     resolved: list[Resolved] = [Resolved()] * len(urls)
     if resolve and urls:

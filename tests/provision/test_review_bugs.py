@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import hashlib
 import json
 import subprocess
 
@@ -19,7 +20,9 @@ from app.provision import (
     connect,
     run_provision,
 )
+from app.sim.modelserver import FileSpec
 from app.sim.sshserver import install_restart_hook
+from tests.provision.conftest import FakeModel
 
 pytestmark = pytest.mark.sshd
 SCRIPT = PROVISIONING_DIR / "provision.sh"
@@ -211,3 +214,19 @@ async def test_disk_check_counts_a_model_folder_on_another_filesystem(
         await provision(remote, plan)
     assert "not enough disk" in str(exc.value) and "text_encoders" in str(exc.value)
     assert [r for r in model_server.log if r.method == "GET"] == []
+
+
+async def test_mirror_url_of_a_file_name_with_space_and_hash_fetches_that_file(
+    remote, make_plan, model_server, workflow
+):
+    # `<mirror>/<folder>/<name>` was not percent-encoded: "#" cut the name (a 404 or another file),
+    # a space made an invalid URL.
+    served = model_server.add(FileSpec("loras", "my lora #2.safetensors", 100_000))
+    workflow.models = [FakeModel(served.spec.name, "loras", "https://example.invalid/x", 100_000)]
+    workflow.custom_nodes = []
+    plan = await make_plan()
+    assert plan.models[0].size_exact and plan.models[0].sha256 == served.sha256
+    summary, _ = await provision(remote, plan)
+    assert summary.downloaded == [served.spec.name]
+    path = remote.comfy_dir / "models/loras" / served.spec.name
+    assert hashlib.sha256(path.read_bytes()).hexdigest() == served.sha256
