@@ -104,6 +104,7 @@ class ImageIntake:
         resolver: Resolver | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
         timeout_s: float = 20.0,
+        total_timeout_s: float = 60.0,
         max_redirects: int = 5,
     ) -> None:
         self.inputs_dir = inputs_dir
@@ -113,6 +114,7 @@ class ImageIntake:
         self.resolver = resolver or system_resolver
         self.transport = transport
         self.timeout_s = timeout_s
+        self.total_timeout_s = total_timeout_s  # a host trickling bytes inside each read timeout
         self.max_redirects = max_redirects
 
     # --- URL safety --------------------------------------------------------------------------------
@@ -169,6 +171,15 @@ class ImageIntake:
 
     # --- sources -----------------------------------------------------------------------------------
     async def from_url(self, url: str, field: str = "image_url") -> InputImage:
+        try:
+            async with asyncio.timeout(self.total_timeout_s):
+                return await self._fetch(url, field)
+        except TimeoutError:
+            raise ValidationError(
+                field, f"fetching the image took longer than {self.total_timeout_s:.0f} s"
+            ) from None
+
+    async def _fetch(self, url: str, field: str) -> InputImage:
         self.staging.mkdir(parents=True, exist_ok=True)
         staged = self.staging / uuid.uuid4().hex
         try:
@@ -213,6 +224,9 @@ class ImageIntake:
         except httpx.HTTPError as exc:
             staged.unlink(missing_ok=True)
             raise ValidationError(field, f"fetching the image failed ({type(exc).__name__})") from None
+        except BaseException:  # the total deadline, a client gone: no staged file left behind
+            staged.unlink(missing_ok=True)
+            raise
 
     async def from_base64(self, data: str, field: str = "image_base64") -> InputImage:
         if data.startswith("data:"):

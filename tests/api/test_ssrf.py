@@ -125,3 +125,36 @@ async def test_6to4_address_embedding_an_internal_ipv4_is_refused(tmp_path, addr
 
     async with api(tmp_path, resolver=resolver) as c:
         await _rejected(c, "https://images.example.com/cat.png", needle)
+
+
+async def test_image_host_trickling_bytes_is_cut_off_at_the_total_deadline(tmp_path):
+    import asyncio
+    import time
+
+    from app.api.images import ImageIntake
+    from app.errors import ValidationError
+
+    async def trickle(request):
+        resp = web.StreamResponse()
+        resp.content_type = "image/png"
+        await resp.prepare(request)
+        for _ in range(200):  # each read well inside the per-read timeout; 20 s in all
+            await resp.write(b"\0" * 16)
+            await asyncio.sleep(0.1)
+        return resp
+
+    intake = ImageIntake(
+        tmp_path / "inputs",
+        max_bytes=10**6,
+        max_pixels=10**7,
+        allow_loopback=True,
+        timeout_s=1.0,
+        total_timeout_s=1.0,
+    )
+    async with http_server({"/slow.png": trickle}) as base:
+        t0 = time.monotonic()
+        with pytest.raises(ValidationError) as err:
+            await intake.from_url(f"{base}/slow.png")
+        assert time.monotonic() - t0 < 5
+    assert err.value.field == "image_url" and "took longer" in err.value.reason
+    assert [p for p in (tmp_path / "inputs").rglob("*") if p.is_file()] == []
