@@ -88,6 +88,13 @@ safe_name() { # a single path component, no traversal, no hidden files
     case "$1" in ''|.*|*/*|*$'\n'*) return 1 ;; esac
     return 0
 }
+safe_path() { # a relative path of safe_name components ("loras", "loras/wan"), as manifests allow
+    local c parts
+    case "$1" in ''|/*|*/) return 1 ;; esac
+    IFS=/ read -r -a parts <<<"$1"
+    for c in "${parts[@]}"; do safe_name "$c" || return 1; done
+    return 0
+}
 is_uint() { case "$1" in ''|*[!0-9]*) return 1 ;; esac; return 0; }
 
 lineno=0
@@ -122,7 +129,7 @@ while IFS= read -r line || [ -n "$line" ]; do
             size=${f3:-}
             exact=1
             case "$size" in '~'*) exact=0; size=${size#\~} ;; esac
-            if ! safe_name "$f1" || ! safe_name "$f2" || ! is_uint "$size" || [ -z "${f5:-}" ]; then
+            if ! safe_path "$f1" || ! safe_name "$f2" || ! is_uint "$size" || [ -z "${f5:-}" ]; then
                 fatal $E_USAGE "plan line $lineno: bad model record"
             fi
             sha=${f4:--}

@@ -206,10 +206,9 @@ async def build_plan(
     token = settings.hf_token.get_secret_value() if settings.hf_token else None
     lock_path = lock_path_for(settings, workflow.name)
     lock = read_lock(lock_path)
-    # Percent-encoded: a "#", "?" or space in a file name must stay part of the path.
+    # Percent-encoded: a "#", "?" or space in a name stays part of the path (a nested folder keeps "/").
     urls = [
-        f"{mirror}/{quote(m.folder, safe='')}/{quote(m.name, safe='')}" if mirror else m.url
-        for m in workflow.models
+        f"{mirror}/{quote(m.folder)}/{quote(m.name, safe='')}" if mirror else m.url for m in workflow.models
     ]
 
     resolved: list[Resolved] = [Resolved()] * len(urls)

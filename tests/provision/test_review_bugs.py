@@ -230,3 +230,22 @@ async def test_mirror_url_of_a_file_name_with_space_and_hash_fetches_that_file(
     assert summary.downloaded == [served.spec.name]
     path = remote.comfy_dir / "models/loras" / served.spec.name
     assert hashlib.sha256(path.read_bytes()).hexdigest() == served.sha256
+
+
+async def test_model_in_a_nested_folder_allowed_by_the_manifest_is_provisioned(
+    remote, make_plan, model_server, workflow
+):
+    # Manifests allow "loras/wan"-style folders (ComfyUI lists model folders recursively); the script
+    # refused them as a bad plan (exit 2).
+    workflow.models = [
+        FakeModel("vae.safetensors", "vae/wan 2.1", model_server.mirror_url("vae.safetensors"), None)
+    ]
+    workflow.custom_nodes = []
+    plan = await make_plan(mirror=False)
+    summary, _ = await provision(remote, plan)
+    assert summary.downloaded == ["vae.safetensors"]
+    path = remote.comfy_dir / "models/vae/wan 2.1/vae.safetensors"
+    assert hashlib.sha256(path.read_bytes()).hexdigest() == model_server.file("vae.safetensors").sha256
+    assert (path.parent / ".vae.safetensors.verified").exists()
+    again, _ = await provision(remote, plan)
+    assert again.skipped == ["vae.safetensors"]
