@@ -179,9 +179,13 @@ class WebhookSender:
             async with asyncio.timeout(self.timeout_s):
                 if self.build_request is not None:
                     req = await self.build_request(self._client, job.webhook_url or "", body, headers)
-                    resp = await self._client.send(req)
                 else:
-                    resp = await self._client.post(job.webhook_url or "", content=body, headers=headers)
+                    req = self._client.build_request(
+                        "POST", job.webhook_url or "", content=body, headers=headers
+                    )
+                # Only the status matters: the receiver's body is never read (it could be endless).
+                resp = await self._client.send(req, stream=True)
+                await resp.aclose()
             if 200 <= resp.status_code < 300:
                 await self.repo.set_fields(
                     job.id,

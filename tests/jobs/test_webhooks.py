@@ -272,3 +272,37 @@ async def test_webhook_lost_between_job_end_and_enqueue_is_sent_after_restart(tm
         assert len(rx.received) == 1
     finally:
         await rx.stop()
+
+
+async def test_receiver_answering_2xx_with_an_endless_body_counts_as_delivered(tmp_path):
+    port = free_port()
+
+    async def endless(request: web.Request) -> web.StreamResponse:
+        await request.read()
+        resp = web.StreamResponse(status=200)
+        await resp.prepare(request)
+        try:
+            for _ in range(1000):  # a body that never ends: must not be read into memory nor awaited
+                await resp.write(b"x" * 65536)
+                await asyncio.sleep(0.01)
+        except (ConnectionError, RuntimeError):
+            pass  # the sender hung up after the status line, as it should
+        return resp
+
+    app = web.Application()
+    app.router.add_post("/hook", endless)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    try:
+        async with world(tmp_path, intake=loopback_intake(tmp_path), start=False) as w:
+            w.services.webhooks.timeout_s = 1.0
+            w.services.webhooks.poll_interval_s = 0.02
+            await w.services.start()
+            job = await w.wait((await w.submit(seed=1, webhook_url=f"http://127.0.0.1:{port}/hook")).id)
+            status = await _wait_webhook_status(w, job.id, "delivered")
+            job = await w.services.repo.require(job.id)
+            assert status == "delivered", job.webhook_last_error
+            assert job.webhook_attempts == 1
+    finally:
+        await runner.cleanup()
