@@ -80,6 +80,10 @@ class ParamSpec:
             raise ValidationError(self.name, f"must be a string (got {type(value).__name__})")
         if "\x00" in value:
             raise ValidationError(self.name, "must not contain NUL characters")
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:  # a lone surrogate ("\ud800" in JSON): nothing downstream can send it
+            raise ValidationError(self.name, "must be valid Unicode text (lone surrogate)") from None
         if self.min_length and len(value.strip()) < self.min_length:
             raise ValidationError(
                 self.name,

@@ -103,6 +103,12 @@ def test_prompt_too_long(wf):
     assert err.field == "prompt" and "too long" in err.reason
 
 
+@pytest.mark.parametrize("field", ["prompt", "negative_prompt"])
+def test_lone_surrogate_in_text_is_rejected(wf, field):
+    # JSON "\\ud800" decodes to a str no UTF-8 encoder takes: POST /prompt would crash after the GPU lease
+    assert _error(wf, {"prompt": "x", field: "a cat \ud800"}).field == field
+
+
 def test_prompt_not_a_string(wf):
     assert _error(wf, {"prompt": 42}).field == "prompt"
 
