@@ -135,8 +135,13 @@ class Cleaner:
                 continue
             if inst.provider != self.provider.name:
                 continue
+            # Once ready, an instance provisioned again (another workflow, after a restart) is judged by
+            # the idle rule, not by its boot deadline counted from creation.
+            was_ready = inst.ready_at is not None
             if inst.state is InstanceState.FAILED or (
-                inst.state in PENDING_STATES and now - inst.created_at > self.instance_deadline_s
+                inst.state in PENDING_STATES
+                and not was_ready
+                and now - inst.created_at > self.instance_deadline_s
             ):
                 reason = (
                     f"{inst.state.value} for {now - inst.created_at:.0f} s "
@@ -145,7 +150,7 @@ class Cleaner:
                 out.append(
                     await self._act("stuck_instance", inst, reason, dry_run, lambda i=inst: self._destroy(i))
                 )
-            elif inst.state is InstanceState.READY:
+            elif inst.state is InstanceState.READY or (inst.state in PENDING_STATES and was_ready):
                 last = inst.last_used_at or inst.ready_at or inst.created_at
                 if now - last > self.idle_ttl_s:
                     reason = (

@@ -8,7 +8,7 @@ from app.cleanup import Cleaner
 from app.errors import ComfyfleetError
 from app.jobs.models import JobState
 from app.pool.provider import InstanceState
-from tests.jobs.fakes import FakeComfy, FakeLedger, FakeProvider, png_bytes
+from tests.jobs.fakes import FakeComfy, FakeLedger, FakePreparer, FakeProvider, png_bytes
 from tests.jobs.harness import world
 
 
@@ -198,3 +198,22 @@ async def test_stuck_row_without_id_destroyed_leaves_creates_in_flight_alone(tmp
             assert (await ledger.by_label(in_flight.label)).state is InstanceState.CREATING
     finally:
         await engine.dispose()
+
+
+async def test_ready_instance_being_reprovisioned_is_not_reaped_as_stuck_by_out_of_process_cleanup(tmp_path):
+    # An old instance (adopted after a restart, or given a second workflow) is provisioned again while a
+    # job holds it. It was ready long ago: it is not "stuck short of ready" past its boot deadline.
+    ledger = SnapshotLedger()
+    provider = FakeProvider()
+    provider.ledger = ledger
+    now = time.time()
+    provider.add(InstanceState.READY, created_at=now - 10_000, ready_at=now - 9_000, last_used_at=now - 50)
+    async with world(tmp_path, provider=provider, ledger=ledger, preparer=FakePreparer(delay=1.0)) as w:
+        job = await w.submit(seed=1)
+        await w.wait_state(job.id, "provisioning")
+        await w.services.cleaner.run_once()  # the server's own pass
+        cron = Cleaner(w.services.repo, provider, ledger, instance_deadline_s=100, idle_ttl_s=600)
+        actions = await cron.run_once()
+        assert not [a for a in actions if a.kind in ("idle_instance", "stuck_instance")]
+        assert provider.destroyed == []
+        assert (await w.wait(job.id)).state == "succeeded"
