@@ -79,6 +79,7 @@ class FileFaults:
     status_times: int = 0
     slow_bps: float | None = None  # per-connection rate limit for this file
     require_token: str | None = None  # HF route answers 401 without `Authorization: Bearer <token>`
+    ignore_range: bool = False  # answer 200 with the whole file even to a Range request (as some servers do)
 
     @staticmethod
     def _use(counter: int) -> tuple[bool, int]:
@@ -332,7 +333,8 @@ class ModelServer:
         headers = {"Accept-Ranges": "bytes", "ETag": f'"{served.sha256}"'}
         start, end, status = 0, size - 1, 200
         rng = request.headers.get("Range")
-        if rng:
+        faults = self.faults.get(name)
+        if rng and not (faults and faults.ignore_range):
             try:
                 parsed = _parse_range(rng, size)
             except ValueError:

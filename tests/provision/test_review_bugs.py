@@ -249,3 +249,34 @@ async def test_model_in_a_nested_folder_allowed_by_the_manifest_is_provisioned(
     assert (path.parent / ".vae.safetensors.verified").exists()
     again, _ = await provision(remote, plan)
     assert again.skipped == ["vae.safetensors"]
+
+
+@pytest.mark.parametrize("tool", ["curl", "wget"])
+async def test_resume_against_a_server_ignoring_range_starts_over_with_the_right_hash(
+    make_plan, model_server, tmp_path, tool
+):
+    # A server that answers 200 (whole file) to a Range request: the partial file must not get the whole
+    # body appended, and the sha256 reported (and pinned in the lock file) must be that of the final file.
+    # curl refuses the 200 (exit 33) and starts over; wget skips the bytes it already has.
+    name = "high.gguf"
+    fault = model_server.fault(name)
+    fault.drop_at, fault.drop_times, fault.ignore_range = 1_000_000, 1, True
+    plan = await make_plan()
+    plan.nodes = []
+    plan.models = [dataclasses.replace(m, sha256=None) for m in plan.models if m.name == name]
+    assert plan.models[0].size_exact
+    plan_file = tmp_path / "plan.tsv"
+    plan_file.write_text(plan.to_text() + f"set\ttool\t{tool}\n")
+    proc = await asyncio.create_subprocess_exec(
+        "bash", str(SCRIPT), str(plan_file), stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    stdout, stderr = await asyncio.wait_for(proc.communicate(), 60)
+    assert proc.returncode == 0, stderr.decode()
+    events = [json.loads(line) for line in stdout.decode().splitlines()]
+    done = next(e for e in events if e["event"] == "done")
+    served = model_server.file(name)
+    path = plan.comfy_dir + f"/models/unet/{name}"
+    assert hashlib.sha256(open(path, "rb").read()).hexdigest() == served.sha256  # noqa: ASYNC230
+    assert done["sha256"] == served.sha256
+    ranged = [r.range is not None for r in model_server.requests_for(name)]
+    assert ranged == ([False, True, False] if tool == "curl" else [False, True])
