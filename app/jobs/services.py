@@ -250,7 +250,7 @@ def assemble(
         inputs_dir=inputs_dir,
         on_action=lambda a: metrics.cleanup.labels(a.kind).inc(),
     )
-    return Services(
+    services = Services(
         settings=settings,
         sessionmaker=sessionmaker,
         repo=repo,
@@ -268,3 +268,5 @@ def assemble(
         metrics=metrics,
         engine=engine,
     )
+    webhooks.fresh_result = services.fresh_urls
+    return services

@@ -56,11 +56,14 @@ def verify(secret: str, headers: dict[str, str], body: bytes, *, tolerance_s: fl
     return any(hmac.compare_digest(expected, s) for s in h.get("webhook-signature", "").split())
 
 
-def payload(job: Job) -> dict[str, Any]:
+def payload(job: Job, result: dict[str, Any] | None = None) -> dict[str, Any]:
+    data = job.to_public()
+    if result is not None:
+        data["result"] = result
     return {
         "type": f"job.{job.state}",
         "timestamp": datetime.fromtimestamp(job.finished_at or time.time(), UTC).isoformat(),
-        "data": job.to_public(),
+        "data": data,
     }
 
 
@@ -79,6 +82,7 @@ class WebhookSender:
         poll_interval_s: float = 1.0,
         concurrency: int = 8,
         on_result: Callable[[str], None] | None = None,
+        fresh_result: Callable[[Job], Awaitable[dict[str, Any] | None]] | None = None,
     ) -> None:
         self.repo = repo
         self.secret = secret
@@ -95,6 +99,8 @@ class WebhookSender:
         self._wake = asyncio.Event()
         self._loop_task: asyncio.Task | None = None
         self.on_result = on_result
+        # The job's result with URLs made now: presigned URLs expire before late retries are sent.
+        self.fresh_result = fresh_result
         self._warned_unsigned = False
 
     async def start(self) -> None:
@@ -162,7 +168,11 @@ class WebhookSender:
     async def deliver(self, job: Job) -> bool:
         """One attempt. Success -> delivered; failure -> next attempt scheduled, or failed for good."""
         assert self._client is not None, "start() first"
-        body = json.dumps(payload(job), separators=(",", ":"), sort_keys=True).encode()
+        result = None
+        if self.fresh_result is not None and job.result:
+            with contextlib.suppress(Exception):  # the stored URLs are still the best answer we have
+                result = await self.fresh_result(job)
+        body = json.dumps(payload(job, result), separators=(",", ":"), sort_keys=True).encode()
         msg_id = f"msg_{job.id}_{job.state}"  # the same on every retry, so receivers can deduplicate
         ts = int(time.time())
         headers = {

@@ -306,3 +306,25 @@ async def test_receiver_answering_2xx_with_an_endless_body_counts_as_delivered(t
             assert job.webhook_attempts == 1
     finally:
         await runner.cleanup()
+
+
+async def test_webhook_retried_later_carries_fresh_result_urls(tmp_path):
+    rx = Receiver(free_port())
+    await rx.start()
+    try:
+        async with world(tmp_path, intake=loopback_intake(tmp_path), start=False) as w:
+            w.services.runner.on_finished = None  # deliver by hand below
+            await w.services.start()
+            job = await w.wait((await w.submit(seed=1, webhook_url=f"http://127.0.0.1:{rx.port}/hook")).id)
+
+            async def fresh_url(key: str) -> str:  # presigned URLs made at the end have expired
+                return f"http://fresh.test/{key}"
+
+            w.store.url = fresh_url
+            assert await w.services.webhooks.deliver(job)
+        [(_headers, body)] = rx.received
+        result = json.loads(body)["data"]["result"]
+        assert result["video_url"].startswith("http://fresh.test/")
+        assert result["last_frame_url"].startswith("http://fresh.test/")
+    finally:
+        await rx.stop()
