@@ -295,7 +295,11 @@ class ComfyClient:
                     resp = await self._request("POST", "/upload/image", files=files, data=data)
         if resp.status_code != 200:
             raise ComfyProtocolError(f"upload of {path.name} failed with HTTP {resp.status_code}")
-        body = resp.json()
+        body = _json_or_none(resp)
+        if not isinstance(body, dict) or not body.get("name"):
+            raise ComfyProtocolError(
+                f"upload of {path.name} answered without a stored name: {redact(resp.text[:200])!r}"
+            )
         stored = str(body["name"])
         return f"{body['subfolder']}/{stored}" if body.get("subfolder") else stored
 

@@ -138,3 +138,33 @@ async def test_concurrent_jobs_on_one_client_get_their_own_events(emulator, star
         assert {p.prompt_id for p in seen[i]} == {result.prompt_id}
         assert seen[i][-1].fraction == 1.0 and any(p.stage == "sampling 2/2" for p in seen[i])
     assert results[0].outputs != results[1].outputs
+
+
+async def test_upload_answered_with_a_non_json_page_is_a_typed_error(start_image):
+    # a proxy's HTML page with 200 must become ComfyProtocolError, not a bare JSONDecodeError
+    from app.comfy import ComfyProtocolError
+
+    async def handle(reader, writer):
+        head = await reader.readuntil(b"\r\n\r\n")
+        length = next(
+            int(ln.split(b":")[1]) for ln in head.split(b"\r\n") if ln.lower().startswith(b"content-length")
+        )
+        await reader.readexactly(length)
+        page = b"<html>sign in</html>"
+        writer.write(
+            b"HTTP/1.1 200 OK\r\nContent-Type: text/html\r\nConnection: close\r\n"
+            + f"Content-Length: {len(page)}\r\n\r\n".encode()
+            + page
+        )
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    url = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}"
+    try:
+        async with make_client(url) as comfy:
+            with pytest.raises(ComfyProtocolError):
+                await comfy.upload_image(start_image)
+    finally:
+        server.close()
+        await server.wait_closed()
