@@ -552,12 +552,12 @@ pick_python() {
     PY=python3
 }
 
-node_error() { # j message
-    local jn jm
+node_error() { # j message [code: E_NODE, or E_TOOL when git is missing]
+    local jn jm code=${3:-$E_NODE}
     jstr "${N_NAME[$1]}"; jn=$REPLY
     jstr "$2"; jm=$REPLY
-    emit "{\"event\":\"node_error\",\"node\":$jn,\"code\":$E_NODE,\"message\":$jm}"
-    record node error "${N_NAME[$1]}" 0 $E_NODE "$2"
+    emit "{\"event\":\"node_error\",\"node\":$jn,\"code\":$code,\"message\":$jm}"
+    record node error "${N_NAME[$1]}" 0 "$code" "$2"
 }
 
 install_node() {
@@ -566,7 +566,7 @@ install_node() {
     local -a git=(git -c safe.directory='*' -c advice.detachedHead=false)
     export GIT_TERMINAL_PROMPT=0
     jstr "$name"; jn=$REPLY
-    command -v git >/dev/null 2>&1 || { node_error "$j" "$name: git is not installed"; return; }
+    command -v git >/dev/null 2>&1 || { node_error "$j" "$name: git is not installed" $E_TOOL; return; }
     if [ -d "$dir/.git" ]; then
         head=$("${git[@]}" -C "$dir" rev-parse HEAD 2>/dev/null)
         if [ -n "$head" ] && [ "${head#"$commit"}" != "$head" ] && [ "$(cat "$marker" 2>/dev/null)" = "$head" ]; then

@@ -7,6 +7,7 @@ import dataclasses
 import hashlib
 import json
 import subprocess
+from pathlib import Path
 
 import pytest
 from aiohttp import web
@@ -15,11 +16,13 @@ from app.config import PROVISIONING_DIR
 from app.provision import (
     DiskFull,
     DownloadFailed,
+    MissingTool,
     ProvisionTimeout,
     VerificationFailed,
     connect,
     run_provision,
 )
+from app.provision.runner import _error_for
 from app.sim.modelserver import FileSpec
 from app.sim.sshserver import install_restart_hook
 from tests.provision.conftest import FakeModel
@@ -280,3 +283,33 @@ async def test_resume_against_a_server_ignoring_range_starts_over_with_the_right
     assert done["sha256"] == served.sha256
     ranged = [r.range is not None for r in model_server.requests_for(name)]
     assert ranged == ([False, True, False] if tool == "curl" else [False, True])
+
+
+@pytest.fixture
+def path_without_git(tmp_path) -> Path:
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for d in ("/usr/local/bin", "/usr/bin", "/bin"):
+        for tool in Path(d).iterdir():
+            if tool.name != "git" and not (bin_dir / tool.name).exists():
+                (bin_dir / tool.name).symlink_to(tool)
+    return bin_dir
+
+
+async def test_missing_git_is_a_missing_tool(make_plan, tmp_path, path_without_git):
+    # README/errors.py: a missing tool (curl/wget, git) is exit 16, MissingTool; it came back as exit 14,
+    # NodeInstallFailed, which reads as a broken node rather than a machine without git.
+    bin_dir = path_without_git
+    plan = await make_plan()
+    plan.models = []
+    plan_file = tmp_path / "plan.tsv"
+    plan_file.write_text(plan.to_text())
+    proc = await asyncio.create_subprocess_exec(
+        "/bin/bash", str(SCRIPT), str(plan_file), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        env={"PATH": str(bin_dir), "HOME": str(tmp_path)},
+    )  # fmt: skip
+    stdout, stderr = await asyncio.wait_for(proc.communicate(), 30)
+    assert proc.returncode == 16, stdout.decode() + stderr.decode()
+    summary = json.loads(stdout.decode().splitlines()[-1])
+    assert "git is not installed" in summary["errors"][0]["message"]
+    assert isinstance(_error_for(16, summary["errors"], ""), MissingTool)
