@@ -289,6 +289,8 @@ class Pool:
     def _maybe_rent(self) -> None:
         if self._closed:
             return
+        if self._adopt_task is not None and not self._adopt_task.done():
+            return  # the provider's list failed: what already runs is unknown, so rent nothing (jobs wait)
         plain = [w for w in self._waiters if w.instance_id is None]
         if not plain and self._demand() == 0:
             return

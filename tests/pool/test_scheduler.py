@@ -184,3 +184,21 @@ async def test_rental_cancelled_while_booting_destroys_what_it_rented(tmp_path):
         assert provider.created == ["i1"]
         await w.services.pool.stop()
         assert provider.destroyed == ["i1"]
+
+
+async def test_failed_list_at_start_rents_nothing_until_the_pool_knows_what_exists(tmp_path):
+    # A list that fails is not "no instances": renting blind would put max_instances more GPUs next to
+    # the ones already running (Vast's v0-list 410 made other tools do exactly that).
+    provider = FakeProvider()
+    existing = provider.add(InstanceState.READY)
+    provider.fail_list = ComfyfleetError("Vast answered 410 Gone")
+    async with world(tmp_path, provider=provider, start=False, pool_max_instances=1) as w:
+        await w.services.pool.start(retry_s=0.3)
+        job = await w.submit(seed=1)
+        await asyncio.sleep(0.1)
+        assert provider.created == []
+        provider.fail_list = None
+        done = await w.wait(job.id)
+        assert done.state == "succeeded" and done.instance_id == existing.id
+        assert provider.created == []
+        await w.services.pool.stop()
