@@ -126,9 +126,10 @@ async def _generate(
         if final.state != "succeeded":
             kind = final.error_kind or final.state
             raise ComfyfleetError(f"job {final.id} {final.state} ({kind}): {final.error_message}")
-        if not await asyncio.to_thread(
-            out.exists
-        ):  # a cache hit: nothing was downloaded, fetch the stored video
+        # The runner copies a rendered video to `out` (and forgets the request). Still pending = a cache
+        # hit, which downloaded nothing: fetch the stored video, even over an older file at `out`.
+        not_copied = services.runner.local_copies.pop(final.id, None) is not None
+        if not_copied or not await asyncio.to_thread(out.exists):
             await _fetch(services, final.result["video_url"], out)
         public = final.to_public()
         public["local_path"] = str(out)

@@ -139,3 +139,38 @@ def test_serve_and_generate_are_registered():
     res = runner.invoke(cli, ["--help"])
     for cmd in ("serve", "generate", "cleanup"):
         assert cmd in res.output
+
+
+def test_generate_cache_hit_overwrites_an_existing_output_file(tmp_path, monkeypatch):
+    from app.store.local import LocalStore
+
+    store = LocalStore(tmp_path / "results", "http://127.0.0.1:9")
+
+    async def build(settings: Settings):
+        engine = await create_tables(settings.effective_database_url)
+        provider = FakeProvider()
+        provider.ledger = FakeLedger()
+        return assemble(
+            settings,
+            sessionmaker=make_sessionmaker(engine),
+            provider=provider,
+            preparer=FakePreparer(),
+            comfy=FakeComfy(),
+            store=store,
+            workflows=workflow_loader(),
+            ledger=provider.ledger,
+            engine=engine,
+        )
+
+    monkeypatch.setattr(wiring, "build_services", build)
+    img = tmp_path / "in.png"
+    img.write_bytes(png_bytes())
+    args = ["generate", "--image", str(img), "--prompt", "x", "--seed", "7", "--output"]
+    first = tmp_path / "first.mp4"
+    assert runner.invoke(cli, [*args, str(first)]).exit_code == 0
+    out = tmp_path / "out.mp4"
+    out.write_bytes(b"the video of some earlier, different request")
+    res = runner.invoke(cli, [*args, str(out), "--json"])
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.output)["result"]["cached"] is True
+    assert out.read_bytes() == first.read_bytes()
