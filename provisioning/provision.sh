@@ -273,7 +273,8 @@ verify() { # PATH i [precomputed sha256]
             local hlen first
             hlen=$(od -An -tu8 -N8 -- "$f" 2>/dev/null | tr -d ' \n')
             first=$(od -An -c -j8 -N1 -- "$f" 2>/dev/null | tr -d ' \n')
-            if ! is_uint "$hlen" || [ "$hlen" -lt 2 ] || [ $((hlen + 8)) -gt "$size" ] ||
+            # ${#hlen} first: a u64 past 2^63 breaks [ -gt ] and wraps in $(( )); the cap has 9 digits.
+            if ! is_uint "$hlen" || [ "${#hlen}" -gt 9 ] || [ "$hlen" -lt 2 ] || [ $((hlen + 8)) -gt "$size" ] ||
                 [ "$hlen" -gt 104857600 ] || [ "$first" != "{" ]; then
                 VERIFY_ERR="not a safetensors file (bad header)"; return 1
             fi

@@ -313,3 +313,24 @@ async def test_missing_git_is_a_missing_tool(make_plan, tmp_path, path_without_g
     summary = json.loads(stdout.decode().splitlines()[-1])
     assert "git is not installed" in summary["errors"][0]["message"]
     assert isinstance(_error_for(16, summary["errors"], ""), MissingTool)
+
+
+async def test_safetensors_header_length_past_2_63_is_not_a_valid_header(remote, make_plan, model_server):
+    # The length is read as an unsigned 64-bit number; bash's `[ -gt ]` could not compare values past
+    # 2^63 (an error, i.e. "not greater") and $((len + 8)) wrapped, so garbage with a high first 8 bytes
+    # and a "{" passed the header check of a file with only an approximate size and no sha256.
+    vae = remote.comfy_dir / "models/vae"
+    vae.mkdir(parents=True)
+    (vae / "vae.safetensors").write_bytes(b"\xff" * 8 + b'{"garbage": true}' + b"\0" * 1000)
+    plan = await make_plan()
+    plan.nodes = []
+    plan.models = [
+        dataclasses.replace(m, size_exact=False, sha256=None)
+        for m in plan.models
+        if m.name == "vae.safetensors"
+    ]
+    summary, events = await provision(remote, plan)
+    assert any(e["event"] == "invalid" and "safetensors" in e["reason"] for e in events)
+    assert summary.downloaded == ["vae.safetensors"]
+    served = model_server.file("vae.safetensors")
+    assert hashlib.sha256((vae / "vae.safetensors").read_bytes()).hexdigest() == served.sha256
