@@ -24,7 +24,7 @@ from typing import Any
 from app.config import Settings
 from app.pool.ledger import InstanceLedger
 from app.pool.provider import ComfyEndpoint, CreateRequest, Instance, InstanceState, SSHTarget
-from app.redact import register_secret
+from app.redact import redact, register_secret
 from app.vast.client import VastClient, host_port
 from app.vast.errors import (
     AuthError,
@@ -315,7 +315,12 @@ class VastProvider:
             raise
         inst.id = str(instance_id)
         inst.state = InstanceState.BOOTING
-        await self.ledger.update(inst)
+        try:
+            await self.ledger.update(inst)
+        except Exception as exc:
+            # Money has moved and the label row exists (list/reconcile adopt it by label; the next
+            # write records the id): raising here would make the caller forget a rented GPU.
+            log.error("vast: recording the id of %s (%s) failed: %s", inst.id, label, redact(str(exc)))
         log.info(
             "vast: rented instance %s (%s) offer %s at $%.3f/h",
             inst.id,

@@ -504,3 +504,24 @@ async def test_lost_instance_of_an_unresolved_create_is_destroyed_by_cleanup(tmp
             if row.state == InstanceState.FAILED:
                 await fresh.destroy(row)
         assert list(w.live()) == []
+
+
+async def test_lost_instance_when_the_ledger_write_after_create_fails(tmp_path):
+    # The GPU is rented and its label row exists; a failed write of the id (database locked) must not turn
+    # into an exception that makes the caller forget the instance (and rent another one).
+    async with world(tmp_path) as w:
+        p = await w.provider()
+        real_update = p.ledger.update
+        failed = []
+
+        async def flaky_update(inst):
+            if inst.id and not failed:
+                failed.append(inst.id)
+                raise RuntimeError("database is locked")
+            await real_update(inst)
+
+        p.ledger.update = flaky_update
+        inst = await p.create(REQ)
+        assert failed == [inst.id] and list(w.live()) == [int(inst.id)]
+        await p.wait_ready(inst, soon())
+        assert (await p.ledger.get(inst.id)).label == inst.label
