@@ -81,7 +81,7 @@ fatal() { # code message
 COMFY_DIR=/workspace/ComfyUI PARALLEL=4 PY=auto PIP=1 RESTART=auto COMFY_URL=- RESTART_TIMEOUT=300
 MIN_FREE=1073741824 TOKEN_HOSTS=huggingface.co RETRIES=6 BACKOFF=1 CONNECT_TIMEOUT=20 STALL_TIMEOUT=60
 PROGRESS_INTERVAL=1 TOOL=auto
-M_FOLDER=() M_JFOLDER=() M_NAME=() M_SIZE=() M_EXACT=() M_SHA=() M_URL=()
+M_FOLDER=() M_JFOLDER=() M_NAME=() M_SIZE=() M_EXACT=() M_SHA=() M_URL=() M_CRED=()
 N_NAME=() N_URL=() N_COMMIT=()
 
 safe_name() { # a single path component, no traversal, no hidden files
@@ -94,6 +94,21 @@ safe_path() { # a relative path of safe_name components ("loras", "loras/wan"), 
     IFS=/ read -r -a parts <<<"$1"
     for c in "${parts[@]}"; do safe_name "$c" || return 1; done
     return 0
+}
+# url_split URL: REPLY = URL without user info; URL_CRED = its percent-decoded "user:password" ("" if none).
+# Credentials go to curl/wget through a config, never argv (ps) nor the sidecars (disk).
+url_split() {
+    local u=$1 rest auth d
+    REPLY=$u URL_CRED=""
+    case "$u" in *://*) ;; *) return 0 ;; esac
+    rest=${u#*://}
+    auth=${rest%%[/?#]*}
+    case "$auth" in *@*) ;; *) return 0 ;; esac
+    d=${auth%@*}
+    d=${d//\\/\\\\}
+    printf -v URL_CRED '%b' "${d//%/\\x}"
+    case "$URL_CRED" in *[$'\n\r']*) return 1 ;; esac  # would inject lines into the tool's config
+    REPLY="${u%%://*}://${auth##*@}${rest:${#auth}}"
 }
 is_uint() { case "$1" in ''|*[!0-9]*) return 1 ;; esac; return 0; }
 
@@ -140,7 +155,8 @@ while IFS= read -r line || [ -n "$line" ]; do
             esac
             jstr "$f1"; M_JFOLDER+=("$REPLY")  # the folder as a JSON string, for every event naming it
             M_FOLDER+=("$f1"); M_NAME+=("$f2"); M_SIZE+=("$size"); M_EXACT+=("$exact")
-            M_SHA+=("${sha,,}"); M_URL+=("$f5")
+            url_split "$f5" || fatal $E_USAGE "plan line $lineno: bad model record (control character in the URL's user info)"
+            M_SHA+=("${sha,,}"); M_URL+=("$REPLY"); M_CRED+=("$URL_CRED")
             ;;
         node)
             if ! safe_name "$f1" || [ -z "${f2:-}" ] || [ -z "${f3:-}" ]; then
@@ -235,10 +251,17 @@ token_for() { # 0 when the token may be sent to URL $1
     for h in $TOKEN_HOSTS; do [ "$host" = "${h,,}" ] && return 0; done
     return 1
 }
-token_cfg() { # curl config on stdout (to a pipe; builtin printf never execs, so nothing shows in ps)
-    local t=${HF_TOKEN_VAL//\\/\\\\}
-    t=${t//\"/\\\"}
-    printf 'header = "Authorization: Bearer %s"\n' "$t"
+curl_cfg() { # token(0|1) i cred(0|1): curl config on stdout (to a pipe; builtin printf never execs, so
+    local t   # nothing shows in ps): the HF token and/or the URL's own user:password
+    if [ "$1" = 1 ]; then
+        t=${HF_TOKEN_VAL//\\/\\\\}; t=${t//\"/\\\"}
+        printf 'header = "Authorization: Bearer %s"\n' "$t"
+    fi
+    if [ "$3" = 1 ] && [ -n "${M_CRED[$2]}" ]; then
+        t=${M_CRED[$2]//\\/\\\\}; t=${t//\"/\\\"}
+        printf 'user = "%s"\n' "$t"
+    fi
+    return 0
 }
 
 # --- results ------------------------------------------------------------------------------------
@@ -318,7 +341,7 @@ sidecar_ok() {
 # --- download -----------------------------------------------------------------------------------
 # fetch_once i part url -> runs one transfer attempt, emitting progress; sets HTTP_CODE, FETCH_RC.
 fetch_once() {
-    local i=$1 part=$2 url=$3 jn get_url auth=0 code errf="$WORK/err.$1"
+    local i=$1 part=$2 url=$3 jn get_url auth=0 code errf="$WORK/err.$1" first
     jstr "${M_NAME[$i]}"; jn=$REPLY
     HTTP_CODE=000 FETCH_RC=0
     get_url=$url
@@ -327,7 +350,7 @@ fetch_once() {
         # within itself first, e.g. a renamed repo), never to the CDN host that finally serves the bytes.
         local head hops=0
         while :; do
-            head=$(token_cfg | curl -sS -I -K - -o /dev/null -w '%{http_code} %{redirect_url}' \
+            head=$(curl_cfg 1 "$i" "$((hops == 0))" | curl -sS -I -K - -o /dev/null -w '%{http_code} %{redirect_url}' \
                 --connect-timeout "$CONNECT_TIMEOUT" --max-time 60 -- "$get_url" 2>>"$errf")
             code=${head%% *}
             case "$code" in
@@ -348,12 +371,21 @@ fetch_once() {
         local -a opts=(-sS -f -C - -o "$part" -w '%{http_code}' --connect-timeout "$CONNECT_TIMEOUT"
             --speed-limit 1024 --speed-time "$STALL_TIMEOUT" -A comfyfleet-provision/1)
         if [ "$auth" = 1 ]; then
-            token_cfg | curl "${opts[@]}" -K - -- "$get_url" >"$WORK/code.$i" 2>>"$errf" &
+            first=0; [ "$get_url" = "$url" ] && first=1
+            curl_cfg 1 "$i" "$first" | curl "${opts[@]}" -K - -- "$get_url" >"$WORK/code.$i" 2>>"$errf" &
+        elif [ "$get_url" = "$url" ] && [ -n "${M_CRED[$i]}" ]; then
+            # curl sends these to the URL's host only, not to a host it is redirected to
+            curl_cfg 0 "$i" 1 | curl "${opts[@]}" -K - -L --max-redirs 10 -- "$get_url" >"$WORK/code.$i" 2>>"$errf" &
         else
             curl "${opts[@]}" -L --max-redirs 10 -- "$get_url" >"$WORK/code.$i" 2>>"$errf" &
         fi
     else
-        wget -nv -c -O "$part" --tries=1 --timeout="$STALL_TIMEOUT" -U comfyfleet-provision/1 -- "$get_url" 2>>"$errf" &
+        local -a wcfg=()
+        if [ -n "${M_CRED[$i]}" ]; then  # a private config in our 0700 work dir (removed on exit)
+            printf 'user = %s\npassword = %s\n' "${M_CRED[$i]%%:*}" "${M_CRED[$i]#*:}" >"$WORK/wgetrc.$i"
+            wcfg=(--config="$WORK/wgetrc.$i")
+        fi
+        wget ${wcfg[@]+"${wcfg[@]}"} -nv -c -O "$part" --tries=1 --timeout="$STALL_TIMEOUT" -U comfyfleet-provision/1 -- "$get_url" 2>>"$errf" &
     fi
     local pid=$! t0 t1 b0 b1 rate every=$PROGRESS_US
     now_us; t0=$REPLY

@@ -334,3 +334,37 @@ async def test_safetensors_header_length_past_2_63_is_not_a_valid_header(remote,
     assert summary.downloaded == ["vae.safetensors"]
     served = model_server.file("vae.safetensors")
     assert hashlib.sha256((vae / "vae.safetensors").read_bytes()).hexdigest() == served.sha256
+
+
+async def test_mirror_password_in_its_url_stays_out_of_ps_and_the_instance_disk(
+    remote, make_plan, model_server
+):
+    # MODEL_MIRROR_URL may carry user:password (a secret per Settings.secret_values). It went into
+    # curl's argv (visible in `ps` on the rented host) and into every sidecar file on its disk.
+    password = "mirror-pass-" + "9" * 8
+    plan = await make_plan()
+    plan.nodes = []
+    plan.models = [
+        dataclasses.replace(m, url=m.url.replace("http://", f"http://mirror:{password}@"))
+        for m in plan.models
+        if m.name in ("high.gguf", "vae.safetensors")
+    ]
+    model_server.fault("high.gguf").slow_bps = 3e6  # ~1 s of transfer to look at `ps` during
+    task = asyncio.create_task(provision(remote, plan))
+    snapshots = []
+    while not task.done():
+        proc = await asyncio.create_subprocess_exec("ps", "-ww", "-eo", "args", stdout=subprocess.PIPE)
+        out, _ = await proc.communicate()
+        snapshots.append(out.decode(errors="replace"))
+        await asyncio.sleep(0.05)
+    summary, _ = await task
+    assert sorted(summary.downloaded) == ["high.gguf", "vae.safetensors"]
+    assert any("curl" in s and "/unet/high.gguf" in s for s in snapshots), (
+        "no ps snapshot during the download"
+    )
+    assert not any(password in s for s in snapshots)
+    for path in remote.comfy_dir.rglob("*"):
+        if path.is_file() and path.stat().st_size < 100_000:
+            assert password not in path.read_text(errors="replace"), path
+    gets = [r for r in model_server.log if r.method == "GET"]
+    assert gets and all(r.authorization for r in gets)  # the credentials still reach the mirror
