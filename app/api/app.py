@@ -251,7 +251,13 @@ def create_app(services: Services, *, manage_lifecycle: bool = True) -> FastAPI:
         jobs = await services.repo.list(
             states=[s.value for s in state] if state else None, limit=limit, offset=offset
         )
-        return {"jobs": [view(request, j, None) for j in jobs]}
+        out = [view(request, j, None) for j in jobs]
+        done = [(o, j) for o, j in zip(out, jobs, strict=True) if j.state == JobState.SUCCEEDED.value]
+        if done:  # presigned URLs stored at a job's end expire: hand out fresh ones, as GET /jobs/{id} does
+            fresh = await asyncio.gather(*(services.fresh_urls(j) for _, j in done))
+            for (o, _), result in zip(done, fresh, strict=True):
+                o["result"] = result
+        return {"jobs": out}
 
     @api.get("/jobs/{job_id}/events", name="job_events", tags=["jobs"], response_class=StreamingResponse)
     async def job_events(job_id: str, request: Request) -> StreamingResponse:

@@ -131,3 +131,19 @@ async def test_reading_a_job_later_gives_fresh_result_urls(tmp_path):
             "video.mp4?X-Amz-Expires=3600&sig=new"
         )
         assert got["last_frame_url"].endswith("last_frame.png?X-Amz-Expires=3600&sig=new")
+
+
+async def test_listing_jobs_later_gives_fresh_result_urls(tmp_path):
+    async with api(tmp_path) as c:
+        r = await c.post("/vastai/generate-video", json={"image_base64": B64, "prompt": "x", "wait": True})
+        assert r.json()["state"] == "succeeded"
+        store = c.world.store
+        original = store.url
+
+        async def presign(key):  # the URLs stored at the job's end have expired by now
+            return (await original(key)) + "?X-Amz-Expires=3600&sig=new"
+
+        store.url = presign
+        [listed] = (await c.get("/jobs")).json()["jobs"]
+        assert listed["result"]["video_url"].endswith("video.mp4?X-Amz-Expires=3600&sig=new")
+        assert listed["result"]["last_frame_url"].endswith("last_frame.png?X-Amz-Expires=3600&sig=new")
