@@ -313,13 +313,16 @@ class ComfyClient:
         progress_nodes: list[str] | None = None,
         on_submitted: Callable[[str], None] | None = None,
         extra_data: Mapping[str, Any] | None = None,
+        keep_running_on_cancel: Callable[[], bool] | None = None,
     ) -> PromptResult:
         """Submit `graph` and follow it to completion; raise a typed error otherwise.
 
         `deadline` is a `time.monotonic()` value: past it the prompt is cancelled and ComfyTimeout raised.
         `progress_nodes` (the sampler node ids, in execution order) drive the 0..1 fraction given to
         `on_progress`. `on_submitted(prompt_id)` is called as soon as ComfyUI accepted the prompt.
-        If the caller cancels run(), the prompt is cancelled on the server too.
+        If the caller cancels run(), the prompt is cancelled on the server too, unless
+        `keep_running_on_cancel()` says otherwise (a graceful shutdown: the prompt keeps the GPU and the
+        next process re-attaches to it).
         """
         client_id = self._events.client_id
         proposed = str(uuid.uuid4())
@@ -349,8 +352,14 @@ class ComfyClient:
             return result
         except (ExecutionError, PromptInterrupted, ComfyUnavailable):
             raise  # the prompt is over (or ComfyUI is gone): nothing to cancel
+        except asyncio.CancelledError:
+            if keep_running_on_cancel is not None and keep_running_on_cancel():
+                log.info("prompt %s left running on ComfyUI (shutdown): it will be re-attached", prompt_id)
+            else:
+                await self._cancel_quietly(prompt_id)
+            raise
         except BaseException:
-            # deadline, caller cancellation, a bug in a callback: the prompt must not keep the GPU busy
+            # deadline, a bug in a callback: the prompt must not keep the GPU busy
             await self._cancel_quietly(prompt_id)
             raise
         finally:

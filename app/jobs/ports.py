@@ -49,9 +49,11 @@ class ComfySession(Protocol):
         on_progress: ProgressFn,
         on_submitted: Callable[[str], None],
         progress_nodes: list[str],
+        keep_on_cancel: Callable[[], bool] | None = None,
     ) -> Any:
         """Submit `graph`, call `on_submitted(prompt_id)` once ComfyUI accepted it, follow it to the end
-        (cancelling the prompt if this call is cancelled); returns the outputs handle."""
+        (cancelling the prompt if this call is cancelled, unless `keep_on_cancel()`: a shutdown);
+        returns the outputs handle."""
         ...
 
     async def attach(self, prompt_id: str, *, deadline: float, on_progress: ProgressFn) -> Any | None:

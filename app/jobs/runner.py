@@ -400,6 +400,7 @@ class JobRunner:
                 on_progress=on_progress,
                 on_submitted=on_submitted,
                 progress_nodes=list(getattr(wf, "progress_nodes", None) or []),
+                keep_on_cancel=lambda: not self._should_stop_gpu(rs, asyncio.CancelledError()),
             )
             if rs.prompt_write is not None:
                 await rs.prompt_write

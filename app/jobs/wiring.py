@@ -47,13 +47,16 @@ class ComfyClientSession:
     async def upload_image(self, path: Path) -> str:
         return await self.client.upload_image(path)
 
-    async def run(self, graph, *, deadline, on_progress, on_submitted, progress_nodes) -> PromptResult:
+    async def run(
+        self, graph, *, deadline, on_progress, on_submitted, progress_nodes, keep_on_cancel=None
+    ) -> PromptResult:
         return await self.client.run(
             graph,
             deadline=deadline,
             on_progress=lambda p: on_progress(_comfy_progress(p)),
             progress_nodes=progress_nodes,
             on_submitted=on_submitted,
+            keep_running_on_cancel=keep_on_cancel,
         )
 
     async def attach(

@@ -91,6 +91,28 @@ async def test_caller_cancelling_run_stops_the_prompt(emulator, start_image):
         await _wait_until(lambda: emu.running is None and not emu.pending)
 
 
+async def test_shutdown_cancelling_run_leaves_the_prompt_running_for_reattach(emulator, start_image):
+    emu = await emulator(step_delay_s=0.1)
+    async with make_client(emu.url) as comfy:
+        name = await comfy.upload_image(start_image)
+        submitted: list[str] = []
+        task = asyncio.create_task(
+            comfy.run(
+                wan_graph(name),
+                deadline=time.monotonic() + 20,
+                on_submitted=submitted.append,
+                keep_running_on_cancel=lambda: True,
+            )
+        )
+        await _wait_until(lambda: emu.running is not None)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        await _wait_until(lambda: emu.running is None and not emu.pending)
+        history = (await comfy.history(submitted[0])) or {}
+        assert history["status"]["status_str"] == "success"  # finished on the GPU, not interrupted
+
+
 async def test_model_not_in_combo_list_is_rejected_with_node_details(emulator, start_image):
     emu = await emulator()
     async with make_client(emu.url) as comfy:

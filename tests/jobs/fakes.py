@@ -264,7 +264,9 @@ class FakeSession:
         self.gpu.uploads += 1
         return path.name
 
-    async def run(self, graph: dict, *, deadline: float, on_progress, on_submitted, progress_nodes) -> dict:
+    async def run(
+        self, graph: dict, *, deadline: float, on_progress, on_submitted, progress_nodes, keep_on_cancel=None
+    ) -> dict:
         self.comfy.runs += 1
         gpu = self.gpu
         prompt_id = uuid.uuid4().hex
