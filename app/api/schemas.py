@@ -10,7 +10,8 @@ from pydantic import BaseModel, ConfigDict, Field
 class GenerateVideoRequest(BaseModel):
     """One image-to-video request. Give exactly one of `image_url` and `image_base64`."""
 
-    model_config = ConfigDict(extra="forbid")
+    # strict: JSON types as documented (no true -> 1.0, no "81" -> 81); unknown fields are refused
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     image_url: str | None = Field(None, description="http(s) URL of the input image (public addresses only)")
     image_base64: str | None = Field(None, description="The input image as base64 (a data: URL is fine)")
