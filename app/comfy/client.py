@@ -202,6 +202,8 @@ class ComfyClient:
         ):
             with attempt:
                 resp = await self._request("GET", path, deadline=deadline, params=params)
+                if resp.status_code >= 500:  # a GET cannot be malformed: a 500 or a proxy's 52x is transient
+                    raise ComfyUnavailable(f"GET {path} answered {resp.status_code}")
                 if resp.status_code != 200:
                     raise ComfyProtocolError(f"GET {path} answered {resp.status_code}")
                 try:

@@ -108,3 +108,25 @@ def test_every_captured_400_becomes_a_readable_error(fixtures_dir):
         assert {ne.node_id for ne in err.node_errors} == node_ids
         checked += 1
     assert checked >= 15
+
+
+async def test_a_transient_500_on_a_poll_is_retried_not_fatal():
+    """A proxy's 52x or a momentary 500 on an idempotent GET (/history, /queue) must not fail the job."""
+    import httpx
+
+    from app.comfy.client import ComfyClient
+
+    answers = iter(
+        [httpx.Response(500, text="boom"), httpx.Response(520, text="cf"), httpx.Response(200, json={})]
+    )
+    seen: list[str] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request.url.path)
+        return next(answers)
+
+    async with ComfyClient("http://comfy.test") as comfy:
+        await comfy._http.aclose()
+        comfy._http = httpx.AsyncClient(base_url="http://comfy.test", transport=httpx.MockTransport(handler))
+        assert await comfy.queue() == {}
+    assert seen == ["/queue", "/queue", "/queue"]
