@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import hashlib
 import json
 import random
@@ -483,10 +484,8 @@ def main() -> None:
     parser.add_argument("--scale", type=float, default=1.0, help="multiplier on the default tiny sizes")
     parser.add_argument("--cap-mbps", type=float, default=0.0, help="total bandwidth cap in MB/s (1e6)")
     args = parser.parse_args()
-    try:
+    with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(_serve(args))
-    except KeyboardInterrupt:
-        pass
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ default, `--json` for scripts; the ComfyUI token is never printed.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import shlex
 import time
@@ -24,6 +25,7 @@ from app.redact import redact
 from app.vast.factory import open_provider
 from app.vast.offers import disk_gb_for, explain
 from app.vast.provider import VastProvider, ssh_target_of
+from app.workflows import get_workflow
 
 DEFAULT_MODEL_BYTES = 26e9  # Wan 2.2 i2v set, when the workflow room cannot tell us
 
@@ -44,17 +46,11 @@ def _request(settings: Settings, workflow: str | None) -> CreateRequest:
     name = workflow or settings.default_workflow
     model_bytes = DEFAULT_MODEL_BYTES
     try:
-        from app.workflows import get_workflow
-    except ImportError:
-        get_workflow = None  # type: ignore[assignment]
-    if get_workflow is not None:
-        try:
+        with contextlib.suppress(AttributeError, OSError, ValueError, TypeError):
             model_bytes = float(get_workflow(name, settings).disk_bytes) or DEFAULT_MODEL_BYTES
-        except ValidationError:
-            if workflow:
-                raise
-        except (AttributeError, OSError, ValueError, TypeError):
-            pass
+    except ValidationError:  # an unknown workflow: an error when asked for by name, else the default size
+        if workflow:
+            raise
     return CreateRequest(
         workflow=name, disk_gb=disk_gb_for(model_bytes, settings), min_gpu_ram_gb=settings.vast_min_gpu_ram_gb
     )

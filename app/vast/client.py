@@ -13,6 +13,7 @@ made other tools believe they had no instances and keep renting), `{"instances":
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import random
@@ -378,12 +379,10 @@ class VastClient:
         # A separate client: the result URL is on S3, and our API key must never be sent there.
         async with httpx.AsyncClient(timeout=httpx.Timeout(self.timeout), transport=self._transport) as plain:
             while True:
-                try:
+                with contextlib.suppress(httpx.HTTPError):  # not uploaded yet, or a blip: poll again
                     resp = await plain.get(url)
                     if resp.status_code == 200:
                         return resp.text
-                except httpx.HTTPError:
-                    pass
                 if time.monotonic() + poll_interval_s > deadline:
                     raise VastError(
                         f"logs of instance {instance_id} not available within {deadline_s:.0f}s",

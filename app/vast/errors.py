@@ -8,6 +8,7 @@ Every message goes through `app.redact.redact`, so a key echoed back by a server
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import time
@@ -139,10 +140,8 @@ def retry_after_seconds(headers: Mapping[str, str], now: float | None = None) ->
         try:
             return max(0.0, float(value))
         except ValueError:
-            try:
+            with contextlib.suppress(TypeError, ValueError, IndexError):
                 return max(0.0, parsedate_to_datetime(value).timestamp() - now)
-            except (TypeError, ValueError, IndexError):
-                pass
     reset = headers.get("x-ratelimit-reset") or headers.get("X-RateLimit-Reset")
     if reset:
         try:

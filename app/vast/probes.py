@@ -8,6 +8,7 @@ returns True/False; it never raises for "not yet".
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Awaitable, Callable
 
 from app.pool.provider import Instance
@@ -30,7 +31,5 @@ async def ssh_banner_probe(instance: Instance, timeout_s: float = 5.0) -> bool:
     finally:
         if writer is not None:
             writer.close()
-            try:
+            with contextlib.suppress(OSError):
                 await writer.wait_closed()
-            except OSError:
-                pass

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
 from typing import Any
 
@@ -42,11 +43,9 @@ def convert_prompt(prompt: dict[str, Any], object_info: dict[str, Any]) -> dict[
                 value = inputs[name] = value["__value__"]
             kind = declared_type(info, name)
             if kind in _CONVERT:
-                try:
+                with contextlib.suppress(TypeError, ValueError):  # unconvertible: kept as sent
                     if kind == "INT" and isinstance(value, str):
                         inputs[name] = int(value) if value.lstrip("+-").isdigit() else int(float(value))
                     else:
                         inputs[name] = _CONVERT[kind](value)
-                except (TypeError, ValueError):
-                    pass
     return out

@@ -3,6 +3,7 @@ real H.264 MP4 (yuv420p) with PyAV, frame by frame so memory stays flat whatever
 
 from __future__ import annotations
 
+import contextlib
 import struct
 from fractions import Fraction
 from pathlib import Path
@@ -97,10 +98,8 @@ class Mp4Writer:
         self.container.close()
 
     def abort(self) -> None:
-        try:
+        with contextlib.suppress(Exception):  # already broken; the file is removed by the caller
             self.container.close()
-        except Exception:  # already broken; the file is removed by the caller
-            pass
 
 
 def pad_with_free_box(path: Path, target_size: int) -> None:
