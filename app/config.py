@@ -128,6 +128,16 @@ class Settings(BaseSettings):
     allow_loopback_urls: bool = Field(
         False, description="image_url/webhook_url may reach loopback (tests, local use); never private"
     )
+    story_max_segments: int = Field(24, description="Most segments one story may hold")
+    batch_max_requests: int = Field(100, description="Most requests one batch may hold")
+
+    # --- client (the CLI's --server mode) --------------------------------------------------------
+    comfyfleet_server: str | None = Field(
+        None, description="The server `--server` commands use when the option is not given"
+    )
+    comfyfleet_token: SecretStr | None = Field(
+        None, description="API token for --server commands (instead of --token, which shells record)"
+    )
 
     # --- pool, spend, cleanup --------------------------------------------------------------------
     pool_max_instances: int = 2

@@ -45,7 +45,7 @@ def make_sessionmaker(engine: AsyncEngine) -> async_sessionmaker:
 async def init_db(engine: AsyncEngine) -> None:
     """Create every table of every room (imports register them on `Base.metadata`)."""
     # Importing the rooms' table modules registers their tables on Base.metadata.
-    for module in ("app.jobs.models", "app.pool.ledger"):
+    for module in ("app.jobs.models", "app.jobs.groups", "app.pool.ledger"):
         importlib.import_module(module)
 
     async with engine.begin() as conn:

@@ -23,6 +23,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from sqlalchemy import text
 
+from app.api.groups import group_router, install_handlers
 from app.api.schemas import ErrorBody, GenerateVideoRequest, JobList, JobView
 from app.errors import ComfyfleetError, ValidationError
 from app.jobs.metrics import CONTENT_TYPE
@@ -81,8 +82,16 @@ class BodyLimit:
 
 
 def _field_of(loc: tuple[Any, ...]) -> str:
-    parts = [str(p) for p in loc if p not in ("body", "query", "path", "header")]
-    return ".".join(parts) or "body"
+    """A pydantic error location as a field name: `requests[3].prompt` (list positions in brackets)."""
+    out = ""
+    for part in loc:
+        if part in ("body", "query", "path", "header"):
+            continue
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += f".{part}" if out else str(part)
+    return out or "body"
 
 
 def create_app(services: Services, *, manage_lifecycle: bool = True) -> FastAPI:
@@ -298,6 +307,9 @@ def create_app(services: Services, *, manage_lifecycle: bool = True) -> FastAPI:
         return Response(await services.metrics.render(services.repo, services.pool), media_type=CONTENT_TYPE)
 
     app.include_router(api)
+    # stories, batches, fleet (app.api.groups): same token, jobs rendered as GET /jobs/{id} does
+    app.include_router(group_router(services, full_view), dependencies=[Depends(require_token)])
+    install_handlers(app)
     for router in services.routers:
         app.include_router(router)
     return app

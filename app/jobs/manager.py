@@ -135,6 +135,22 @@ class JobManager:
                 await self._ended(ended)
         return await self.repo.require(job_id)
 
+    async def requeue(self, job_id: str, reason: str) -> Job:
+        """Take a job off its instance and queue it again (its instance is being destroyed). Its prompt
+        is stopped, the attempt is not counted, and it runs again on whatever instance the pool gives."""
+        task = self.tasks.get(job_id)
+        if task is not None and not task.done():
+            self.runner.requeue_reasons[job_id] = reason
+            task.cancel()
+            with contextlib.suppress(BaseException):
+                await asyncio.wait_for(asyncio.shield(task), 30)
+        job = await self.repo.require(job_id)
+        if not job.terminal and not self._stopping:
+            current = self.tasks.get(job_id)
+            if current is None or current.done():
+                self.spawn(job_id)
+        return job
+
     async def fail(self, job_id: str, kind: str, message: str) -> bool:
         """End a job from outside its runner (the cleanup's stuck-job rule). Stops its GPU work too."""
         task = self.tasks.get(job_id)

@@ -415,6 +415,31 @@ class JobRepo:
         async with self._sm() as s:
             return list((await s.execute(q)).scalars())
 
+    async def many(self, job_ids: Iterable[str]) -> dict[str, Job]:
+        """The rows of `job_ids` that exist, by id (batches and stories read their jobs in one query)."""
+        ids = list(job_ids)
+        if not ids:
+            return {}
+        async with self._sm() as s:
+            rows = (await s.execute(select(Job).where(Job.id.in_(ids)))).scalars()
+            return {job.id: job for job in rows}
+
+    async def active_on(self, instance_id: str) -> list[Job]:
+        """Active jobs placed on `instance_id` (provisioning it, running or uploading from it)."""
+        q = select(Job).where(Job.state.in_(_ACTIVE), Job.instance_id == instance_id).order_by(Job.created_at)
+        async with self._sm() as s:
+            return list((await s.execute(q)).scalars())
+
+    async def cost_by_workflow(self, since: float) -> dict[str, tuple[float, int]]:
+        """Workflow -> (GPU money charged to jobs that ended since `since`, how many jobs)."""
+        q = (
+            select(Job.workflow, func.coalesce(func.sum(Job.cost_usd), 0.0), func.count())
+            .where(Job.finished_at >= since)
+            .group_by(Job.workflow)
+        )
+        async with self._sm() as s:
+            return {wf: (float(total), int(n)) for wf, total, n in (await s.execute(q)).all()}
+
     async def queue_position(self, job: Job) -> int | None:
         """1-based position among jobs waiting for an instance, or None when the job is not waiting."""
         if JobState(job.state) not in WAITING_STATES:

@@ -35,6 +35,7 @@ from app.jobs.repo import JobRepo
 from app.pool.scheduler import Lease, Pool
 from app.redact import redact
 from app.store.fileops import FileOps
+from app.workflows.trim import drop_leading_frames
 
 log = logging.getLogger(__name__)
 
@@ -97,6 +98,7 @@ class JobRunner:
         self.cancel_reasons: dict[str, str] = {}  # job id -> why its task is being cancelled
         self.local_copies: dict[str, Path] = {}  # job id -> where the CLI wants the video
         self.forced_failures: dict[str, tuple[str, str]] = {}  # job id -> (kind, message) set by the cleanup
+        self.requeue_reasons: dict[str, str] = {}  # job id -> why it leaves its instance (destroyed)
         self._files = FileOps()  # stat/mkdir/rmtree of concurrent jobs share thread hops
 
     # --- entry point -------------------------------------------------------------------------------
@@ -125,6 +127,9 @@ class JobRunner:
                         )
                         reattach = False
         except asyncio.CancelledError:
+            requeue = self.requeue_reasons.pop(job_id, None)
+            if requeue is not None and job_id not in self.cancel_reasons:
+                return await self._requeue(rs, requeue)
             reason = self.cancel_reasons.pop(job_id, None)
             if reason is None:  # shutdown: leave the row for restart recovery
                 raise
@@ -151,8 +156,28 @@ class JobRunner:
         finally:
             self.cancel_reasons.pop(job_id, None)
             self.forced_failures.pop(job_id, None)
+            self.requeue_reasons.pop(job_id, None)
             if rs.write_task is not None and not rs.write_task.done():
                 rs.write_task.cancel()
+
+    async def _requeue(self, rs: _RunState, reason: str) -> Job | None:
+        """The job's instance is being taken away (DELETE /instances/{id}): stop its prompt there and put
+        it back in the queue, without counting an attempt (nothing was wrong with the job). The caller
+        (`JobManager.requeue`) starts it again."""
+        await self._stop_gpu_work(rs)
+        current = await self.repo.require(rs.job_id)
+        if current.terminal:
+            return current
+        if current.state != JobState.QUEUED.value:
+            await self.repo.transition(
+                rs.job_id,
+                JobState.QUEUED,
+                comfy_prompt_id=None,
+                instance_id=None,
+                stage=f"requeued: {reason}"[:64],
+            )
+        log.info("job %s requeued: %s", rs.job_id, reason)
+        return None
 
     # --- one attempt -------------------------------------------------------------------------------
     async def _attempt(self, job: Job, rs: _RunState, *, reattach: bool) -> Job:
@@ -197,7 +222,7 @@ class JobRunner:
         if found is None:
             return None
         result = self._result(
-            params,
+            _as_encoded(params, request),
             video_url=found.video_url,
             last_frame_url=found.last_frame_url,
             size=found.size,
@@ -315,6 +340,7 @@ class JobRunner:
         """Upload the outputs (the instance is already free for the next job) and finish the job."""
         self._progress(rs, Progress("storing outputs", 0.5))
         simulated = self.config.simulated or inst.simulated
+        params = _as_encoded(params, job.request or {})
         stored = await self.results.save(
             key or hashlib.sha256(job.id.encode()).hexdigest(),
             video=video,
@@ -387,6 +413,9 @@ class JobRunner:
             await self._transition(rs, JobState.RUNNING, instance_id=inst.id, stage="submitting")
             image_name = await session.upload_image(image_path)
             graph = wf.render(params, image_name, f"comfyfleet/{job.id}")
+            drop = int((job.request or {}).get("drop_first_frames") or 0)
+            if drop:  # a story's later segment: its first frame repeats the previous segment's last one
+                graph = drop_leading_frames(graph, wf.video_node, drop)
 
             def on_submitted(prompt_id: str) -> None:
                 rs.prompt_id = prompt_id
@@ -539,6 +568,14 @@ def _instance_broken(exc: BaseException) -> bool:
         or bool(getattr(exc, "instance_broken", False))
         or str(getattr(exc, "kind", "")) == "device_fault"
     )
+
+
+def _as_encoded(params: Any, request: dict[str, Any]) -> Any:
+    """The parameters as the stored video has them: frames cut before the encoder are not in it."""
+    drop = int(request.get("drop_first_frames") or 0)
+    if drop and getattr(params, "num_frames", None):
+        return replace(params, num_frames=max(1, params.num_frames - drop))
+    return params
 
 
 def _mkdir(path: Path) -> None:

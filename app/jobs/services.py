@@ -21,13 +21,17 @@ from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 from app.api.images import ImageIntake, InputImage
 from app.cleanup import Cleaner
 from app.config import Settings
+from app.jobs.batches import BatchManager
 from app.jobs.events import EventHub
+from app.jobs.fleet import Fleet
+from app.jobs.groups import GroupRepo
 from app.jobs.manager import JobManager
 from app.jobs.metrics import Metrics
 from app.jobs.models import Job
 from app.jobs.ports import ComfyConnector, InstancePreparer, Ledger
 from app.jobs.repo import JobRepo
 from app.jobs.runner import JobRunner, RunnerConfig
+from app.jobs.stories import StoryManager
 from app.jobs.webhooks import WebhookSender
 from app.pool.provider import CreateRequest, Provider
 from app.pool.scheduler import Pool
@@ -55,6 +59,10 @@ class Services:
     intake: ImageIntake
     metrics: Metrics
     engine: AsyncEngine | None = None
+    groups: GroupRepo | None = None
+    stories: StoryManager | None = None
+    batches: BatchManager | None = None
+    fleet: Fleet | None = None
     routers: list[Any] = field(default_factory=list)  # extra FastAPI routers (the local store's /files)
     closers: list[Callable[[], Awaitable[None]]] = field(default_factory=list)  # e.g. the simulated world
     run_cleanup_loop: bool = True
@@ -75,6 +83,10 @@ class Services:
         if self.recover_on_start:
             await self.webhooks.resume_never_enqueued()
             await self.manager.start()
+            if self.batches is not None:
+                await self.batches.start()
+            if self.stories is not None:
+                await self.stories.start()
         if self.run_cleanup_loop and self.settings.cleanup_interval_s > 0:
             self._cleanup_task = asyncio.get_running_loop().create_task(
                 self.cleaner.run_forever(self.settings.cleanup_interval_s), name="cleanup"
@@ -86,6 +98,8 @@ class Services:
             self._cleanup_task.cancel()
             with contextlib.suppress(BaseException):
                 await self._cleanup_task
+        if self.stories is not None:
+            await self.stories.stop()
         await self.manager.stop()
         await self.webhooks.stop()
         await self.pool.stop()
@@ -114,6 +128,18 @@ class Services:
             return job.result
         return result
 
+    async def fresh_urls_for_key(self, store_key: str, result: dict[str, Any]) -> dict[str, Any]:
+        """Fresh `video_url` / `last_frame_url` for a result stored under `store_key` (a story's join)."""
+        try:
+            ext = Path(str(result.get("video_url", "")).split("?", 1)[0]).suffix.lstrip(".") or "mp4"
+            out = {"video_url": await self.store.url(video_key(store_key, ext))}
+            if result.get("last_frame_url"):
+                out["last_frame_url"] = await self.store.url(last_frame_key(store_key))
+            return out
+        except Exception as exc:  # the stored URLs are still the best answer we have
+            log.warning("could not refresh result URLs of %s: %s", store_key, exc)
+            return {}
+
     async def submit(
         self,
         raw: dict[str, Any],
@@ -125,38 +151,89 @@ class Services:
         reuse_cached: bool = False,
     ) -> Job:
         """Validate parameters against the workflow and create the job. Raises ValidationError (no job)."""
-        name = workflow or self.settings.default_workflow
+        prepared = await self.prepare(
+            raw, image, workflow=workflow, webhook_url=webhook_url, reuse_cached=reuse_cached
+        )
+        return await self.create(prepared, local_copy=local_copy)
+
+    def check_params(
+        self, raw: dict[str, Any], image_size: tuple[int, int] | None, *, workflow: str | None = None
+    ) -> tuple[Any, Any]:
+        """(workflow, validated params) for a request, without touching any image: what a batch or a
+        story checks up front for every request before anything is fetched or created."""
+        wf = self.workflows(workflow or self.settings.default_workflow)
+        return wf, wf.validate(raw, image_size)
+
+    async def prepare(
+        self,
+        raw: dict[str, Any],
+        image: InputImage,
+        *,
+        workflow: str | None = None,
+        webhook_url: str | None = None,
+        reuse_cached: bool = False,
+        drop_first_frames: int = 0,
+        tags: dict[str, Any] | None = None,
+    ) -> PreparedJob:
+        """Everything `submit` checks, without creating the job: the validated request, its cache key and
+        the staged image. The image is discarded when the request is refused.
+
+        `drop_first_frames` renders the workflow with its first frames cut before the encoder (a story's
+        later segments); it is part of the cache key. `tags` (story or batch membership) go into the
+        job's request record as they are."""
         try:
-            wf = self.workflows(name)
-            params = wf.validate(raw, (image.width, image.height))
+            wf, params = self.check_params(raw, (image.width, image.height), workflow=workflow)
             params = params.with_resolved_seed(random.SystemRandom()) if params.seed == -1 else params
+            if webhook_url is not None:
+                await self.intake.guard(webhook_url)
         except BaseException:
             image.discard()
             raise
-        if webhook_url is not None:
-            try:
-                await self.intake.guard(webhook_url)
-            except BaseException:
-                image.discard()
-                raise
         resolved_raw = {**raw, "seed": params.seed, "width": params.width, "height": params.height}
-        path = image.commit(self.intake.inputs_dir)
         normalized = params.normalized()
-        key = cache_key(wf.name, wf.graph_sha256, normalized, image.sha256, params.seed)
+        keyed = {**normalized, "drop_first_frames": drop_first_frames} if drop_first_frames else normalized
+        key = cache_key(wf.name, wf.graph_sha256, keyed, image.sha256, params.seed)
         request = {
             "raw_params": resolved_raw,
-            "params": params.normalized(),
+            "params": normalized,
             "seed_requested": raw.get("seed", -1),
             "image_sha256": image.sha256,
-            "image_path": str(path),
             "image_size": [image.width, image.height],
-            "seedless_key": seedless_key(wf.name, wf.graph_sha256, normalized, image.sha256),
+            "seedless_key": seedless_key(wf.name, wf.graph_sha256, keyed, image.sha256),
             # seed -1 is a cache hit only when asked: then any earlier seed's result for these inputs
             "reuse_cached": bool(reuse_cached) and raw.get("seed", -1) == -1,
         }
+        if drop_first_frames:
+            request["drop_first_frames"] = int(drop_first_frames)
+        request.update(tags or {})
+        return PreparedJob(wf.name, request, key, webhook_url, image)
+
+    async def create(
+        self, prepared: PreparedJob, *, local_copy: Path | None = None, job_id: str | None = None
+    ) -> Job:
+        """Commit the prepared request's image and create (and start) its job."""
+        path = await asyncio.to_thread(prepared.image.commit, self.intake.inputs_dir)
+        request = {**prepared.request, "image_path": str(path)}
+        extra = {"id": job_id} if job_id else {}
         return await self.manager.submit(
-            workflow=wf.name, request=request, cache_key=key, webhook_url=webhook_url, local_copy=local_copy
+            workflow=prepared.workflow,
+            request=request,
+            cache_key=prepared.cache_key,
+            webhook_url=prepared.webhook_url,
+            local_copy=local_copy,
+            **extra,
         )
+
+
+@dataclass
+class PreparedJob:
+    """A checked request that is not a job yet (see `Services.prepare`)."""
+
+    workflow: str
+    request: dict[str, Any]
+    cache_key: str
+    webhook_url: str | None
+    image: InputImage
 
 
 def create_request_factory(settings: Settings) -> Callable[[Any], CreateRequest]:
@@ -222,9 +299,17 @@ def assemble(
         **({"backoff_s": webhook_backoff_s} if webhook_backoff_s else {}),
     )
 
+    groups = GroupRepo(sessionmaker)
+    batches = BatchManager(groups, repo, webhooks)
+
     async def on_finished(job: Job) -> None:
         metrics.job_finished(job)
         await webhooks.enqueue(job)
+        if (job.request or {}).get("batch_id"):
+            try:
+                await batches.job_ended(job)
+            except Exception as exc:  # the batch is checked again at the next start
+                log.warning("job %s: batch bookkeeping failed: %s", job.id, exc)
 
     runner = JobRunner(
         repo,
@@ -267,6 +352,23 @@ def assemble(
         intake=intake,
         metrics=metrics,
         engine=engine,
+        groups=groups,
+        batches=batches,
     )
     webhooks.fresh_result = services.fresh_urls
+    batches.fresh_urls = services.fresh_urls
+    services.stories = StoryManager(
+        groups, repo, events, services=services, tmp_dir=tmp_dir / "stories", simulated=settings.simulated
+    )
+    services.fleet = Fleet(
+        pool=pool,
+        provider=provider,
+        ledger=ledger,
+        repo=repo,
+        manager=manager,
+        preparer=preparer,
+        workflows=workflows,
+        default_workflow=settings.default_workflow,
+        spend_cap_usd=settings.spend_cap_usd,
+    )
     return services

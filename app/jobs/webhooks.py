@@ -16,8 +16,9 @@ import json
 import logging
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 
 import httpx
 
@@ -67,6 +68,26 @@ def payload(job: Job, result: dict[str, Any] | None = None) -> dict[str, Any]:
     }
 
 
+@dataclass
+class WebhookDelivery:
+    """One message another kind of record (a batch) wants sent: same signing, retries and backoff as a
+    job's. `record(**fields)` writes the delivery state (webhook_status, webhook_attempts,
+    webhook_next_at, webhook_last_error) back onto that record."""
+
+    id: str
+    url: str
+    msg_id: str
+    attempts: int
+    body: dict[str, Any]
+    record: Callable[..., Awaitable[None]]
+
+
+class WebhookSource(Protocol):
+    """Records besides jobs that carry webhook state (`app.jobs.batches`)."""
+
+    async def webhooks_due(self, now: float) -> list[WebhookDelivery]: ...
+
+
 class WebhookSender:
     def __init__(
         self,
@@ -102,6 +123,11 @@ class WebhookSender:
         # The job's result with URLs made now: presigned URLs expire before late retries are sent.
         self.fresh_result = fresh_result
         self._warned_unsigned = False
+        self.sources: list[WebhookSource] = []  # batches: one webhook per batch, same delivery
+
+    def wake(self) -> None:
+        """Something became due (a batch ended): scan now instead of at the next poll."""
+        self._wake.set()
 
     async def start(self) -> None:
         if self._client is None:
@@ -147,6 +173,12 @@ class WebhookSender:
                         task = asyncio.get_running_loop().create_task(self._deliver_guarded(job))
                         self._inflight[job.id] = task
                         task.add_done_callback(lambda _t, jid=job.id: self._inflight.pop(jid, None))
+                for source in self.sources:
+                    for item in await source.webhooks_due(time.time()):
+                        if item.id not in self._inflight:
+                            task = asyncio.get_running_loop().create_task(self._deliver_item_guarded(item))
+                            self._inflight[item.id] = task
+                            task.add_done_callback(lambda _t, iid=item.id: self._inflight.pop(iid, None))
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # a database hiccup must not end webhook delivery for good
@@ -165,46 +197,71 @@ class WebhookSender:
             except Exception as exc:
                 log.warning("webhook for %s: unexpected error: %s", job.id, redact(str(exc)))
 
+    async def _deliver_item_guarded(self, item: WebhookDelivery) -> None:
+        async with self._sem:
+            try:
+                await self.deliver_item(item)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("webhook for %s: unexpected error: %s", item.id, redact(str(exc)))
+
     async def deliver(self, job: Job) -> bool:
         """One attempt. Success -> delivered; failure -> next attempt scheduled, or failed for good."""
-        assert self._client is not None, "start() first"
         result = None
         if self.fresh_result is not None and job.result:
             with contextlib.suppress(Exception):  # the stored URLs are still the best answer we have
                 result = await self.fresh_result(job)
-        body = json.dumps(payload(job, result), separators=(",", ":"), sort_keys=True).encode()
-        msg_id = f"msg_{job.id}_{job.state}"  # the same on every retry, so receivers can deduplicate
+
+        async def record(**fields: Any) -> None:
+            await self.repo.set_fields(job.id, **fields)
+
+        return await self.deliver_item(
+            WebhookDelivery(
+                id=job.id,
+                url=job.webhook_url or "",
+                msg_id=f"msg_{job.id}_{job.state}",  # the same on every retry, so receivers can deduplicate
+                attempts=job.webhook_attempts or 0,
+                body=payload(job, result),
+                record=record,
+            )
+        )
+
+    async def deliver_item(self, item: WebhookDelivery) -> bool:
+        """One signed POST of `item`, and its outcome written back through `item.record`."""
+        assert self._client is not None, "start() first"
+        if self.secret is None and not self._warned_unsigned:
+            self._warned_unsigned = True
+            log.warning("WEBHOOK_SECRET is not set: webhooks are sent unsigned")
+        body = json.dumps(item.body, separators=(",", ":"), sort_keys=True, default=str).encode()
         ts = int(time.time())
         headers = {
             "content-type": "application/json",
-            "webhook-id": msg_id,
+            "webhook-id": item.msg_id,
             "webhook-timestamp": str(ts),
             "user-agent": "comfyfleet-webhooks",
         }
         if self.secret:
-            headers["webhook-signature"] = sign(self.secret, msg_id, ts, body)
-        attempts = (job.webhook_attempts or 0) + 1
+            headers["webhook-signature"] = sign(self.secret, item.msg_id, ts, body)
+        attempts = item.attempts + 1
         error: str | None = None
         try:
             async with asyncio.timeout(self.timeout_s):
                 if self.build_request is not None:
-                    req = await self.build_request(self._client, job.webhook_url or "", body, headers)
+                    req = await self.build_request(self._client, item.url, body, headers)
                 else:
-                    req = self._client.build_request(
-                        "POST", job.webhook_url or "", content=body, headers=headers
-                    )
+                    req = self._client.build_request("POST", item.url, content=body, headers=headers)
                 # Only the status matters: the receiver's body is never read (it could be endless).
                 resp = await self._client.send(req, stream=True)
                 await resp.aclose()
             if 200 <= resp.status_code < 300:
-                await self.repo.set_fields(
-                    job.id,
+                await item.record(
                     webhook_status="delivered",
                     webhook_attempts=attempts,
                     webhook_next_at=None,
                     webhook_last_error=None,
                 )
-                log.info("webhook for %s delivered (attempt %d)", job.id, attempts)
+                log.info("webhook for %s delivered (attempt %d)", item.id, attempts)
                 self._report("delivered")
                 return True
             error = f"receiver answered HTTP {resp.status_code}"
@@ -213,24 +270,24 @@ class WebhookSender:
         except Exception as exc:
             error = redact(str(exc)) or type(exc).__name__
         if attempts >= self.max_attempts:
-            await self.repo.set_fields(
-                job.id,
+            await item.record(
                 webhook_status="failed",
                 webhook_attempts=attempts,
                 webhook_next_at=None,
                 webhook_last_error=error,
             )
-            log.warning("webhook for %s failed for good after %d attempts: %s", job.id, attempts, error)
+            log.warning("webhook for %s failed for good after %d attempts: %s", item.id, attempts, error)
             self._report("failed")
         else:
             delay = self.backoff_s[min(attempts - 1, len(self.backoff_s) - 1)]
-            await self.repo.set_fields(
-                job.id,
+            await item.record(
                 webhook_attempts=attempts,
                 webhook_next_at=time.time() + delay,
                 webhook_last_error=error,
             )
-            log.info("webhook for %s: attempt %d failed (%s); next in %.0f s", job.id, attempts, error, delay)
+            log.info(
+                "webhook for %s: attempt %d failed (%s); next in %.0f s", item.id, attempts, error, delay
+            )
             self._report("retry")
         return False
 

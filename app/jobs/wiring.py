@@ -21,12 +21,15 @@ from app.comfy import ComfyClient, ExecutionError, PromptResult, find_outputs
 from app.comfy.progress import Progress as ComfyProgress
 from app.config import Settings
 from app.db import init_db, make_engine, make_sessionmaker
+from app.errors import ConfigError
 from app.jobs.ports import ComfyTarget, Progress, ProgressFn
 from app.jobs.services import Services, assemble
 from app.pool.ledger import InstanceLedger
 from app.pool.provider import Instance, Provider
 from app.pool.static import StaticProvider
 from app.provision import build_plan, connect, open_tunnel, run_provision
+from app.provision.progress import ProvisionTracker
+from app.provision.verify import remove_models, verify_models
 from app.redact import redact, register_secret
 from app.store.factory import make_store
 from app.store.local import LocalStore
@@ -160,6 +163,8 @@ class SSHPreparer:
         self.ledger = ledger
         self._conns: dict[str, Any] = {}
         self._tunnels: dict[str, tuple[str, Callable]] = {}
+        # instance id -> workflow -> per-file progress of its last provisioning (GET /instances/{id})
+        self.provisioning: dict[str, dict[str, ProvisionTracker]] = {}
 
     async def prepare(self, instance: Instance, workflow: Any, on_progress: ProgressFn) -> ComfyTarget:
         s = self.settings
@@ -167,14 +172,7 @@ class SSHPreparer:
         conn = await self._connection(instance)
         if conn is not None:
             plan = await build_plan(workflow, s, comfy_dir=instance.comfy_dir)
-            tracker = _ProvisionProgress(workflow, on_progress)
-            await run_provision(
-                conn,
-                plan,
-                tracker,
-                hf_token=s.hf_token.get_secret_value() if s.hf_token else None,
-                timeout_s=s.provision_timeout_s,
-            )
+            await self._provision(instance, conn, plan, _ProvisionProgress(workflow, on_progress))
         target = await self._target(instance, conn)
         async with ComfyClient(target.url, token=target.token, basic_auth=target.basic_auth) as client:
             on_progress(Progress("waiting for ComfyUI", 1.0))
@@ -183,6 +181,68 @@ class SSHPreparer:
                 workflow.node_types, workflow.models, custom_nodes=getattr(workflow, "custom_nodes", ())
             )
         return target
+
+    async def _provision(self, instance: Instance, conn: Any, plan: Any, on_event: Callable) -> None:
+        """Run provision.sh with its events going to `on_event` and to the instance's per-file tracker."""
+        s = self.settings
+        files = ProvisionTracker.for_plan(plan)
+        self.provisioning.setdefault(instance.id, {})[plan.workflow] = files
+
+        def both(event: dict[str, Any]) -> None:
+            files.feed(event)
+            on_event(event)
+
+        try:
+            await run_provision(
+                conn,
+                plan,
+                both,
+                hf_token=s.hf_token.get_secret_value() if s.hf_token else None,
+                timeout_s=s.provision_timeout_s,
+            )
+        except BaseException as exc:
+            files.finish(redact(str(exc)) or type(exc).__name__)
+            raise
+        files.finish()
+
+    def provisioning_of(self, instance_id: str) -> list[dict[str, Any]]:
+        """Per-file progress of every provisioning run on the instance (the latest per workflow)."""
+        return [t.snapshot() for t in self.provisioning.get(instance_id, {}).values()]
+
+    async def verify(
+        self, instance: Instance, workflows: list[Any], *, refetch: bool = False
+    ) -> list[dict[str, Any]]:
+        """sha256 of every model file of `workflows` on the instance, against the pinned hashes; with
+        `refetch`, files that differ are deleted (with their sidecars) and provisioning fetches them again.
+        Returns one report per workflow."""
+        conn = await self._connection(instance)
+        if conn is None:
+            raise ConfigError(f"instance {instance.id} has no SSH access, so its files cannot be checked")
+        reports = []
+        for workflow in workflows:
+            plan = await build_plan(workflow, self.settings, comfy_dir=instance.comfy_dir)
+            checks = await verify_models(conn, plan)
+            bad = [c for c in checks if c.status in ("mismatch", "missing")]
+            if refetch and bad:
+                await remove_models(conn, plan, [c.name for c in bad])
+                await self._provision(instance, conn, plan, lambda _e: None)
+                after = {c.name: c for c in await verify_models(conn, plan)}
+                for c in bad:
+                    fixed = after[c.name]
+                    c.actual_sha256, c.size, c.status, c.refetched = (
+                        fixed.actual_sha256,
+                        fixed.size,
+                        fixed.status,
+                        True,
+                    )
+            reports.append(
+                {
+                    "workflow": workflow.name,
+                    "ok": all(c.status in ("ok", "unknown") for c in checks),
+                    "files": [c.to_dict() for c in checks],
+                }
+            )
+        return reports
 
     async def _connection(self, instance: Instance) -> Any | None:
         if instance.ssh is None:
@@ -218,6 +278,7 @@ class SSHPreparer:
         return ComfyTarget(ep.url, token=ep.token, basic_auth=auth)
 
     async def release(self, instance: Instance) -> None:
+        self.provisioning.pop(instance.id, None)
         tunnel = self._tunnels.pop(instance.id, None)
         if tunnel is not None:
             with contextlib.suppress(Exception):

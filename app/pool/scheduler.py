@@ -33,6 +33,8 @@ class PoolMember:
     prep_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     retiring: bool = False
     jobs_served: int = 0
+    jobs: set[str] = field(default_factory=set)  # ids of the jobs holding a lease on it now
+    paused: str | None = None  # why it takes no new leases for now (its model files being re-checked)
 
     @property
     def id(self) -> str:
@@ -230,7 +232,7 @@ class Pool:
     def _free_member(self, w: _Waiter) -> PoolMember | None:
         best: PoolMember | None = None
         for m in self.members.values():
-            if m.retiring or m.leases >= self.slots:
+            if m.retiring or m.paused or m.leases >= self.slots:
                 continue
             if w.instance_id is not None and m.id != w.instance_id:
                 continue
@@ -244,7 +246,9 @@ class Pool:
         # Free slots counted once: with hundreds of jobs waiting and every slot taken, each waiter costs
         # one comparison instead of a scan of the pool (this runs on every lease and release).
         free = sum(
-            self.slots - m.leases for m in self.members.values() if not m.retiring and m.leases < self.slots
+            self.slots - m.leases
+            for m in self.members.values()
+            if not m.retiring and not m.paused and m.leases < self.slots
         )
         for w in list(self._waiters) if self._waiters else ():
             if w.future.done():
@@ -261,6 +265,7 @@ class Pool:
             self._waiters.remove(w)
             free -= 1
             m.leases += 1
+            m.jobs.add(w.job_id)
             m.jobs_served += 1
             m.instance.last_used_at = self._clock()
             w.future.set_result(Lease(self, m, w.job_id))
@@ -378,6 +383,7 @@ class Pool:
     async def _release(self, lease: Lease, bad: str | None) -> None:
         m = lease.member
         m.leases = max(0, m.leases - 1)
+        m.jobs.discard(lease.job_id)
         m.instance.last_used_at = self._clock()
         if bad is not None:
             log.warning("pool: retiring instance %s: %s", m.id, bad)
@@ -409,7 +415,7 @@ class Pool:
         out = []
         for m in self.members.values():
             last = m.instance.last_used_at or m.instance.ready_at or m.instance.created_at
-            if m.leases == 0 and not m.retiring and now - last > ttl:
+            if m.leases == 0 and not m.retiring and not m.paused and now - last > ttl:
                 out.append(m)
         return out
 
@@ -431,6 +437,19 @@ class Pool:
         log.info("pool: retired %s: %s", instance_id, reason)
         self._dispatch()
         return True
+
+    def pause(self, instance_id: str, reason: str) -> PoolMember | None:
+        """Give the instance no new leases until `resume` (leases held now stay)."""
+        m = self.members.get(instance_id)
+        if m is not None:
+            m.paused = reason
+        return m
+
+    def resume(self, instance_id: str) -> None:
+        m = self.members.get(instance_id)
+        if m is not None:
+            m.paused = None
+        self._dispatch()
 
     def snapshot(self) -> dict[str, Any]:
         by_state: dict[str, int] = {}

@@ -12,6 +12,7 @@ import contextlib
 import hashlib
 import json
 import os
+import shutil
 import uuid
 from pathlib import Path
 from urllib.parse import quote
@@ -148,6 +149,21 @@ class LocalStore:
                     p.unlink()
 
         await asyncio.to_thread(_delete)
+
+    async def get_to_file(self, key: str, dest: Path) -> int:
+        """Copy the object to `dest` (streamed, atomically via a .part file); returns its size."""
+        source = self.path_for(key)
+
+        def _copy() -> int:
+            if not source.is_file():
+                raise ObjectMissing(f"{key} is not in the local store")
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            tmp = dest.with_name(dest.name + ".part")
+            shutil.copyfile(source, tmp)
+            os.replace(tmp, dest)
+            return dest.stat().st_size
+
+        return await asyncio.to_thread(_copy)
 
     # --- extras ----------------------------------------------------------------------------------
     async def check(self) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import functools
 import logging
 import os
@@ -216,6 +217,25 @@ class R2Store:
             )
         except _NotFound:
             return
+
+    async def get_to_file(self, key: str, dest: Path) -> int:
+        """Download the object to `dest` (boto3 streams it in parts; atomically via a .part file)."""
+        validate_key(key)
+        tmp = dest.with_name(dest.name + ".part")
+
+        def download() -> int:
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            self._client.download_file(self.bucket, key, str(tmp), Config=self._transfer)
+            os.replace(tmp, dest)
+            return os.stat(dest).st_size
+
+        try:
+            return await self._call(f"download {key}", download)
+        except _NotFound:
+            raise ObjectMissing(f"{key} is not in bucket {self.bucket!r}") from None
+        finally:
+            with contextlib.suppress(OSError):
+                tmp.unlink()
 
     # --- extras ----------------------------------------------------------------------------------
     async def check(self) -> None:

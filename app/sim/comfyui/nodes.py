@@ -210,6 +210,15 @@ async def repeat_image_batch(ctx: NodeContext, inputs: dict[str, Any]) -> tuple[
     return (Frames(src.count * amount, src.width, src.height, lambda i: src.frame(i % src.count)),), None
 
 
+@node("ImageFromBatch")
+async def image_from_batch(ctx: NodeContext, inputs: dict[str, Any]) -> tuple[tuple[Any, ...], None]:
+    """comfy_extras.nodes_images.ImageFromBatch: `batch_index` and `length` clamped to the batch."""
+    src: Frames = inputs["image"]
+    start = max(0, min(src.count - 1, int(inputs["batch_index"])))
+    length = max(0, min(src.count - start, int(inputs["length"])))
+    return (Frames(length, src.width, src.height, lambda i: src.frame(start + i)),), None
+
+
 def _save_prefix(root: Path, prefix: str) -> tuple[Path, str, str]:
     norm = os.path.normpath(prefix)
     subfolder, filename = os.path.dirname(norm), os.path.basename(norm)

@@ -33,25 +33,42 @@ def _gradient(width: int, height: int) -> Image.Image:
 
 
 def moving_frames(start: Frames | None, width: int, height: int, count: int) -> Frames:
-    """Frames that visibly move: the start image, covered to 125 % of the output, panned diagonally and
-    zoomed in slowly, with a SIMULATED label so nobody mistakes it for a real generation."""
+    """Frames that visibly move: a slow zoom and diagonal pan over the start image, with a SIMULATED label
+    and a filling bar so nobody mistakes it for a real generation.
+
+    Frame 0 is the start image itself, resized to cover the output and centre-cropped, without a label:
+    Wan's image-to-video keeps the start image as the first frame (its latent mask pins it; see the
+    reference's ti2v notes), which is what lets a story chain clips on each one's last frame."""
     source = start.frame(0) if start is not None and start.count > 0 else _gradient(width, height)
-    cover = 1.25 * max(width / source.width, height / source.height)
+    pinned_first = start is not None and start.count > 0
+    cover = max(width / source.width, height / source.height)
     big = source.convert("RGB").resize(
         (max(width, round(source.width * cover)), max(height, round(source.height * cover))),
         Image.Resampling.BILINEAR,
+    )
+    first = big.crop(
+        (
+            (big.width - width) // 2,
+            (big.height - height) // 2,
+            (big.width - width) // 2 + width,
+            (big.height - height) // 2 + height,
+        )
     )
     font = ImageFont.load_default(size=max(8, min(width, height) // 10))
     last = max(1, count - 1)
 
     def render(index: int) -> Image.Image:
+        if index == 0 and pinned_first:
+            return first.copy()
         t = index / last
-        zoom = 1.0 - 0.15 * t
-        k = min(big.width / width, big.height / height) / 1.25 * zoom  # output aspect, 80 % of the cover
-        crop_w, crop_h = width * k, height * k
-        # centred, drifting right/down by up to a tenth of the window: a slow camera move
-        x0 = min(max(0.0, (big.width - crop_w) / 2 + crop_w * 0.2 * (t - 0.5)), big.width - crop_w)
-        y0 = min(max(0.0, (big.height - crop_h) / 2 + crop_h * 0.1 * (t - 0.5)), big.height - crop_h)
+        zoom = 1.0 - 0.15 * t  # the window shrinks to 85 % of the cover: a slow push-in
+        crop_w, crop_h = width * zoom, height * zoom
+        slack_x, slack_y = big.width - crop_w, big.height - crop_h
+        # from the centre, drifting right/down within the room the zoom makes: a slow camera move
+        x0 = (big.width - width) / 2 * (1 - t) + (slack_x / 2 + slack_x * 0.3 * t) * t
+        y0 = (big.height - height) / 2 * (1 - t) + (slack_y / 2 + slack_y * 0.15 * t) * t
+        x0 = min(max(0.0, x0), slack_x)
+        y0 = min(max(0.0, y0), slack_y)
         frame = big.resize((width, height), Image.Resampling.BILINEAR, box=(x0, y0, x0 + crop_w, y0 + crop_h))
         draw = ImageDraw.Draw(frame)
         # the label drifts and a bar fills up, so even a flat start image gives a moving video
