@@ -9,6 +9,7 @@ Classes without a stand-in run as no-ops (outputs None, no UI), which is enough 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import os
 import random
@@ -85,7 +86,8 @@ async def lora_model_only(ctx: NodeContext, inputs: dict[str, Any]) -> tuple[tup
 # --- conditioning / model plumbing -------------------------------------------------------------------
 @node("CLIPTextEncode")
 async def clip_text_encode(ctx: NodeContext, inputs: dict[str, Any]) -> tuple[tuple[Any, ...], None]:
-    return (ModelRef("Conditioning", str(inputs.get("text", ""))[:60]),), None
+    text = str(inputs.get("text", ""))
+    return (ModelRef("Conditioning", text[:60], {"text": text}),), None
 
 
 @node("ModelSamplingSD3", "ConditioningZeroOut")
@@ -103,8 +105,13 @@ async def wan_image_to_video(ctx: NodeContext, inputs: dict[str, Any]) -> tuple[
         length=int(inputs["length"]),
         batch=int(inputs.get("batch_size", 1)),
         start_image=inputs.get("start_image"),
+        prompt=_conditioning_text(inputs.get("positive")),
     )
     return (inputs["positive"], inputs["negative"], latent), None
+
+
+def _conditioning_text(value: Any) -> str:
+    return str(value.extras.get("text", value.name)) if isinstance(value, ModelRef) else ""
 
 
 @node("EmptyLatentImage")
@@ -127,6 +134,7 @@ async def _sample(ctx: NodeContext, latent: Any, steps: int, seed: int) -> Laten
         latent.start_image,
         seed or latent.seed,
         [*latent.steps_done, ctx.node_id],
+        latent.prompt,
     )
 
 
@@ -153,7 +161,10 @@ async def vae_decode(ctx: NodeContext, inputs: dict[str, Any]) -> tuple[tuple[An
     # the Wan VAE works on 8x8 pixels and 4 frames per latent frame (plus the first one)
     width, height = max(8, latent.width // 8 * 8), max(8, latent.height // 8 * 8)
     frames = ((latent.length - 1) // 4) * 4 + 1 if latent.length > 1 else 1
-    return (moving_frames(latent.start_image, width, height, frames * latent.batch),), None
+    # A real model's clip depends on the prompt and the seed: so does the simulated camera move.
+    variation = int.from_bytes(hashlib.sha256(f"{latent.prompt}|{latent.seed}".encode()).digest()[:4], "big")
+    frames_out = moving_frames(latent.start_image, width, height, frames * latent.batch, variation=variation)
+    return (frames_out,), None
 
 
 # --- images ------------------------------------------------------------------------------------------

@@ -48,6 +48,7 @@ class Latent:
     start_image: Frames | None = None
     seed: int = 0
     steps_done: list[str] = field(default_factory=list)
+    prompt: str = ""  # the positive conditioning's text: with the seed, what makes this clip differ
 
 
 @dataclass

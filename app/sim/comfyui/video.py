@@ -4,6 +4,7 @@ real H.264 MP4 (yuv420p) with PyAV, frame by frame so memory stays flat whatever
 from __future__ import annotations
 
 import contextlib
+import math
 import struct
 from fractions import Fraction
 from pathlib import Path
@@ -32,13 +33,16 @@ def _gradient(width: int, height: int) -> Image.Image:
     return Image.merge("RGB", (base, base.rotate(90).resize((width, height)), base.transpose(0)))
 
 
-def moving_frames(start: Frames | None, width: int, height: int, count: int) -> Frames:
+def moving_frames(start: Frames | None, width: int, height: int, count: int, *, variation: int = 0) -> Frames:
     """Frames that visibly move: a slow zoom and diagonal pan over the start image, with a SIMULATED label
     and a filling bar so nobody mistakes it for a real generation.
 
     Frame 0 is the start image itself, resized to cover the output and centre-cropped, without a label:
     Wan's image-to-video keeps the start image as the first frame (its latent mask pins it; see the
-    reference's ti2v notes), which is what lets a story chain clips on each one's last frame."""
+    reference's ti2v notes), which is what lets a story chain clips on each one's last frame. The pan's
+    direction comes from `variation` (the prompt and seed), so different requests give different clips."""
+    angle = math.radians(variation % 360)
+    dir_x, dir_y = math.cos(angle), math.sin(angle)
     source = start.frame(0) if start is not None and start.count > 0 else _gradient(width, height)
     pinned_first = start is not None and start.count > 0
     cover = max(width / source.width, height / source.height)
@@ -64,11 +68,9 @@ def moving_frames(start: Frames | None, width: int, height: int, count: int) -> 
         zoom = 1.0 - 0.15 * t  # the window shrinks to 85 % of the cover: a slow push-in
         crop_w, crop_h = width * zoom, height * zoom
         slack_x, slack_y = big.width - crop_w, big.height - crop_h
-        # from the centre, drifting right/down within the room the zoom makes: a slow camera move
-        x0 = (big.width - width) / 2 * (1 - t) + (slack_x / 2 + slack_x * 0.3 * t) * t
-        y0 = (big.height - height) / 2 * (1 - t) + (slack_y / 2 + slack_y * 0.15 * t) * t
-        x0 = min(max(0.0, x0), slack_x)
-        y0 = min(max(0.0, y0), slack_y)
+        # from the centre, drifting within the room the zoom makes: a slow camera move
+        x0 = min(max(0.0, slack_x / 2 * (1 + 0.8 * t * dir_x)), slack_x)
+        y0 = min(max(0.0, slack_y / 2 * (1 + 0.8 * t * dir_y)), slack_y)
         frame = big.resize((width, height), Image.Resampling.BILINEAR, box=(x0, y0, x0 + crop_w, y0 + crop_h))
         draw = ImageDraw.Draw(frame)
         # the label drifts and a bar fills up, so even a flat start image gives a moving video
