@@ -39,11 +39,19 @@ class FileCheck:
         return {**asdict(self), "ok": self.ok}
 
 
+def _remote(path: str) -> str:
+    """`path` quoted for the remote shell, with a leading `~/` still meaning the login's home."""
+    if path == "~" or path.startswith("~/"):
+        rest = path[2:]
+        return '"$HOME"' + (f"/{shlex.quote(rest)}" if rest else "")
+    return shlex.quote(path)
+
+
 def _script(plan: Plan) -> str:
     """One remote shell script: for each model file, `<index> <sha256|-> <size|->` on its own line.
     Files are read through stdin, so no file name ever needs escaping in the output."""
     models = f"{plan.comfy_dir.rstrip('/')}/models"
-    lines = [f"cd -- {shlex.quote(models)} 2>/dev/null || {{ echo 'NO_MODELS_DIR'; exit 0; }}"]
+    lines = [f"cd -- {_remote(models)} 2>/dev/null || {{ echo 'NO_MODELS_DIR'; exit 0; }}"]
     for i, m in enumerate(plan.models):
         path = shlex.quote(f"{m.folder}/{m.name}")
         lines.append(
@@ -95,7 +103,7 @@ async def remove_models(conn: asyncssh.SSHClientConnection, plan: Plan, names: l
             targets += [f"{models}/{m.folder}/{m.name}", f"{models}/{m.folder}/.{m.name}.verified"]
     if not targets:
         return
-    command = "rm -f -- " + " ".join(shlex.quote(t) for t in targets)
+    command = "rm -f -- " + " ".join(_remote(t) for t in targets)
     try:
         done = await asyncio.wait_for(conn.run(command, check=False), 60)
     except (OSError, asyncssh.Error, TimeoutError) as exc:

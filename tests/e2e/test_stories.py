@@ -105,7 +105,9 @@ async def test_three_segment_story_is_one_mp4_of_sum_minus_two_frames_joined_by_
 
 async def test_changing_segment_2s_prompt_renders_segments_2_and_3_again_and_reuses_1(tmp_path):
     async with sim_api(tmp_path / "data", pool_max_instances=1) as sim:
-        first = (await sim.client.post("/vastai/generate-story", json=story_body("a", "b", "c", wait=60))).json()
+        first = (
+            await sim.client.post("/vastai/generate-story", json=story_body("a", "b", "c", wait=60))
+        ).json()
         assert first["state"] == "succeeded", first["error"]
         comfy = sim.comfy(first["segments"][0]["result"]["instance_id"])
         assert len(await prompt_ids(comfy)) == 3
@@ -120,7 +122,9 @@ async def test_changing_segment_2s_prompt_renders_segments_2_and_3_again_and_reu
         assert len(await prompt_ids(comfy)) == 5  # two more renders: segments 2 and 3
         assert changed["result"]["cached"] is False
 
-        again = (await sim.client.post("/vastai/generate-story", json=story_body("a", "b", "c", wait=60))).json()
+        again = (
+            await sim.client.post("/vastai/generate-story", json=story_body("a", "b", "c", wait=60))
+        ).json()
         assert [s["cached"] for s in again["segments"]] == [True, True, True]
         assert again["result"]["cached"] is True and again["result"]["join"]["reused"] is True
         assert again["result"]["video_url"] == first["result"]["video_url"]
@@ -162,7 +166,9 @@ async def test_cancel_mid_story_stops_the_running_segment_and_skips_the_rest(tmp
 
 async def test_a_failed_segment_fails_the_story_with_its_reason_and_keeps_finished_segments(tmp_path):
     async with sim_api(tmp_path / "data", pool_max_instances=1) as sim:
-        warm = (await sim.client.post("/vastai/generate-story", json=story_body("warm", seed=1, wait=60))).json()
+        warm = (
+            await sim.client.post("/vastai/generate-story", json=story_body("warm", seed=1, wait=60))
+        ).json()
         comfy = sim.comfy(warm["segments"][0]["result"]["instance_id"])
         comfy.faults.error_at_node = TRIM_NODE_ID  # only segments 2..n have it
         comfy.faults.error_message = "CUDA out of memory (simulated)"
@@ -179,7 +185,9 @@ async def test_a_failed_segment_fails_the_story_with_its_reason_and_keeps_finish
 
 async def test_story_progress_events_span_every_segment(tmp_path):
     async with sim_api(tmp_path / "data", sim_step_delay_s=0.02) as sim:
-        story_id = (await sim.client.post("/vastai/generate-story", json=story_body("p", "q"))).json()["story_id"]
+        story_id = (await sim.client.post("/vastai/generate-story", json=story_body("p", "q"))).json()[
+            "story_id"
+        ]
         seen: list[dict] = []
         async with sim.client.stream("GET", f"/stories/{story_id}/events") as resp:
             assert resp.status_code == 200
