@@ -98,7 +98,7 @@ async def test_destroying_an_instance_under_a_running_job_requeues_the_job_elsew
         job_id = (
             await sim.client.post("/vastai/generate-video", json={**BODY, "prompt": "x", "steps": 8})
         ).json()["job_id"]
-        job = await sim.wait_job(job_id, lambda j: str(j["stage"] or "").startswith("sampling"))
+        await sim.wait_job(job_id, lambda j: str(j["stage"] or "").startswith("sampling"))
         doomed = (await sim.client.get("/instances")).json()["instances"][0]
         assert doomed["current_job"] == job_id
 
