@@ -27,6 +27,8 @@ def _isolated_settings(monkeypatch, tmp_path):
         "API_TOKEN",
         "MODEL_MIRROR_URL",
         "WORKFLOWS_DIR",
+        "COMFYFLEET_SERVER",
+        "COMFYFLEET_TOKEN",
     ):
         monkeypatch.delenv(var, raising=False)
     monkeypatch.setenv("DATA_DIR", str(tmp_path / "data"))

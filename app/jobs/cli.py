@@ -71,9 +71,40 @@ def generate(
     workflow: str | None = typer.Option(None, "--workflow"),
     output: Path | None = typer.Option(None, "--output", help="Where to write the MP4."),
     as_json: bool = typer.Option(False, "--json", help="Print the finished job as JSON."),
+    server: str | None = typer.Option(
+        None, "--server", help="Run on a deployed comfyfleet server (default COMFYFLEET_SERVER) instead."
+    ),
+    token: str | None = typer.Option(
+        None, "--token", help="That server's API token (better: COMFYFLEET_TOKEN, kept out of shell history)."
+    ),
 ) -> None:
-    """Run the whole pipeline in this process (cache, pool, provisioning, ComfyUI, store) for one video."""
+    """Run the whole pipeline in this process (cache, pool, provisioning, ComfyUI, store) for one video,
+    or with --server (or COMFYFLEET_SERVER) on a deployed server, with the same progress bars."""
     settings = get_settings()
+    if server or settings.comfyfleet_server:
+        from app.client.cli import remote_generate
+
+        remote_generate(
+            settings,
+            server=server,
+            token=token,
+            image=image,
+            raw=request_from_cli(
+                prompt=prompt,
+                negative_prompt=negative_prompt,
+                frames=frames,
+                width=width,
+                height=height,
+                steps=steps,
+                cfg=cfg,
+                seed=seed,
+                fps=fps,
+            ),
+            workflow=workflow,
+            output=output,
+            as_json=as_json,
+        )
+        return
     if not as_json:
         _banner(settings, "generating in-process")
     raw = request_from_cli(
@@ -145,24 +176,19 @@ async def _generate(
 
 async def _follow(services: Any, job_id: str, *, quiet: bool) -> Any:
     """Drive rich progress bars (provisioning bytes, sampling steps) from the job's events."""
-    from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn
+    from rich.progress import Progress
+
+    from app.bars import JobBars, progress_columns
 
     if quiet:
         return await services.manager.wait(job_id, services.settings.job_timeout_s + 60)
-    columns = (
-        TextColumn("{task.description:<14}"),
-        BarColumn(),
-        TaskProgressColumn(),
-        TextColumn("{task.fields[info]}"),
-    )
-    with Progress(*columns, transient=False) as bars:
-        status = bars.add_task("job", total=1.0, info="queued")
-        prov = samp = None
+    with Progress(*progress_columns(), transient=False) as progress:
+        bars = JobBars(progress)
         async with services.events.subscribe(job_id) as q:
             while True:
                 job = await services.repo.require(job_id)
                 if job.terminal:
-                    bars.update(status, completed=1.0, info=job.state)
+                    bars.finish(job.state)
                     return job
                 try:
                     ev = await asyncio.wait_for(q.get(), 1.0)
@@ -170,28 +196,7 @@ async def _follow(services: Any, job_id: str, *, quiet: bool) -> Any:
                     continue
                 if ev.get("event") == "end":
                     continue
-                detail = ev.get("detail") or {}
-                bars.update(
-                    status, completed=ev.get("progress") or 0.0, info=f"{ev.get('state')}: {ev.get('stage')}"
-                )
-                if detail.get("bytes_total"):
-                    if prov is None:
-                        prov = bars.add_task("provisioning", total=detail["bytes_total"], info="")
-                    bars.update(
-                        prov,
-                        completed=detail["bytes_done"],
-                        total=detail["bytes_total"],
-                        info=_mb(detail["bytes_done"], detail["bytes_total"]),
-                    )
-                if str(ev.get("stage") or "").startswith("sampling") and detail.get("steps"):
-                    if samp is None:
-                        samp = bars.add_task("sampling", total=detail["steps"], info="")
-                    bars.update(
-                        samp,
-                        completed=detail["step"],
-                        total=detail["steps"],
-                        info=f"{ev.get('stage')} step {detail['step']}/{detail['steps']}",
-                    )
+                bars.update(ev)
 
 
 async def _fetch(services: Any, url: str, out: Path) -> None:
@@ -215,10 +220,6 @@ async def _fetch(services: Any, url: str, out: Path) -> None:
         with out.open("wb") as fh:
             async for chunk in resp.aiter_bytes(1 << 20):
                 fh.write(chunk)
-
-
-def _mb(done: int, total: int) -> str:
-    return f"{done / 1e6:,.1f} / {total / 1e6:,.1f} MB"
 
 
 # --- cleanup -------------------------------------------------------------------------------------
