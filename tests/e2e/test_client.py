@@ -169,7 +169,8 @@ def test_cli_story_and_verify_through_the_server(server, tmp_path):
     out = tmp_path / "story.mp4"
     done = _cli(
         server, "story", "--server", server.url, "--image", str(server.image),
-        "--prompt", "a", "--prompt", "b", "--frames", "9", "--width", "256", "--height", "256", "--seed", "1", "--output", str(out),
+        "--prompt", "a", "--prompt", "b", "--frames", "9", "--width", "256", "--height", "256",
+        "--seed", "1", "--output", str(out),
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
     assert out.stat().st_size > 0 and "2 segments" in done.stdout
