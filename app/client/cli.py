@@ -120,8 +120,7 @@ def remote_generate(
     typer.echo(
         f"seed {r.get('seed')}, {r.get('num_frames')} frames @ {r.get('fps')} fps, {r.get('resolution')}, "
         f"{r.get('video_size_bytes')} bytes, cached={r.get('cached')}, "
-        f"cost ${float(r.get('cost_usd') or 0):.4f}"
-        + (" (SIMULATED)" if r.get("simulated") else "")
+        f"cost ${float(r.get('cost_usd') or 0):.4f}" + (" (SIMULATED)" if r.get("simulated") else "")
     )
 
 
