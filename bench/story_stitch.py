@@ -146,7 +146,8 @@ def main() -> None:
             f"(encoded in {time.perf_counter() - t0:.1f} s)"
         )
         modes = ["stitch"] if args.no_baseline else ["stitch", "reencode"]
-        print(f"{'join':<10} {'frames':>6} {'CPU s':>8} {'wall s':>8} {'RSS growth MB':>14} {'output MB':>10}")
+        header = ("join", "frames", "CPU s", "wall s", "RSS growth MB", "output MB")
+        print("{:<10} {:>6} {:>8} {:>8} {:>14} {:>10}".format(*header))
         for mode in modes:
             out = work / f"{mode}.mp4"
             done = subprocess.run(

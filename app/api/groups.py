@@ -61,6 +61,8 @@ def field_prefix(prefix: str) -> Iterator[None]:
 
 
 def install_handlers(app: FastAPI) -> None:
+    _document_story_body(app)
+
     @app.exception_handler(GroupNotFound)
     async def _group_missing(_req: Request, exc: GroupNotFound) -> JSONResponse:
         return JSONResponse({"detail": f"no story or batch {exc.args[0]}"}, status_code=404)
@@ -72,6 +74,25 @@ def install_handlers(app: FastAPI) -> None:
     @app.exception_handler(FleetConflict)
     async def _conflict(_req: Request, exc: FleetConflict) -> JSONResponse:
         return JSONResponse({"detail": redact(str(exc))}, status_code=409)
+
+
+def _document_story_body(app: FastAPI) -> None:
+    """`POST /vastai/generate-story` reads its body itself (JSON or multipart), so FastAPI does not list
+    `StoryRequest` among the schemas its requestBody refers to: add it (and what it refers to)."""
+    build = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema:
+            return app.openapi_schema
+        schema = build()
+        story = StoryRequest.model_json_schema(ref_template="#/components/schemas/{model}")
+        components = schema.setdefault("components", {}).setdefault("schemas", {})
+        for name, definition in story.pop("$defs", {}).items():
+            components.setdefault(name, definition)
+        components.setdefault("StoryRequest", story)
+        return schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
 
 
 def _wait_seconds(wait: bool | float | None, prefer: str | None) -> float:

@@ -208,20 +208,16 @@ class Services:
         request.update(tags or {})
         return PreparedJob(wf.name, request, key, webhook_url, image)
 
-    async def create(
-        self, prepared: PreparedJob, *, local_copy: Path | None = None, job_id: str | None = None
-    ) -> Job:
+    async def create(self, prepared: PreparedJob, *, local_copy: Path | None = None) -> Job:
         """Commit the prepared request's image and create (and start) its job."""
         path = await asyncio.to_thread(prepared.image.commit, self.intake.inputs_dir)
         request = {**prepared.request, "image_path": str(path)}
-        extra = {"id": job_id} if job_id else {}
         return await self.manager.submit(
             workflow=prepared.workflow,
             request=request,
             cache_key=prepared.cache_key,
             webhook_url=prepared.webhook_url,
             local_copy=local_copy,
-            **extra,
         )
 
 

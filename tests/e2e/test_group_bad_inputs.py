@@ -5,6 +5,7 @@ and one server for the module; the API token is set, so every case got past auth
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -212,3 +213,19 @@ async def test_new_routes_need_the_token(sim):
         r = await sim.client.request(method, path, headers={"Authorization": "Bearer wrong"})
         assert r.status_code == 401, (method, path, r.text)
     await _nothing_created(sim)
+
+
+async def test_openapi_documents_the_new_routes_and_every_reference_resolves(sim):
+    spec = (await sim.client.get("/openapi.json")).json()
+    for path in (
+        "/vastai/generate-story",
+        "/vastai/generate-video/batch",
+        "/stories/{story_id}",
+        "/batches/{batch_id}",
+    ):
+        assert path in spec["paths"], path
+    for path in ("/instances", "/instances/{instance_id}", "/instances/{instance_id}/verify", "/spend"):
+        assert path in spec["paths"], path
+    schemas = spec["components"]["schemas"]
+    refs = set(re.findall(r'"\$ref": "#/components/schemas/([^"]+)"', json.dumps(spec)))
+    assert "StoryRequest" in refs and refs <= set(schemas), refs - set(schemas)
