@@ -102,6 +102,11 @@ async def test_destroying_an_instance_under_a_running_job_requeues_the_job_elsew
         doomed = (await sim.client.get("/instances")).json()["instances"][0]
         assert doomed["current_job"] == job_id
 
+        # Refetching model files under a running job is refused, and changes nothing.
+        r = await sim.client.post(f"/instances/{doomed['id']}/verify", params={"refetch": "true"})
+        assert r.status_code == 409 and job_id in r.json()["detail"], r.text
+        assert sim.services.pool.members[doomed["id"]].paused is None
+
         r = await sim.client.delete(f"/instances/{doomed['id']}")
         assert r.status_code == 200, r.text
         report = r.json()
