@@ -420,14 +420,15 @@ def group_router(services: Any, job_view: JobViewFn) -> APIRouter:
             sem = asyncio.Semaphore(FETCH_CONCURRENCY)
 
             async def fetch(i: int, req: GenerateVideoRequest) -> None:
-                async with sem, _prefixed(f"requests[{i}]"):
-                    if req.webhook_url is not None:
-                        await intake.check_url(req.webhook_url, "webhook_url")
-                    images[i] = (
-                        await intake.from_url(req.image_url)
-                        if req.image_url is not None
-                        else await intake.from_base64(req.image_base64 or "")
-                    )
+                async with sem:
+                    with field_prefix(f"requests[{i}]"):
+                        if req.webhook_url is not None:
+                            await intake.check_url(req.webhook_url, "webhook_url")
+                        images[i] = (
+                            await intake.from_url(req.image_url)
+                            if req.image_url is not None
+                            else await intake.from_base64(req.image_base64 or "")
+                        )
 
             results = await asyncio.gather(
                 *(fetch(i, r) for i, r in enumerate(body.requests)), return_exceptions=True
@@ -500,21 +501,6 @@ def group_router(services: Any, job_view: JobViewFn) -> APIRouter:
         return await services.fleet.spend()
 
     return router
-
-
-class _prefixed:
-    """`field_prefix` as an async context manager (for the batch's concurrent image fetches)."""
-
-    def __init__(self, prefix: str) -> None:
-        self.prefix = prefix
-
-    async def __aenter__(self) -> None:
-        return None
-
-    async def __aexit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> bool:
-        if isinstance(exc, ValidationError):
-            raise ValidationError(f"{self.prefix}.{exc.field}", exc.reason) from None
-        return False
 
 
 __all__ = ["group_router", "install_handlers"]
