@@ -12,8 +12,10 @@ Routes:
   (sha256) as the Hub does, so a client must follow the redirect and must not carry its token along.
 - `/cdn/<folder>/<name>`: the CDN behind the redirect.
 
-Files are generated once on disk and streamed in chunks, never held in memory. A total bandwidth cap
-(token bucket shared by all connections) makes throughput measurable.
+Files are generated once on disk and streamed in chunks, never held in memory. Two bandwidth caps make
+throughput measurable, as on a real CDN: a total cap (a token bucket shared by all connections) and a
+per-connection cap (each response paced on its own), so one connection cannot fill the link and
+several connections (segmented downloads) can.
 """
 
 from __future__ import annotations
@@ -192,6 +194,7 @@ class ModelServer:
         *,
         bandwidth_bps: float | None = None,
         burst_s: float = 0.2,
+        connection_bps: float | None = None,
         cdn_host: str = "localhost",
         hf_repo: str = HF_REPO,
     ) -> None:
@@ -202,6 +205,7 @@ class ModelServer:
         self.bucket = (
             TokenBucket(bandwidth_bps, max(CHUNK * 2.0, bandwidth_bps * burst_s)) if bandwidth_bps else None
         )
+        self.connection_bps = connection_bps  # per-connection cap (bytes/s), None = none
         self.cdn_host = cdn_host
         self.hf_repo = hf_repo
         self.faults: dict[str, FileFaults] = {}
@@ -378,6 +382,8 @@ class ModelServer:
                 used, faults.corrupt_times = FileFaults._use(faults.corrupt_times)
                 corrupt_at = mid if used else None
             slow = faults.slow_bps
+        if self.connection_bps:
+            slow = min(slow, self.connection_bps) if slow else self.connection_bps
         pos = start
         began = time.monotonic()
         with served.path.open("rb") as fh:
@@ -465,7 +471,12 @@ def sim_node_sources(base: Path, names: Iterable[str]) -> dict[str, tuple[str, s
 
 async def _serve(args: argparse.Namespace) -> None:
     files = default_files(args.scale)
-    server = ModelServer(Path(args.root), files, bandwidth_bps=args.cap_mbps * 1e6 if args.cap_mbps else None)
+    server = ModelServer(
+        Path(args.root),
+        files,
+        bandwidth_bps=args.cap_mbps * 1e6 if args.cap_mbps else None,
+        connection_bps=args.conn_cap_mbps * 1e6 if args.conn_cap_mbps else None,
+    )
     url = await server.start(args.host, args.port)
     print(
         json.dumps({"url": url, "files": {f.spec.name: f.sha256 for f in server.files.values()}}), flush=True
@@ -483,6 +494,7 @@ def main() -> None:
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--scale", type=float, default=1.0, help="multiplier on the default tiny sizes")
     parser.add_argument("--cap-mbps", type=float, default=0.0, help="total bandwidth cap in MB/s (1e6)")
+    parser.add_argument("--conn-cap-mbps", type=float, default=0.0, help="per-connection cap in MB/s (1e6)")
     args = parser.parse_args()
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(_serve(args))
