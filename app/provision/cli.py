@@ -104,6 +104,7 @@ async def _provision(
     json_out: bool,
 ) -> None:
     from app.provision import build_plan, connect, parse_target, run_provision
+    from app.provision.mirror import apply_r2_mirror
     from app.workflows import get_workflow
 
     settings = get_settings()
@@ -119,6 +120,7 @@ async def _provision(
     if parallel:
         overrides["parallel"] = parallel
     plan = dataclasses.replace(plan, **overrides)
+    plan = await apply_r2_mirror(plan, settings)  # mirrored files from R2 first, their source as fallback
 
     def emit(event: dict[str, Any]) -> None:
         sys.stdout.write(json.dumps(event) + "\n")
@@ -189,4 +191,7 @@ def provision_command(
 
 
 def register(cli: typer.Typer) -> None:
+    from app.provision.models_cli import register as register_models
+
     cli.command("provision")(provision_command)
+    register_models(cli)

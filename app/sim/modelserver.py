@@ -210,6 +210,8 @@ class ModelServer:
         self.hf_repo = hf_repo
         self.faults: dict[str, FileFaults] = {}
         self.log: list[RequestLog] = []
+        self.active = 0  # responses streaming right now
+        self.peak_active = 0  # the most at once (tests check connection budgets with it)
         self.global_status: int | None = None  # every request answers this (e.g. 503) while set
         self.renamed_repos: set[str] = set()  # "org/repo" names that 307 to `hf_repo`, as the Hub does
         self._runner: web.AppRunner | None = None
@@ -356,8 +358,13 @@ class ModelServer:
             return web.Response(status=status, headers=headers)
         entry = self._record(request, status, start=start)
         response = web.StreamResponse(status=status, headers=headers)
-        await response.prepare(request)
-        await self._stream(request, response, served, start, end, entry)
+        self.active += 1
+        self.peak_active = max(self.peak_active, self.active)
+        try:
+            await response.prepare(request)
+            await self._stream(request, response, served, start, end, entry)
+        finally:
+            self.active -= 1
         return response
 
     async def _stream(
