@@ -39,7 +39,6 @@ from app.store.r2 import MAX_PRESIGN_S, R2Store
 
 log = logging.getLogger(__name__)
 EventCallback = Callable[[dict[str, Any]], None]
-CHUNK = 1 << 20
 
 
 class MirrorError(ComfyfleetError):
@@ -194,7 +193,7 @@ async def source_chunks(
                         retryable=True,
                     )
                 else:
-                    async for chunk in response.aiter_bytes(CHUNK):
+                    async for chunk in response.aiter_bytes():  # as they arrive: a drop loses none
                         offset += len(chunk)
                         fails, delay = 0, backoff_s
                         yield chunk

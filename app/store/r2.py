@@ -242,7 +242,8 @@ class R2Store:
                 buf += chunk
                 size += len(chunk)
                 while len(buf) >= part_size:
-                    body = bytes(buf[:part_size])
+                    with memoryview(buf) as view:
+                        body = bytes(view[:part_size])  # one copy (a slice of the bytearray is another)
                     del buf[:part_size]
                     await start_part(body)
             if upload_id is None:  # smaller than one part: a single PUT

@@ -86,7 +86,9 @@ async def test_drop_in_the_middle_of_a_segment_resumes_that_segment_from_the_byt
     assert summary.downloaded == ["high.gguf"]
 
 
-async def test_corrupt_segment_fails_verification_and_the_file_is_fetched_again(remote, make_plan, model_server):
+async def test_corrupt_segment_fails_verification_and_the_file_is_fetched_again(
+    remote, make_plan, model_server
+):
     model_server.fault("high.gguf").corrupt_times = 1  # one flipped byte in the segment holding the middle
     summary, events = await provision(remote, await segmented_plan(make_plan, "high.gguf"))
 
@@ -159,7 +161,7 @@ async def test_connection_budget_caps_connections_across_files(remote, make_plan
     for name in ("high.gguf", "low.gguf", "umt5.safetensors"):
         model_server.fault(name).slow_bps = 2e6
     plan = await segmented_plan(make_plan, "high.gguf", "low.gguf", "umt5.safetensors", max_connections=3)
-    summary, events = await provision(remote, plan)
+    summary, _ = await provision(remote, plan)
 
     assert model_server.peak_active <= 3
     assert sorted(summary.downloaded) == ["high.gguf", "low.gguf", "umt5.safetensors"]
@@ -171,7 +173,8 @@ async def test_connection_budget_caps_connections_across_files(remote, make_plan
 async def test_primary_source_failing_falls_back_to_the_fallback_url(remote, make_plan, model_server):
     plan = await segmented_plan(make_plan, "high.gguf", "vae.safetensors")
     plan.models = [
-        dataclasses.replace(m, url=f"{model_server.url}/gone/{m.name}", fallback_url=m.url) for m in plan.models
+        dataclasses.replace(m, url=f"{model_server.url}/gone/{m.name}", fallback_url=m.url)
+        for m in plan.models
     ]
     summary, events = await provision(remote, plan)
 
