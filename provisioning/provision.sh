@@ -536,19 +536,25 @@ download() {
 
 # --- connections and segmented downloads ---------------------------------------------------------
 # One budget of connections for the whole run (max_connections): a FIFO holding one byte per free
-# connection. Taking = reading bytes, giving back = writing them. Every download holds at least one.
-CONNFD=""
+# connection. Taking = reading bytes, giving back = writing them. A download waits until it has all the
+# connections it wants (a file that started with whatever was left would keep that few to its end, and
+# the last files would crawl); one taker at a time (a second FIFO holding one byte is the mutex), so two
+# downloads never each hold part of what the other waits for.
+CONNFD="" TAKEFD=""
 conn_init() {
     local n
-    mkfifo "$WORK/conns" 2>/dev/null && exec {CONNFD}<>"$WORK/conns" || { CONNFD=""; return 0; }
+    mkfifo "$WORK/conns" "$WORK/conns.take" 2>/dev/null && exec {CONNFD}<>"$WORK/conns" {TAKEFD}<>"$WORK/conns.take" ||
+        { CONNFD=""; return 0; }
     for ((n = 0; n < MAX_CONNECTIONS; n++)); do printf x >&"$CONNFD"; done
+    printf x >&"$TAKEFD"
 }
-conn_take() { # want -> REPLY = connections taken (waits for the first, then takes what is free up to want)
-    local got=0 c
-    [ -n "$CONNFD" ] || { REPLY=$1; return 0; }
-    read -r -n 1 -u "$CONNFD" c
-    got=1
-    while [ "$got" -lt "$1" ] && read -r -n 1 -t 0.01 -u "$CONNFD" c; do got=$((got + 1)); done
+conn_take() { # want -> REPLY = connections taken (want, at most max_connections), once they are free
+    local got=0 want=$1 c
+    [ "$want" -le "$MAX_CONNECTIONS" ] || want=$MAX_CONNECTIONS
+    [ -n "$CONNFD" ] || { REPLY=$want; return 0; }
+    read -r -n 1 -u "$TAKEFD" c
+    while [ "$got" -lt "$want" ]; do read -r -n 1 -u "$CONNFD" c && got=$((got + 1)); done
+    printf x >&"$TAKEFD"
     REPLY=$got
 }
 conn_give() { # n
@@ -1102,7 +1108,7 @@ for i in "${TODO[@]}"; do
     fetch_model "$i" &
 done
 wait
-[ -n "$CONNFD" ] && exec {CONNFD}>&-  # a ComfyUI started by the restart below must not inherit it
+[ -n "$CONNFD" ] && exec {CONNFD}>&- {TAKEFD}>&-  # a ComfyUI started by the restart below must not inherit them
 
 # --- restart ComfyUI when custom nodes changed --------------------------------------------------
 RESTARTED=false
