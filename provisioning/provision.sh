@@ -662,14 +662,17 @@ seg_cfg() { # i part range...: the worker's curl config on stdout (a pipe: nothi
 # $WORK/segerr.$i.$w (kind "norange": the server ignores Range) and the exit status is 1.
 seg_worker() {
     local i=$1 w=$2 part=$3 url=$4 jn fails=0 delay=$BACKOFF r s e len f st sz rc failed gained reason
-    local errf="$WORK/segerr.$i.$w" wo="$WORK/wo.$i.$w"
+    local errf="$WORK/segerr.$i.$w" wo="$WORK/wo.$i.$w" resolved=$SEG_RESOLVED
     local -a todo=() left=()
     local -A status=()
     mapfile -t todo <"$WORK/todo.$i.$w"
     jstr "${M_NAME[$i]}"; jn=$REPLY
     while [ ${#todo[@]} -gt 0 ]; do
         : >"$wo"
-        seg_resolve "$i" "$url"
+        # The parent resolved the redirects once for all connections; a retry resolves them again (a
+        # signed CDN URL may have expired).
+        if [ "$resolved" = 1 ]; then FETCH_RC=0 HTTP_CODE=000; else seg_resolve "$i" "$url"; fi
+        resolved=0
         rc=$FETCH_RC failed=$HTTP_CODE
         if [ "$rc" = 0 ]; then
             seg_cfg "$i" "$part" "${todo[@]}" | curl -sS --fail-early -K - -A comfyfleet-provision/1 >"$wo" 2>>"$WORK/err.$i.$w"
@@ -788,7 +791,8 @@ seg_fetch() {
         n=$((n + 1))
     done
     [ "$n" -lt "$W" ] && { conn_give $((W - n)); W=$n; }
-    SEG_USED=$W SEG_HAVE=$have
+    SEG_USED=$W SEG_HAVE=$have SEG_RESOLVED=0
+    if [ "$W" -gt 0 ]; then seg_resolve "$i" "${M_URL[$i]}"; [ "$FETCH_RC" = 0 ] && SEG_RESOLVED=1; fi
     for ((w = 0; w < W; w++)); do
         seg_worker "$i" "$w" "$part" "${M_URL[$i]}" &
         pids+=($!)
