@@ -78,6 +78,8 @@ class _HumanProgress:
             self.console.print(
                 f"[yellow]↻[/] {name}: {event.get('reason')} (from byte {event.get('offset')})"
             )
+        elif kind == "fallback":
+            self.console.print(f"[yellow]↻[/] {name}: from its fallback source ({event.get('reason')})")
         elif kind in ("error", "node_error"):
             self.console.print(f"[red]✗[/] {event.get('message')}")
         elif kind == "node_done":
