@@ -49,6 +49,7 @@ def ranges(server, name) -> list[str | None]:
     return [r.range for r in server.requests_for(name)]
 
 
+@pytest.mark.parametrize("remote", ["sshd", "sandbox"], indirect=True)
 async def test_large_file_is_fetched_over_several_connections_and_verified(remote, make_plan, model_server):
     model_server.fault("high.gguf").slow_bps = 2e6  # long enough for the connections to overlap
     plan = await segmented_plan(make_plan)
