@@ -460,6 +460,22 @@ fetch_once() {
     fi
 }
 
+refused_msg() { # i url code -> REPLY: what a 401/403 means for this URL
+    local host h
+    host_of "$2"; host=$REPLY
+    local IFS=,
+    for h in $TOKEN_HOSTS; do
+        [ "$host" = "${h,,}" ] || continue
+        if [ -n "$HF_TOKEN_VAL" ]; then
+            REPLY="${M_NAME[$1]}: the HF token was refused (HTTP $3); it needs access to this model"
+        else
+            REPLY="${M_NAME[$1]}: this model needs an HF token (HTTP $3); set HF_TOKEN"
+        fi
+        return 0
+    done
+    REPLY="${M_NAME[$1]}: access refused at its URL (HTTP $3): wrong mirror credentials, or an expired presigned URL"
+}
+
 # download i part -> 0 when the part file is complete; else returns an exit code (error emitted).
 download() {
     local i=$1 part=$2 url=${M_URL[$1]} have after fails=0 delay=$BACKOFF reason msg jn
@@ -481,12 +497,8 @@ download() {
         else
             case "$HTTP_CODE" in
                 401|403)
-                    if [ -n "$HF_TOKEN_VAL" ]; then
-                        msg="${M_NAME[$i]}: the HF token was refused (HTTP $HTTP_CODE); it needs access to this model"
-                    else
-                        msg="${M_NAME[$i]}: this model needs an HF token (HTTP $HTTP_CODE); set HF_TOKEN"
-                    fi
-                    model_error "$i" $E_TOKEN needs_hf_token false "$msg"; return $E_TOKEN ;;
+                    refused_msg "$i" "$url" "$HTTP_CODE"
+                    model_error "$i" $E_TOKEN needs_hf_token false "$REPLY"; return $E_TOKEN ;;
                 404|410)
                     model_error "$i" $E_DOWNLOAD not_found false "${M_NAME[$i]}: not found at its URL (HTTP $HTTP_CODE)"
                     return $E_DOWNLOAD ;;
@@ -706,12 +718,8 @@ seg_worker() {
             416) printf '0\tnorange\tfalse\tthe server refused a range (HTTP 416)\n' >"$errf"; return 1 ;;
             401|403)
                 if [ "$GET_URL" = "$url" ]; then
-                    if [ -n "$HF_TOKEN_VAL" ] && token_for "$url"; then
-                        reason="${M_NAME[$i]}: the HF token was refused (HTTP $failed); it needs access to this model"
-                    else
-                        reason="${M_NAME[$i]}: this model needs an HF token (HTTP $failed); set HF_TOKEN"
-                    fi
-                    printf '%s\tneeds_hf_token\tfalse\t%s\n' "$E_TOKEN" "$reason" >"$errf"; return 1
+                    refused_msg "$i" "$url" "$failed"
+                    printf '%s\tneeds_hf_token\tfalse\t%s\n' "$E_TOKEN" "$REPLY" >"$errf"; return 1
                 fi
                 reason="HTTP $failed from the redirect target (its signed URL may have expired)" ;;
             404|410)

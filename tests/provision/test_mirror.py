@@ -14,6 +14,7 @@ import sys
 from types import SimpleNamespace
 from urllib.parse import parse_qs, urlsplit
 
+import httpx
 import pytest
 
 from app.config import REPO_ROOT, get_settings
@@ -134,6 +135,34 @@ async def test_mirror_object_gone_after_planning_falls_back_to_the_hub_for_that_
     assert sorted(summary.downloaded) == sorted(m.name for m in plan.models)
     assert {r.path.rsplit("/", 1)[-1] for r in model_server.log if r.method == "GET"} == {"high.gguf"}
     assert sha256(remote.comfy_dir / "models/unet/high.gguf") == model_server.file("high.gguf").sha256
+
+
+async def test_expired_presigned_url_falls_back_to_the_hub(make_plan, model_server, r2mirror, remote):
+    plan = await hub_plan(make_plan)
+    plan.models = [m for m in plan.models if m.name == "low.gguf"]
+    await mirror_models(plan.models, r2mirror.settings, r2mirror.store, token_hosts=HUB)
+    key = mirror_key("models/", "unet", "low.gguf")
+    m = plan.models[0]
+    # Presigned for host "localhost": 127.0.0.1 is a token host in these tests (the Hub stand-in).
+    local = R2Store.from_settings(r2mirror.settings.model_copy(update={
+        "r2_endpoint_url": r2mirror.settings.r2_endpoint_url.replace("127.0.0.1", "localhost")}))  # fmt: skip
+    expired = dataclasses.replace(m, url=local.presign(key, 1), fallback_url=m.url)
+    await local.close()
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 30
+    async with httpx.AsyncClient() as http:  # wait until R2 (SeaweedFS) really refuses it
+        while (await http.get(expired.url, headers={"Range": "bytes=0-0"})).status_code != 403:
+            assert loop.time() < deadline, "the presigned URL never expired"
+            await asyncio.sleep(0.2)
+    model_server.log.clear()
+
+    summary, events = await provision(remote, dataclasses.replace(plan, models=[expired]))
+
+    fallback = next(e for e in events if e["event"] == "fallback")
+    assert fallback["file"] == "low.gguf" and "expired presigned URL" in fallback["reason"]
+    assert summary.downloaded == ["low.gguf"]
+    assert {r.path.rsplit("/", 1)[-1] for r in model_server.log if r.method == "GET"} == {"low.gguf"}
+    assert sha256(remote.comfy_dir / "models/unet/low.gguf") == model_server.file("low.gguf").sha256
 
 
 async def test_mirror_aborts_an_upload_whose_bytes_do_not_match_and_stores_nothing(

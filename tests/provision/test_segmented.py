@@ -5,11 +5,13 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import hashlib
+import json
 import secrets
 import subprocess
 
 import pytest
 
+from app.config import PROVISIONING_DIR
 from app.provision import VerificationFailed, connect, run_provision
 
 pytestmark = pytest.mark.sshd
@@ -237,3 +239,20 @@ async def test_segmented_download_sends_the_token_to_the_hub_only_and_never_in_a
     assert len(cdn) == 6 and all(r.range and not r.authorization for r in cdn)
     # The segments go straight to the CDN: the Hub saw one HEAD from the plan and one from the script.
     assert [r.method for r in hub if r.path.endswith("/high.gguf")] == ["HEAD", "HEAD"]
+
+
+async def test_without_curl_a_large_file_comes_over_one_connection_with_wget(
+    make_plan, model_server, tmp_path
+):
+    plan = await segmented_plan(make_plan, "high.gguf")
+    plan_file = tmp_path / "plan.tsv"
+    plan_file.write_text(plan.to_text() + "set\ttool\twget\n")
+    proc = await asyncio.create_subprocess_exec(
+        "bash", str(PROVISIONING_DIR / "provision.sh"), str(plan_file),
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    stdout, stderr = await asyncio.wait_for(proc.communicate(), 60)
+    assert proc.returncode == 0, stderr.decode()
+    done = next(e for e in map(json.loads, stdout.decode().splitlines()) if e["event"] == "done")
+    assert done["connections"] == 1 and done["sha256"] == model_server.file("high.gguf").sha256
+    assert ranges(model_server, "high.gguf") == [None]
