@@ -673,7 +673,7 @@ seg_cfg() { # i part range...: the worker's curl config on stdout (a pipe: nothi
 # with backoff. Exit 0 when all are on disk; else "code<TAB>kind<TAB>retryable<TAB>message" goes to
 # $WORK/segerr.$i.$w (kind "norange": the server ignores Range) and the exit status is 1.
 seg_worker() {
-    local i=$1 w=$2 part=$3 url=$4 jn fails=0 delay=$BACKOFF r s e len f st sz rc failed gained reason
+    local i=$1 w=$2 part=$3 url=$4 jn fails=0 delay=$BACKOFF r s e len f st sz rc failed gained need reason
     local errf="$WORK/segerr.$i.$w" wo="$WORK/wo.$i.$w" resolved=$SEG_RESOLVED
     local -a todo=() left=()
     local -A status=()
@@ -693,7 +693,7 @@ seg_worker() {
         # What arrived: the write-out line of each finished transfer says its status and byte count.
         status=()
         while read -r r st sz; do status[$r]="$st $sz"; done <"$wo"
-        left=() gained=0
+        left=() gained=0 need=0
         for r in "${todo[@]}"; do
             s=${r%%-*}; e=${r#*-}; len=$((e - s + 1)); f="$part.$r"; st=${status[$r]:-}
             if [ "$st" = "206 $len" ]; then gained=$((gained + len)); continue; fi  # (maybe appended already)
@@ -710,6 +710,7 @@ seg_worker() {
                 fi
             fi
             left+=("$s-$e")
+            need=$((need + e - s + 1))
         done
         todo=(${left[@]+"${left[@]}"})
         [ ${#todo[@]} -gt 0 ] || return 0
@@ -732,7 +733,7 @@ seg_worker() {
                 if [ "$rc" = 23 ]; then
                     local free_kb
                     free_kb=$(df -Pk -- "$(dirname -- "$part")" 2>/dev/null | awk 'NR==2 {print $4}')
-                    if is_uint "${free_kb:-}" && [ "$free_kb" -lt 1024 ]; then
+                    if is_uint "${free_kb:-}" && [ "$free_kb" -lt $((need / 1024 + 1)) ]; then
                         printf '%s\tdisk_full\tfalse\t%s\n' "$E_DISK" \
                             "${M_NAME[$i]}: disk full while downloading ($((free_kb * 1024)) bytes free); the pieces are kept for resuming" >"$errf"
                         return 1
