@@ -91,6 +91,19 @@ class Settings(BaseSettings):
     model_mirror_url: str | None = None
     provision_parallel: int = 4
     provision_timeout_s: float = 3600.0
+    provision_connections_per_file: int = Field(
+        8, ge=1, description="Connections one model file is downloaded over (byte ranges); 1 = one per file"
+    )
+    provision_connections_total: int = Field(
+        16, ge=1, description="Connections all the downloads of one provisioning run share"
+    )
+    provision_segment_mb: int = Field(64, ge=1, description="Size of one download segment (MiB)")
+    model_r2_mirror: bool = Field(
+        True,
+        description="Download models from the R2 model mirror (`comfyfleet models mirror`) when R2 is "
+        "configured and holds the file; its usual source stays the fallback per file",
+    )
+    model_r2_prefix: str = Field("models/", description="Key prefix of the model mirror in the R2 bucket")
     custom_node_sources: dict[str, tuple[str, str]] = Field(
         default_factory=dict,
         description='JSON {"<node dir>": ["<git url>", "<commit>"]}: take custom nodes from elsewhere '

@@ -27,6 +27,7 @@ from app.pool.ledger import InstanceLedger
 from app.pool.provider import Instance, Provider
 from app.pool.static import StaticProvider
 from app.provision import build_plan, connect, open_tunnel, run_provision
+from app.provision.mirror import apply_r2_mirror
 from app.redact import redact, register_secret
 from app.store.factory import make_store
 from app.store.local import LocalStore
@@ -167,6 +168,7 @@ class SSHPreparer:
         conn = await self._connection(instance)
         if conn is not None:
             plan = await build_plan(workflow, s, comfy_dir=instance.comfy_dir)
+            plan = await apply_r2_mirror(plan, s)  # mirrored models from R2 first, their source as fallback
             tracker = _ProvisionProgress(workflow, on_progress)
             await run_provision(
                 conn,
