@@ -68,6 +68,7 @@ class JobView(BaseModel):
     updated_at: float
     finished_at: float | None = None
     attempts: int = 0
+    submitted_by: str | None = Field(None, description="Name of the API token that submitted the job")
     result: dict[str, Any] | None = None
     error: JobError | None = None
     timings: dict[str, float] = {}

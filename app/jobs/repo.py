@@ -459,6 +459,14 @@ class JobRepo:
         async with self._sm() as s:
             return list((await s.execute(q)).scalars())
 
+    async def spend_since(self, submitted_by: str, since: float) -> float:
+        """GPU cost recorded on the jobs `submitted_by` (an API token's name) created since `since`."""
+        q = select(func.coalesce(func.sum(Job.cost_usd), 0.0)).where(
+            Job.submitted_by == submitted_by, Job.created_at >= since
+        )
+        async with self._sm() as s:
+            return float((await s.execute(q)).scalar_one())
+
     async def record_cleanup(self, **fields: Any) -> None:
         if fields.get("error"):
             fields["error"] = redact(str(fields["error"]))[:2000]

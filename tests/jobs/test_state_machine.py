@@ -5,10 +5,12 @@ from app.jobs.models import ALLOWED_TRANSITIONS, TERMINAL_STATES, IllegalTransit
 from app.jobs.repo import JobRepo
 from tests.jobs.harness import create_tables
 
+pytestmark = pytest.mark.usefixtures("database")
+
 
 @pytest.fixture
-async def repo(tmp_path):
-    engine = await create_tables(f"sqlite+aiosqlite:///{tmp_path / 'j.db'}")
+async def repo(database):
+    engine = await create_tables(database.url)
     yield JobRepo(make_sessionmaker(engine))
     await engine.dispose()
 
