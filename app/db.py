@@ -25,7 +25,8 @@ NAMING_CONVENTION = {
     "uq": "uq_%(table_name)s_%(column_0_name)s",
     "ck": "ck_%(table_name)s_%(constraint_name)s",
     "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
-    "pk": "pk_%(table_name)s",
+    # no "pk": primary keys keep the database's own names (PostgreSQL: <table>_pkey), as create_all made
+    # them before migrations existed, so adopted and migrated databases are alike
 }
 
 # asyncpg: how long to wait for a connection, and for any one statement, before giving up.

@@ -10,8 +10,9 @@ from pydantic import BaseModel, ConfigDict, Field
 class GenerateVideoRequest(BaseModel):
     """One image-to-video request. Give exactly one of `image_url` and `image_base64`."""
 
-    # strict: JSON types as documented (no true -> 1.0, no "81" -> 81); unknown fields are refused
-    model_config = ConfigDict(extra="forbid", strict=True)
+    # strict: JSON types as documented (no true -> 1.0, no "81" -> 81); unknown fields are refused;
+    # NaN and Infinity (which Python's JSON parser accepts) are not numbers a render can use
+    model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
 
     image_url: str | None = Field(None, description="http(s) URL of the input image (public addresses only)")
     image_base64: str | None = Field(None, description="The input image as base64 (a data: URL is fine)")

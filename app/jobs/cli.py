@@ -33,11 +33,13 @@ def serve(
     import uvicorn
 
     from app.api.app import create_app
+    from app.api.auth import check_listen_policy
     from app.jobs.wiring import build_services, describe
     from app.redact import setup_logging
 
     settings = _with(get_settings(), host=host, port=port)
     setup_logging(settings.log_level)
+    check_listen_policy(settings, settings.host)  # before anything starts: no token, no open real provider
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per ComfyUI poll is noise
     _banner(settings, f"serving on http://{settings.host}:{settings.port} (docs at /docs)")
 

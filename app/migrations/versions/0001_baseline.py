@@ -30,7 +30,7 @@ def upgrade() -> None:
         sa.Column("dry_run", sa.Boolean(), nullable=False),
         sa.Column("ok", sa.Boolean(), nullable=False),
         sa.Column("error", sa.Text(), nullable=True),
-        sa.PrimaryKeyConstraint("id", name=op.f("pk_cleanup_actions")),
+        sa.PrimaryKeyConstraint("id"),
     )
     with op.batch_alter_table("cleanup_actions", schema=None) as batch_op:
         batch_op.create_index(batch_op.f("ix_cleanup_actions_at"), ["at"], unique=False)
@@ -56,7 +56,7 @@ def upgrade() -> None:
         sa.Column("simulated", sa.Boolean(), nullable=False),
         sa.Column("meta", sa.JSON(), nullable=True),
         sa.Column("updated_at", sa.Float(), nullable=False),
-        sa.PrimaryKeyConstraint("label", name=op.f("pk_instances")),
+        sa.PrimaryKeyConstraint("label"),
     )
     with op.batch_alter_table("instances", schema=None) as batch_op:
         batch_op.create_index(batch_op.f("ix_instances_id"), ["id"], unique=False)
@@ -90,7 +90,7 @@ def upgrade() -> None:
         sa.Column("created_at", sa.Float(), nullable=False),
         sa.Column("updated_at", sa.Float(), nullable=False),
         sa.Column("finished_at", sa.Float(), nullable=True),
-        sa.PrimaryKeyConstraint("id", name=op.f("pk_jobs")),
+        sa.PrimaryKeyConstraint("id"),
     )
     with op.batch_alter_table("jobs", schema=None) as batch_op:
         batch_op.create_index(batch_op.f("ix_jobs_cache_key"), ["cache_key"], unique=False)
