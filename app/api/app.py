@@ -20,11 +20,13 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import APIRouter, Depends, FastAPI, Header, HTTPException, Query, Request
+from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy import text
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from app.api.auth import Refused, TokenGate
 from app.api.schemas import ErrorBody, GenerateVideoRequest, JobList, JobView
@@ -182,6 +184,16 @@ def create_app(services: Services, *, manage_lifecycle: bool = True) -> FastAPI:
         ]
         detail = "; ".join(f"{e['field']}: {e['message']}" for e in errors)
         return JSONResponse({"detail": detail, "errors": errors}, status_code=422)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(req: Request, exc: StarletteHTTPException) -> Response:
+        if exc.status_code == 400 and isinstance(exc.__cause__, UnicodeDecodeError):
+            # FastAPI's "There was an error parsing the body": bytes that are not UTF-8 text at all
+            message = "not valid JSON: the body is not UTF-8 text"
+            return JSONResponse(
+                {"detail": f"body: {message}", "errors": [{"field": "body", "message": message}]}, 422
+            )
+        return await http_exception_handler(req, exc)
 
     @app.exception_handler(BodyTooLarge)
     async def _body_too_large(_req: Request, exc: BodyTooLarge) -> JSONResponse:
