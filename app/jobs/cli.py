@@ -38,8 +38,8 @@ def serve(
     from app.redact import setup_logging
 
     settings = _with(get_settings(), host=host, port=port)
-    setup_logging(settings.log_level)
     check_listen_policy(settings, settings.host)  # before anything starts: no token, no open real provider
+    setup_logging(settings.log_level)
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per ComfyUI poll is noise
     _banner(settings, f"serving on http://{settings.host}:{settings.port} (docs at /docs)")
 
