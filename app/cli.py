@@ -27,6 +27,7 @@ _ROOMS = (
     "app.sim.cli",
     "app.store.cli",
     "app.jobs.cli",
+    "app.migrations.cli",
 )
 
 

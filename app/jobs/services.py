@@ -123,8 +123,10 @@ class Services:
         webhook_url: str | None = None,
         local_copy: Path | None = None,
         reuse_cached: bool = False,
+        submitted_by: str | None = None,
     ) -> Job:
-        """Validate parameters against the workflow and create the job. Raises ValidationError (no job)."""
+        """Validate parameters against the workflow and create the job. Raises ValidationError (no job).
+        `submitted_by` is the name of the API token that asked (recorded on the job; never the token)."""
         name = workflow or self.settings.default_workflow
         try:
             wf = self.workflows(name)
@@ -155,7 +157,12 @@ class Services:
             "reuse_cached": bool(reuse_cached) and raw.get("seed", -1) == -1,
         }
         return await self.manager.submit(
-            workflow=wf.name, request=request, cache_key=key, webhook_url=webhook_url, local_copy=local_copy
+            workflow=wf.name,
+            request=request,
+            cache_key=key,
+            webhook_url=webhook_url,
+            local_copy=local_copy,
+            submitted_by=submitted_by,
         )
 
 

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import pytest
+
 from tests.e2e.conftest import b64, png_bytes, sim_api
+
+pytestmark = pytest.mark.usefixtures("database")  # runs on SQLite and on PostgreSQL
 
 
 def _body(prompt: str, **extra) -> dict:
