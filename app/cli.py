@@ -28,6 +28,7 @@ _ROOMS = (
     "app.store.cli",
     "app.jobs.cli",
     "app.client.cli",
+    "app.migrations.cli",
 )
 
 

@@ -13,8 +13,21 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import unquote, urlsplit
 
-from pydantic import BaseModel, Field, SecretStr, field_validator
+import limits
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    StrictFloat,
+    StrictInt,
+    StrictStr,
+    field_validator,
+)
+from pydantic import ValidationError as PydanticValidationError
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from app.errors import ConfigError
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SHIPPED_WORKFLOWS_DIR = REPO_ROOT / "workflows"
@@ -33,6 +46,43 @@ class StaticEndpoint(BaseModel):
     ssh_host_key: str | None = None  # "ssh-ed25519 AAAA..." to pin; learned on first use otherwise
     comfy_dir: str = "/workspace/ComfyUI"
     price_per_hour: float = 0.0
+
+
+class ApiToken(BaseModel):
+    """One inbound API token: a name (recorded on the jobs it submits), the secret, optional limits."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: StrictStr = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+    token: SecretStr
+    daily_spend_usd: StrictFloat | StrictInt | None = Field(
+        None, gt=0, description="New jobs get 429 once this token's jobs of the UTC day cost this much"
+    )
+    rate: StrictStr | None = Field(None, description='Request rate, e.g. "60/minute", "5/second", "1000/day"')
+
+    @field_validator("token")
+    @classmethod
+    def _long_enough(cls, v: SecretStr) -> SecretStr:
+        if len(v.get_secret_value()) < API_TOKEN_MIN_LENGTH:
+            raise ValueError(f"must be at least {API_TOKEN_MIN_LENGTH} characters")
+        return v
+
+    @field_validator("rate")
+    @classmethod
+    def _rate(cls, v: str | None) -> str | None:
+        if v is None:
+            return v
+        try:
+            limits.parse(v)
+        except ValueError:
+            raise ValueError(
+                'not a rate: write N/second, N/minute, N/hour or N/day (e.g. "60/minute")'
+            ) from None
+        return v
+
+
+API_TOKEN_MIN_LENGTH = 16
+DEFAULT_TOKEN_NAME = "default"  # the name API_TOKEN's token is recorded under
 
 
 def _split_csv(value: Any) -> Any:
@@ -58,7 +108,11 @@ class Settings(BaseSettings):
     provider: Literal["auto", "vast", "static", "sim"] = Field(
         "auto", description="auto = vast when VAST_API_KEY is set, else the simulated world"
     )
-    database_url: str | None = Field(None, description="SQLAlchemy async URL; default sqlite under data_dir")
+    database_url: str | None = Field(
+        None,
+        description="postgresql+asyncpg://user:password@host/db (or postgresql://...); default SQLite under "
+        "data_dir",
+    )
 
     # --- Vast.ai ---------------------------------------------------------------------------------
     vast_api_key: SecretStr | None = None
@@ -91,6 +145,19 @@ class Settings(BaseSettings):
     model_mirror_url: str | None = None
     provision_parallel: int = 4
     provision_timeout_s: float = 3600.0
+    provision_connections_per_file: int = Field(
+        8, ge=1, description="Connections one model file is downloaded over (byte ranges); 1 = one per file"
+    )
+    provision_connections_total: int = Field(
+        16, ge=1, description="Connections all the downloads of one provisioning run share"
+    )
+    provision_segment_mb: int = Field(64, ge=1, description="Size of one download segment (MiB)")
+    model_r2_mirror: bool = Field(
+        True,
+        description="Download models from the R2 model mirror (`comfyfleet models mirror`) when R2 is "
+        "configured and holds the file; its usual source stays the fallback per file",
+    )
+    model_r2_prefix: str = Field("models/", description="Key prefix of the model mirror in the R2 bucket")
     custom_node_sources: dict[str, tuple[str, str]] = Field(
         default_factory=dict,
         description='JSON {"<node dir>": ["<git url>", "<commit>"]}: take custom nodes from elsewhere '
@@ -115,7 +182,17 @@ class Settings(BaseSettings):
 
     # --- HTTP API --------------------------------------------------------------------------------
     api_token: SecretStr | None = Field(
-        None, description="Bearer token required by the API (health excluded)"
+        None, description='Bearer token required by the API (health excluded); named "default" on jobs'
+    )
+    api_tokens: SecretStr | None = Field(
+        None,
+        description='JSON list of tokens: [{"name": "ci", "token": "...", "daily_spend_usd": 5, '
+        '"rate": "60/minute"}] (limits optional); used beside API_TOKEN',
+    )
+    allow_unauthenticated: bool = Field(
+        False,
+        description="Let `serve` listen on a non-loopback address without any API token while a real "
+        "provider (Vast.ai, static endpoints) is configured",
     )
     host: str = "127.0.0.1"
     port: int = 8000
@@ -188,9 +265,53 @@ class Settings(BaseSettings):
 
     @property
     def effective_database_url(self) -> str:
-        if self.database_url:
-            return self.database_url
+        """The SQLAlchemy async URL to use: DATABASE_URL with its driver made explicit (postgresql:// means
+        asyncpg, sqlite:// means aiosqlite), else SQLite under DATA_DIR. ConfigError for anything else."""
+        if self.database_url and self.database_url.strip():
+            return normalize_database_url(self.database_url.strip())
         return f"sqlite+aiosqlite:///{(self.data_dir / 'comfyfleet.db').resolve()}"
+
+    def api_token_list(self) -> list[ApiToken]:
+        """Every accepted inbound token: API_TOKEN as "default", then API_TOKENS. ConfigError (naming the
+        entry and the field, never a token) when API_TOKENS is malformed or names/tokens repeat."""
+        out: list[ApiToken] = []
+        if self.api_token is not None and self.api_token.get_secret_value():
+            out.append(ApiToken.model_construct(name=DEFAULT_TOKEN_NAME, token=self.api_token))
+        raw = self.api_tokens.get_secret_value().strip() if self.api_tokens else ""
+        if raw:
+            try:
+                entries = json.loads(raw)
+            except ValueError as exc:
+                raise ConfigError(
+                    f"API_TOKENS is not valid JSON (line {exc.lineno}, column {exc.colno})"
+                ) from None
+            if not isinstance(entries, list):
+                raise ConfigError('API_TOKENS must be a JSON list: [{"name": "...", "token": "..."}, ...]')
+            for i, entry in enumerate(entries):
+                try:
+                    out.append(ApiToken.model_validate(entry))
+                except PydanticValidationError as exc:
+                    problems = "; ".join(
+                        f"{'.'.join(str(p) for p in e['loc']) or 'entry'}: {e['msg']}"
+                        for e in exc.errors(include_input=False, include_url=False)
+                    )
+                    label = (
+                        entry.get("name")
+                        if isinstance(entry, dict) and isinstance(entry.get("name"), str)
+                        else None
+                    )
+                    raise ConfigError(
+                        f"API_TOKENS entry {i}{f' ({label!r})' if label else ''}: {problems}"
+                    ) from None
+        names = [t.name for t in out]
+        if len(set(names)) != len(names):
+            dup = sorted({n for n in names if names.count(n) > 1})
+            hint = f" ({DEFAULT_TOKEN_NAME!r} is API_TOKEN's)" if DEFAULT_TOKEN_NAME in dup else ""
+            raise ConfigError(f"API_TOKENS: the name {', '.join(map(repr, dup))} is used twice{hint}")
+        secrets = [t.token.get_secret_value() for t in out]
+        if len(set(secrets)) != len(secrets):
+            raise ConfigError("API_TOKENS: two tokens are the same secret; give every token its own")
+        return out
 
     @property
     def effective_ssh_key_path(self) -> Path:
@@ -207,6 +328,10 @@ class Settings(BaseSettings):
             value = getattr(self, name)
             if isinstance(value, SecretStr) and value.get_secret_value():
                 out.append(value.get_secret_value())
+        try:
+            out.extend(t.token.get_secret_value() for t in self.api_token_list())
+        except ConfigError:
+            pass  # reported where the tokens are used; the raw API_TOKENS value is a secret already
         for ep in self.static_endpoints:
             for s in (ep.token, ep.basic_password):
                 if s is not None and s.get_secret_value():
@@ -216,6 +341,31 @@ class Settings(BaseSettings):
         for url in [*urls, *(ep.url for ep in self.static_endpoints)]:
             out.extend(_url_passwords(url))
         return out
+
+
+_DRIVERS = {
+    "postgresql+asyncpg": "postgresql+asyncpg",
+    "postgresql": "postgresql+asyncpg",
+    "postgres": "postgresql+asyncpg",
+    "sqlite+aiosqlite": "sqlite+aiosqlite",
+    "sqlite": "sqlite+aiosqlite",
+}
+
+
+def normalize_database_url(url: str) -> str:
+    """`postgresql://` and `postgres://` become `postgresql+asyncpg://`, `sqlite://` becomes
+    `sqlite+aiosqlite://`; any other scheme (a sync driver, another database) is a ConfigError that shows
+    the scheme only, never the rest of the URL (it may hold a password)."""
+    scheme, sep, rest = url.partition("://")
+    driver = _DRIVERS.get(scheme.lower()) if sep else None
+    if driver is None:
+        shown = scheme if sep else "(none)"
+        raise ConfigError(
+            f"DATABASE_URL: unsupported scheme {shown!r}; use "
+            "postgresql+asyncpg://user:password@host:5432/db (or postgresql://...) or "
+            "sqlite+aiosqlite:////absolute/path/comfyfleet.db"
+        )
+    return f"{driver}://{rest}"
 
 
 def _url_passwords(url: str | None) -> list[str]:

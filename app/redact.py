@@ -17,6 +17,8 @@ _MASK = "***"
 _PATTERNS = [
     re.compile(r"(?i)(authorization:\s*bearer\s+)[^\s'\"]+"),
     re.compile(r"(?i)((?:api_key|token|secret|password|hf_token)=)[^&\s'\"]+"),
+    # a presigned URL's signature and credential scope (R2 model mirror, result URLs): a bearer credential
+    re.compile(r"(?i)((?:x-amz-signature|x-amz-credential|x-amz-security-token)=)[^&\s'\"]+"),
 ]
 
 

@@ -1,4 +1,5 @@
-"""Control-plane overhead of the jobs room: python bench/jobs_overhead.py [--emulator] [--jobs 1000]
+"""Control-plane overhead of the jobs room:
+python bench/jobs_overhead.py [--emulator] [--jobs 1000] [--database sqlite|postgresql|both]
 
 What it measures, with every far end answering instantly (fake GPUs with zero step delay, or with
 --emulator the real ComfyClient against the ComfyUI emulator with zero step delay):
@@ -6,7 +7,9 @@ What it measures, with every far end answering instantly (fake GPUs with zero st
      and 32 (32 warm instances, so jobs do not queue behind each other);
   2. the GPU idle gap between two jobs queued on one instance (end of prompt A -> start of prompt B);
   3. N jobs across 20 instances: none lost, and the process RSS at the end.
-Real database (SQLite file, WAL), real pool, runner, result cache and store code; cache misses only.
+Real database (SQLite file with WAL, or with --database postgresql a throwaway local PostgreSQL server,
+as the tests start it; `both` runs the two side by side), real pool, runner, result cache and store code;
+cache misses only.
 """
 
 from __future__ import annotations
@@ -54,6 +57,14 @@ class _EmulatorPreparer:
         return None
 
 
+# Where each measurement's fresh database comes from: root -> URL (set by main for the kind measured).
+new_database_url = None
+
+
+def sqlite_url(root: Path) -> str:
+    return f"sqlite+aiosqlite:///{root / 'jobs.db'}"
+
+
 @contextlib.asynccontextmanager
 async def services(root: Path, *, instances: int, emulator: bool):
     settings = Settings(
@@ -64,7 +75,7 @@ async def services(root: Path, *, instances: int, emulator: bool):
         job_timeout_s=600,
         webhook_secret=None,
     )
-    engine = await create_tables(f"sqlite+aiosqlite:///{root / 'jobs.db'}")
+    engine = await create_tables((new_database_url or sqlite_url)(root))
     provider = FakeProvider(price=0.4)
     provider.ledger = FakeLedger()
     emus = []
@@ -192,9 +203,36 @@ async def main() -> None:
         help="where the data dir, database and store go (default: the system temp dir); e.g. /dev/shm "
         "to take the disk's file-creation cost out of the numbers",
     )
+    ap.add_argument(
+        "--database",
+        choices=("sqlite", "postgresql", "both"),
+        default="sqlite",
+        help="the job database; postgresql starts a throwaway local server (Debian's package)",
+    )
     args = ap.parse_args()
-    mode = "ComfyClient+emulator" if args.emulator else "fake GPUs"
     print("load average before: {:.2f} {:.2f} {:.2f} ({} CPUs)".format(*os.getloadavg(), os.cpu_count()))
+    kinds = ("sqlite", "postgresql") if args.database == "both" else (args.database,)
+    global new_database_url
+    for kind in kinds:
+        server = None
+        if kind == "postgresql":
+            from tests.support.postgres import PostgresServer
+
+            server = PostgresServer.start()
+            new_database_url = lambda _root, s=server: s.url(s.create_database(prefix="bench"))  # noqa: E731
+        else:
+            new_database_url = sqlite_url
+        try:
+            print(f"--- database: {kind}")
+            await measure(args, kind)
+        finally:
+            if server is not None:
+                server.stop()
+    print("load average after: {:.2f} {:.2f} {:.2f}".format(*os.getloadavg()))
+
+
+async def measure(args, kind: str) -> None:
+    mode = ("ComfyClient+emulator" if args.emulator else "fake GPUs") + f", {kind}"
     with tempfile.TemporaryDirectory(dir=args.tmp) as tmp:
         root = Path(tmp)
         for c in (1, 32):
@@ -216,7 +254,6 @@ async def main() -> None:
             f"{args.jobs} jobs across 20 instances: {ok} ok, {succeeded} succeeded in the DB, "
             f"{args.jobs - ok} lost, {dt:.1f} s ({args.jobs / dt:.0f} jobs/s), RSS {rss:.0f} MB"
         )
-    print("load average after: {:.2f} {:.2f} {:.2f}".format(*os.getloadavg()))
 
 
 if __name__ == "__main__":

@@ -12,14 +12,18 @@
 #
 # Plan file: UTF-8 text, one record per line, fields separated by a single TAB, `-` = empty, `#` comments.
 #   set    <key>    <value>
-#   model  <folder> <name> <size> <sha256|-> <url>     size: exact bytes, or ~bytes when approximate
+#   model  <folder> <name> <size> <sha256|-> <url> [<fallback url>|-]
+#          size: exact bytes, or ~bytes when approximate; the fallback URL (e.g. the Hub behind an R2
+#          mirror's presigned URL) is used when the first one fails or its bytes fail verification
 #   node   <name>   <git_url> <commit>
 # Keys (defaults): comfy_dir (/workspace/ComfyUI), parallel (4), python (auto), pip (1),
 #   restart (auto: $COMFY_DIR/.comfyfleet/restart hook if executable, else supervisorctl restart comfyui
 #   if present, else none; - = none), comfy_url (-: after a restart, wait until it answers),
 #   restart_timeout (300), min_free (1073741824), token_hosts
 #   (huggingface.co), retries (6 consecutive attempts without progress), backoff (1 s, doubles, max 30),
-#   connect_timeout (20), stall_timeout (60 s below 1 KB/s), progress_interval (1), tool (auto|curl|wget).
+#   connect_timeout (20), stall_timeout (60 s below 1 KB/s), progress_interval (1), tool (auto|curl|wget),
+#   connections (8 per file), max_connections (16 for the whole run), segment_size (67108864 bytes):
+#   with curl, a file of exact size larger than one segment is fetched over several connections.
 #
 # Output: JSON lines on stdout (events begin, plan, skipped, start, progress, retry, done, error, node_*,
 # restart*, comfy_ready, summary). Diagnostics on stderr. Exit codes:
@@ -80,8 +84,8 @@ fatal() { # code message
 # --- plan ---------------------------------------------------------------------------------------
 COMFY_DIR=/workspace/ComfyUI PARALLEL=4 PY=auto PIP=1 RESTART=auto COMFY_URL=- RESTART_TIMEOUT=300
 MIN_FREE=1073741824 TOKEN_HOSTS=huggingface.co RETRIES=6 BACKOFF=1 CONNECT_TIMEOUT=20 STALL_TIMEOUT=60
-PROGRESS_INTERVAL=1 TOOL=auto
-M_FOLDER=() M_JFOLDER=() M_NAME=() M_SIZE=() M_EXACT=() M_SHA=() M_URL=() M_CRED=()
+PROGRESS_INTERVAL=1 TOOL=auto CONNECTIONS=8 MAX_CONNECTIONS=16 SEGMENT_SIZE=67108864
+M_FOLDER=() M_JFOLDER=() M_NAME=() M_SIZE=() M_EXACT=() M_SHA=() M_URL=() M_CRED=() M_FB_URL=() M_FB_CRED=()
 N_NAME=() N_URL=() N_COMMIT=()
 
 safe_name() { # a single path component, no traversal, no hidden files
@@ -117,7 +121,7 @@ while IFS= read -r line || [ -n "$line" ]; do
     lineno=$((lineno + 1))
     line=${line%$'\r'}
     case "$line" in ''|'#'*) continue ;; esac
-    IFS=$'\t' read -r kind f1 f2 f3 f4 f5 <<<"$line"
+    IFS=$'\t' read -r kind f1 f2 f3 f4 f5 f6 <<<"$line"
     [ "${f2:-}" = "-" ] && f2=""
     case "$kind" in
         set)
@@ -137,6 +141,9 @@ while IFS= read -r line || [ -n "$line" ]; do
                 stall_timeout) STALL_TIMEOUT=$f2 ;;
                 progress_interval) PROGRESS_INTERVAL=$f2 ;;
                 tool) TOOL=$f2 ;;
+                connections) CONNECTIONS=$f2 ;;
+                max_connections) MAX_CONNECTIONS=$f2 ;;
+                segment_size) SEGMENT_SIZE=$f2 ;;
                 *) log "plan line $lineno: unknown setting '$f1' ignored" ;;
             esac
             ;;
@@ -157,6 +164,9 @@ while IFS= read -r line || [ -n "$line" ]; do
             M_FOLDER+=("$f1"); M_NAME+=("$f2"); M_SIZE+=("$size"); M_EXACT+=("$exact")
             url_split "$f5" || fatal $E_USAGE "plan line $lineno: bad model record (control character in the URL's user info)"
             M_SHA+=("${sha,,}"); M_URL+=("$REPLY"); M_CRED+=("$URL_CRED")
+            fb=${f6:--}; [ "$fb" = - ] && fb=""
+            url_split "$fb" || fatal $E_USAGE "plan line $lineno: bad model record (control character in the fallback URL's user info)"
+            M_FB_URL+=("$REPLY"); M_FB_CRED+=("$URL_CRED")
             ;;
         node)
             if ! safe_name "$f1" || [ -z "${f2:-}" ] || [ -z "${f3:-}" ]; then
@@ -173,6 +183,10 @@ done <"$PLAN"
 case $COMFY_DIR in "~/"*) COMFY_DIR="$HOME/${COMFY_DIR#"~/"}" ;; "~") COMFY_DIR=$HOME ;; esac
 is_uint "$PARALLEL" && [ "$PARALLEL" -ge 1 ] || PARALLEL=4
 is_uint "$RETRIES" && [ "$RETRIES" -ge 1 ] || RETRIES=6
+is_uint "$CONNECTIONS" && [ "$CONNECTIONS" -ge 1 ] || CONNECTIONS=8
+is_uint "$MAX_CONNECTIONS" && [ "$MAX_CONNECTIONS" -ge 1 ] || MAX_CONNECTIONS=16
+[ "$MAX_CONNECTIONS" -le 1000 ] || MAX_CONNECTIONS=1000
+is_uint "$SEGMENT_SIZE" && [ "$SEGMENT_SIZE" -ge 65536 ] || SEGMENT_SIZE=67108864
 PROGRESS_US=$(awk -v s="$PROGRESS_INTERVAL" 'BEGIN { u = int(s * 1000000); print (u >= 100000 ? u : 1000000) }')
 MODELS="$COMFY_DIR/models"
 STATE_DIR="$COMFY_DIR/.comfyfleet"
@@ -263,6 +277,15 @@ curl_cfg() { # token(0|1) i cred(0|1): curl config on stdout (to a pipe; builtin
     fi
     return 0
 }
+cfg_str() { # VALUE -> REPLY = VALUE as a double-quoted curl config string
+    local s=$1
+    s=${s//\\/\\\\}; s=${s//\"/\\\"}; s=${s//$'\t'/\\t}; s=${s//$'\r'/\\r}; s=${s//$'\n'/\\n}
+    REPLY="\"$s\""
+}
+url_cfg() { # URL: curl config lines naming it (builtin printf into the pipe: the URL stays out of ps)
+    cfg_str "$1"
+    printf 'globoff\nurl = %s\n' "$REPLY"
+}
 
 # --- results ------------------------------------------------------------------------------------
 record() { # kind status name bytes code message
@@ -270,6 +293,11 @@ record() { # kind status name bytes code message
 }
 model_error() { # i code kind retryable message
     local jn jm
+    # While the file still has a fallback source, a failure of this source is not the file's error:
+    # fetch_model switches to the fallback (use_fallback) and tells why.
+    if [ "${FB_ARMED:-0}" = 1 ] && [ -n "${M_FB_URL[$1]}" ]; then
+        case "$2" in "$E_DOWNLOAD"|"$E_TOKEN"|"$E_VERIFY") FALLBACK_REASON=$5; return 0 ;; esac
+    fi
     jstr "${M_NAME[$1]}"; jn=$REPLY
     jstr "$5"; jm=$REPLY
     emit "{\"event\":\"error\",\"file\":$jn,\"folder\":${M_JFOLDER[$1]},\"code\":$2,\"kind\":\"$3\",\"retryable\":$4,\"message\":$jm}"
@@ -318,7 +346,7 @@ write_sidecar() { # i dest
     fmtime "$dest"; mtime=$REPLY
     [ -n "$sha" ] || sha=size-only
     printf 'size=%s\nsha256=%s\nsource=%s\nmtime=%s\nverified_at=%s\n' \
-        "$size" "$sha" "${M_URL[$i]}" "$mtime" "$(date +%s)" >"$side.tmp" && mv -f "$side.tmp" "$side"
+        "$size" "$sha" "${M_URL[$i]%%\?*}" "$mtime" "$(date +%s)" >"$side.tmp" && mv -f "$side.tmp" "$side"
 }
 
 # sidecar_ok i: the file is present and was verified for this plan entry; costs two stats.
@@ -367,15 +395,25 @@ fetch_once() {
         HTTP_CODE=000 FETCH_RC=98; return
     fi
     : >"$errf"
+    # A signed URL (an R2 presigned URL, a CDN's signed redirect) is a credential for as long as it lives:
+    # it goes to the tool through the pipe too, never into argv.
+    local hide=0
+    case "$get_url" in *\?*) hide=1 ;; esac
+    local -a target=(-- "$get_url")
+    [ "$hide" = 1 ] && target=()
     if [ "$TOOL" = curl ]; then
         local -a opts=(-sS -f -C - -o "$part" -w '%{http_code}' --connect-timeout "$CONNECT_TIMEOUT"
             --speed-limit 1024 --speed-time "$STALL_TIMEOUT" -A comfyfleet-provision/1)
         if [ "$auth" = 1 ]; then
             first=0; [ "$get_url" = "$url" ] && first=1
-            curl_cfg 1 "$i" "$first" | curl "${opts[@]}" -K - -- "$get_url" >"$WORK/code.$i" 2>>"$errf" &
+            { curl_cfg 1 "$i" "$first"; [ "$hide" = 0 ] || url_cfg "$get_url"; } |
+                curl "${opts[@]}" -K - ${target[@]+"${target[@]}"} >"$WORK/code.$i" 2>>"$errf" &
         elif [ "$get_url" = "$url" ] && [ -n "${M_CRED[$i]}" ]; then
             # curl sends these to the URL's host only, not to a host it is redirected to
-            curl_cfg 0 "$i" 1 | curl "${opts[@]}" -K - -L --max-redirs 10 -- "$get_url" >"$WORK/code.$i" 2>>"$errf" &
+            { curl_cfg 0 "$i" 1; [ "$hide" = 0 ] || url_cfg "$get_url"; } |
+                curl "${opts[@]}" -K - -L --max-redirs 10 ${target[@]+"${target[@]}"} >"$WORK/code.$i" 2>>"$errf" &
+        elif [ "$hide" = 1 ]; then
+            url_cfg "$get_url" | curl "${opts[@]}" -K - -L --max-redirs 10 >"$WORK/code.$i" 2>>"$errf" &
         else
             curl "${opts[@]}" -L --max-redirs 10 -- "$get_url" >"$WORK/code.$i" 2>>"$errf" &
         fi
@@ -385,7 +423,12 @@ fetch_once() {
             printf 'user = %s\npassword = %s\n' "${M_CRED[$i]%%:*}" "${M_CRED[$i]#*:}" >"$WORK/wgetrc.$i"
             wcfg=(--config="$WORK/wgetrc.$i")
         fi
-        wget ${wcfg[@]+"${wcfg[@]}"} -nv -c -O "$part" --tries=1 --timeout="$STALL_TIMEOUT" -U comfyfleet-provision/1 -- "$get_url" 2>>"$errf" &
+        if [ "$hide" = 1 ]; then  # the URL on stdin (-i -), not in argv
+            printf '%s\n' "$get_url" | wget ${wcfg[@]+"${wcfg[@]}"} -nv -c -O "$part" --tries=1 --timeout="$STALL_TIMEOUT" \
+                -U comfyfleet-provision/1 -i - 2>>"$errf" &
+        else
+            wget ${wcfg[@]+"${wcfg[@]}"} -nv -c -O "$part" --tries=1 --timeout="$STALL_TIMEOUT" -U comfyfleet-provision/1 -- "$get_url" 2>>"$errf" &
+        fi
     fi
     local pid=$! t0 t1 b0 b1 rate every=$PROGRESS_US
     now_us; t0=$REPLY
@@ -417,6 +460,22 @@ fetch_once() {
     fi
 }
 
+refused_msg() { # i url code -> REPLY: what a 401/403 means for this URL
+    local host h
+    host_of "$2"; host=$REPLY
+    local IFS=,
+    for h in $TOKEN_HOSTS; do
+        [ "$host" = "${h,,}" ] || continue
+        if [ -n "$HF_TOKEN_VAL" ]; then
+            REPLY="${M_NAME[$1]}: the HF token was refused (HTTP $3); it needs access to this model"
+        else
+            REPLY="${M_NAME[$1]}: this model needs an HF token (HTTP $3); set HF_TOKEN"
+        fi
+        return 0
+    done
+    REPLY="${M_NAME[$1]}: access refused at its URL (HTTP $3): wrong mirror credentials, or an expired presigned URL"
+}
+
 # download i part -> 0 when the part file is complete; else returns an exit code (error emitted).
 download() {
     local i=$1 part=$2 url=${M_URL[$1]} have after fails=0 delay=$BACKOFF reason msg jn
@@ -438,12 +497,8 @@ download() {
         else
             case "$HTTP_CODE" in
                 401|403)
-                    if [ -n "$HF_TOKEN_VAL" ]; then
-                        msg="${M_NAME[$i]}: the HF token was refused (HTTP $HTTP_CODE); it needs access to this model"
-                    else
-                        msg="${M_NAME[$i]}: this model needs an HF token (HTTP $HTTP_CODE); set HF_TOKEN"
-                    fi
-                    model_error "$i" $E_TOKEN needs_hf_token false "$msg"; return $E_TOKEN ;;
+                    refused_msg "$i" "$url" "$HTTP_CODE"
+                    model_error "$i" $E_TOKEN needs_hf_token false "$REPLY"; return $E_TOKEN ;;
                 404|410)
                     model_error "$i" $E_DOWNLOAD not_found false "${M_NAME[$i]}: not found at its URL (HTTP $HTTP_CODE)"
                     return $E_DOWNLOAD ;;
@@ -489,6 +544,348 @@ download() {
             delay=$(awk -v d="$delay" 'BEGIN{d=d*2; if (d>30) d=30; print d}')
         fi
     done
+}
+
+# --- connections and segmented downloads ---------------------------------------------------------
+# One budget of connections for the whole run (max_connections): a FIFO holding one byte per free
+# connection. Taking = reading bytes, giving back = writing them. A download waits until it has all the
+# connections it wants (a file that started with whatever was left would keep that few to its end, and
+# the last files would crawl); one taker at a time (a second FIFO holding one byte is the mutex), so two
+# downloads never each hold part of what the other waits for.
+CONNFD="" TAKEFD=""
+conn_init() {
+    local n
+    mkfifo "$WORK/conns" "$WORK/conns.take" 2>/dev/null && exec {CONNFD}<>"$WORK/conns" {TAKEFD}<>"$WORK/conns.take" ||
+        { CONNFD=""; return 0; }
+    for ((n = 0; n < MAX_CONNECTIONS; n++)); do printf x >&"$CONNFD"; done
+    printf x >&"$TAKEFD"
+}
+conn_take() { # want -> REPLY = connections taken (want, at most max_connections), once they are free
+    local got=0 want=$1 c
+    [ "$want" -le "$MAX_CONNECTIONS" ] || want=$MAX_CONNECTIONS
+    [ -n "$CONNFD" ] || { REPLY=$want; return 0; }
+    read -r -n 1 -u "$TAKEFD" c
+    while [ "$got" -lt "$want" ]; do read -r -n 1 -u "$CONNFD" c && got=$((got + 1)); done
+    printf x >&"$TAKEFD"
+    REPLY=$got
+}
+conn_give() { # n
+    local n
+    [ -n "$CONNFD" ] || return 0
+    for ((n = 0; n < $1; n++)); do printf x >&"$CONNFD"; done
+}
+
+# A file of exact size larger than one segment is fetched over several connections (curl only).
+# Segments of segment_size bytes are dealt round-robin to W workers; each worker fetches its segments in
+# file order with ONE curl (one kept-alive connection, a `next` block per segment) into
+# `<name>.part.<start>-<end>`. The parent appends every complete segment that starts where `.part` ends,
+# so `.part` grows in order: the streaming sha256 follower keeps working, the hash trails the download
+# by about one round of segments, and each byte sits on disk once (twice only for the segment being
+# appended). Resume per segment: the bytes of a dropped segment become a complete smaller piece (renamed)
+# and only the rest is fetched again. A server that ignores Range answers 200, which curl refuses before
+# writing (max-filesize = the segment's length): the file then falls back to one connection.
+SEG_SIZE=0 SEG_N=0
+segmentable() { # i -> 0 when the file is fetched in segments
+    [ "$TOOL" = curl ] && [ "$CONNECTIONS" -ge 2 ] && [ "${M_EXACT[$1]}" = 1 ] && [ "${M_SIZE[$1]}" -gt "$SEGMENT_SIZE" ]
+}
+seg_layout() { SEG_SIZE=$SEGMENT_SIZE; SEG_N=$(( (M_SIZE[$1] + SEGMENT_SIZE - 1) / SEGMENT_SIZE )); }
+piece_at() { # part start -> REPLY = the piece file starting at that byte, or ""
+    local m=("$1.$2"-*)
+    REPLY=""
+    [ -e "${m[0]}" ] && REPLY=${m[0]}
+    return 0
+}
+part_bytes() { # part -> REPLY = bytes on disk for this download (.part plus its pieces)
+    local n total=0
+    while read -r n; do total=$((total + n)); done < <(stat -c %s -- "$1" "$1".*-* 2>/dev/null)
+    REPLY=$total
+}
+
+# seg_prepare i part: before a run, drop pieces that cannot be used: names that are not ranges, ranges
+# past the file's end or across a segment boundary, and pieces that start before the end of `.part`
+# (already appended, or an append cut short: `.part` still holds a correct prefix).
+seg_prepare() {
+    local i=$1 part=$2 have f r s e
+    local -a files=("$part".*-*)
+    [ -e "${files[0]}" ] || return 0
+    if ! segmentable "$i"; then rm -f -- "${files[@]}"; return 0; fi
+    seg_layout "$i"
+    fsize "$part"; have=$REPLY
+    for f in "${files[@]}"; do
+        r=${f##*.}; s=${r%%-*}; e=${r#*-}
+        if ! is_uint "$s" || ! is_uint "$e" || [ "$s" -lt "$have" ] || [ "$e" -lt "$s" ] ||
+            [ "$e" -ge "${M_SIZE[$i]}" ] || [ $((s / SEG_SIZE)) != $((e / SEG_SIZE)) ]; then
+            rm -f -- "$f"
+        fi
+    done
+}
+
+# seg_resolve i url: where the segments are fetched. Redirects are walked once with HEAD (with the token
+# on token hosts only), so the segments go straight to the CDN instead of through the Hub each time.
+# Sets GET_URL, SEG_AUTH (send the token), SEG_CRED (send the URL's user:password), SEG_LOC (follow
+# redirects), FETCH_RC=0; or an error in HTTP_CODE / FETCH_RC (token hosts only: elsewhere a HEAD that
+# fails, e.g. on a URL presigned for GET, just leaves the GETs to tell).
+seg_resolve() {
+    local i=$1 url=$2 head code hops=0 tok=0 nxt
+    GET_URL=$url SEG_AUTH=0 SEG_CRED=1 SEG_LOC=1 HTTP_CODE=000 FETCH_RC=0
+    token_for "$url" && tok=1
+    while :; do
+        head=$( { curl_cfg "$tok" "$i" "$SEG_CRED"; url_cfg "$GET_URL"; } |
+            curl -sS -I -K - -o /dev/null -w '%{http_code} %{redirect_url}' --connect-timeout "$CONNECT_TIMEOUT" \
+                --max-time 60 -A comfyfleet-provision/1 2>>"$WORK/err.$i")
+        code=${head%% *}
+        case "$code" in
+            2??) [ "$tok" = 1 ] && { SEG_AUTH=1; SEG_LOC=0; }; return 0 ;;
+            3??)
+                nxt=${head#* }
+                hops=$((hops + 1))
+                if [ -z "$nxt" ] || [ "$hops" -gt 8 ]; then
+                    [ "$tok" = 1 ] && { HTTP_CODE=$code; FETCH_RC=99; }
+                    return 0
+                fi
+                GET_URL=$nxt SEG_CRED=0
+                token_for "$GET_URL" || tok=0 ;;
+            000|"") HTTP_CODE=000; FETCH_RC=7; return 0 ;;
+            *) [ "$tok" = 1 ] && { HTTP_CODE=$code; FETCH_RC=22; }; return 0 ;;
+        esac
+    done
+}
+
+seg_cfg() { # i part range...: the worker's curl config on stdout (a pipe: nothing in argv or on disk)
+    local i=$1 part=$2 r s e n=0
+    shift 2
+    for r; do
+        s=${r%%-*}; e=${r#*-}
+        [ "$n" = 0 ] || printf 'next\n'
+        n=1
+        printf 'fail\ngloboff\nconnect-timeout = %s\nspeed-limit = 1024\nspeed-time = %s\nuser-agent = "comfyfleet-provision/1"\n' \
+            "$CONNECT_TIMEOUT" "$STALL_TIMEOUT"
+        [ "$SEG_LOC" = 1 ] && printf 'location\nmax-redirs = 10\n'
+        curl_cfg "$SEG_AUTH" "$i" "$SEG_CRED"
+        url_cfg "$GET_URL"
+        cfg_str "$part.$r"
+        printf 'output = %s\nrange = "%s"\nmax-filesize = %s\nwrite-out = "%s %%{http_code} %%{size_download}\\n"\n' \
+            "$REPLY" "$r" $((e - s + 1)) "$r"
+    done
+}
+
+# seg_worker i w part url: fetch the ranges in $WORK/todo.$i.$w in order, one curl per attempt, retrying
+# with backoff. Exit 0 when all are on disk; else "code<TAB>kind<TAB>retryable<TAB>message" goes to
+# $WORK/segerr.$i.$w (kind "norange": the server ignores Range) and the exit status is 1.
+seg_worker() {
+    local i=$1 w=$2 part=$3 url=$4 jn fails=0 delay=$BACKOFF r s e len f st sz rc failed gained need reason
+    local errf="$WORK/segerr.$i.$w" wo="$WORK/wo.$i.$w" resolved=$SEG_RESOLVED
+    local -a todo=() left=()
+    local -A status=()
+    mapfile -t todo <"$WORK/todo.$i.$w"
+    jstr "${M_NAME[$i]}"; jn=$REPLY
+    while [ ${#todo[@]} -gt 0 ]; do
+        : >"$wo"
+        # The parent resolved the redirects once for all connections; a retry resolves them again (a
+        # signed CDN URL may have expired).
+        if [ "$resolved" = 1 ]; then FETCH_RC=0 HTTP_CODE=000; else seg_resolve "$i" "$url"; fi
+        resolved=0
+        rc=$FETCH_RC failed=$HTTP_CODE
+        if [ "$rc" = 0 ]; then
+            seg_cfg "$i" "$part" "${todo[@]}" | curl -sS --fail-early -K - -A comfyfleet-provision/1 >"$wo" 2>>"$WORK/err.$i.$w"
+            rc=$? failed=""
+        fi
+        # What arrived: the write-out line of each finished transfer says its status and byte count.
+        status=()
+        while read -r r st sz; do status[$r]="$st $sz"; done <"$wo"
+        left=() gained=0 need=0
+        for r in "${todo[@]}"; do
+            s=${r%%-*}; e=${r#*-}; len=$((e - s + 1)); f="$part.$r"; st=${status[$r]:-}
+            if [ "$st" = "206 $len" ]; then gained=$((gained + len)); continue; fi  # (maybe appended already)
+            [ -n "$st" ] && [ -z "$failed" ] && failed=${st%% *}
+            if [ -f "$f" ]; then
+                fsize "$f"; sz=$REPLY
+                if [ "$sz" = "$len" ]; then gained=$((gained + len)); continue; fi
+                if [ "${st%% *}" = 206 ] && [ "$sz" -gt 0 ] && [ "$sz" -lt "$len" ]; then
+                    # keep what arrived as a complete piece; fetch only the rest
+                    mv -f -- "$f" "$part.$s-$((s + sz - 1))"
+                    gained=$((gained + sz)) s=$((s + sz))
+                else
+                    rm -f -- "$f"
+                fi
+            fi
+            left+=("$s-$e")
+            need=$((need + e - s + 1))
+        done
+        todo=(${left[@]+"${left[@]}"})
+        [ ${#todo[@]} -gt 0 ] || return 0
+        case "${failed:-000}" in
+            200) printf '0\tnorange\tfalse\tthe server ignores Range\n' >"$errf"; return 1 ;;
+            416) printf '0\tnorange\tfalse\tthe server refused a range (HTTP 416)\n' >"$errf"; return 1 ;;
+            401|403)
+                if [ "$GET_URL" = "$url" ]; then
+                    refused_msg "$i" "$url" "$failed"
+                    printf '%s\tneeds_hf_token\tfalse\t%s\n' "$E_TOKEN" "$REPLY" >"$errf"; return 1
+                fi
+                reason="HTTP $failed from the redirect target (its signed URL may have expired)" ;;
+            404|410)
+                printf '%s\tnot_found\tfalse\t%s\n' "$E_DOWNLOAD" "${M_NAME[$i]}: not found at its URL (HTTP $failed)" >"$errf"
+                return 1 ;;
+            *)
+                if [ "$rc" = 63 ]; then
+                    printf '0\tnorange\tfalse\tthe server ignores Range\n' >"$errf"; return 1
+                fi
+                if [ "$rc" = 23 ]; then
+                    local free_kb
+                    free_kb=$(df -Pk -- "$(dirname -- "$part")" 2>/dev/null | awk 'NR==2 {print $4}')
+                    if is_uint "${free_kb:-}" && [ "$free_kb" -lt $((need / 1024 + 1)) ]; then
+                        printf '%s\tdisk_full\tfalse\t%s\n' "$E_DISK" \
+                            "${M_NAME[$i]}: disk full while downloading ($((free_kb * 1024)) bytes free); the pieces are kept for resuming" >"$errf"
+                        return 1
+                    fi
+                fi
+                reason="$(tail -n 1 "$WORK/err.$i.$w" 2>/dev/null) (exit $rc, HTTP ${failed:-000})" ;;
+        esac
+        if [ "$gained" -gt 0 ]; then fails=0 delay=$BACKOFF; else fails=$((fails + 1)); fi
+        if [ "$fails" -ge "$RETRIES" ]; then
+            printf '%s\tdownload_failed\ttrue\t%s\n' "$E_DOWNLOAD" \
+                "${M_NAME[$i]}: download failed after $fails attempts without progress: $reason" >"$errf"
+            return 1
+        fi
+        jstr "$reason"
+        emit "{\"event\":\"retry\",\"file\":$jn,\"offset\":${todo[0]%%-*},\"attempt\":$fails,\"connection\":$w,\"reason\":$REPLY}"
+        if [ "$fails" -gt 0 ]; then
+            sleep "$delay" 2>/dev/null || sleep 1
+            delay=$(awk -v d="$delay" 'BEGIN{d=d*2; if (d>30) d=30; print d}')
+        fi
+    done
+    return 0
+}
+
+seg_join() { # part: append every complete piece that starts at SEG_HAVE (.part's size); 1 on a write error
+    local part=$1 f r e
+    while piece_at "$part" "$SEG_HAVE"; [ -n "$REPLY" ]; do
+        f=$REPLY; r=${f##*.}; e=${r#*-}
+        fsize "$f"
+        [ "$REPLY" = $((e - SEG_HAVE + 1)) ] || return 0
+        cat -- "$f" >>"$part" 2>>"$WORK/err.join.$BASHPID" || return 1
+        rm -f -- "$f"
+        SEG_HAVE=$((e + 1))
+    done
+    return 0
+}
+
+# seg_fetch i part W -> 0 when .part holds the whole file; 3 when the server ignores Range (pieces
+# removed: fetch with one connection); else an exit code (error reported).
+seg_fetch() {
+    local i=$1 part=$2 W=$3 w k s e f r sz have n=0 jn alive pid t0 t1 b0 b1 rate bad="" line
+    local -a pids=()
+    jstr "${M_NAME[$i]}"; jn=$REPLY
+    seg_layout "$i"
+    fsize "$part"; have=$REPLY
+    for ((w = 0; w < W; w++)); do : >"$WORK/todo.$i.$w"; rm -f -- "$WORK/segerr.$i.$w"; done
+    # What is missing, per segment: from its first byte not on disk (a piece left by a dropped run is
+    # complete up to its size), dealt round-robin to the workers.
+    for ((k = have / SEG_SIZE; k < SEG_N; k++)); do
+        s=$((k * SEG_SIZE)); [ "$s" -ge "$have" ] || s=$have
+        e=$(((k + 1) * SEG_SIZE - 1)); [ "$e" -lt "${M_SIZE[$i]}" ] || e=$((M_SIZE[i] - 1))
+        while piece_at "$part" "$s"; [ -n "$REPLY" ]; do
+            f=$REPLY; r=${f##*.}; r=${r#*-}
+            fsize "$f"; sz=$REPLY
+            if [ "$r" -le "$e" ] && [ "$sz" = $((r - s + 1)) ]; then s=$((r + 1)); continue; fi
+            if [ "$r" -le "$e" ] && [ "$sz" -gt 0 ] && [ "$sz" -lt $((r - s + 1)) ]; then
+                mv -f -- "$f" "$part.$s-$((s + sz - 1))"; s=$((s + sz))
+            else
+                rm -f -- "$f"
+            fi
+            break
+        done
+        [ "$s" -le "$e" ] || continue
+        printf '%s-%s\n' "$s" "$e" >>"$WORK/todo.$i.$((n % W))"
+        n=$((n + 1))
+    done
+    [ "$n" -lt "$W" ] && { conn_give $((W - n)); W=$n; }
+    SEG_USED=$W SEG_HAVE=$have SEG_RESOLVED=0
+    if [ "$W" -gt 0 ]; then seg_resolve "$i" "${M_URL[$i]}"; [ "$FETCH_RC" = 0 ] && SEG_RESOLVED=1; fi
+    for ((w = 0; w < W; w++)); do
+        seg_worker "$i" "$w" "$part" "${M_URL[$i]}" &
+        pids+=($!)
+    done
+    now_us; t0=$REPLY
+    part_bytes "$part"; b0=$REPLY
+    while :; do
+        if ! seg_join "$part"; then bad=join; break; fi
+        alive=0
+        for pid in ${pids[@]+"${pids[@]}"}; do kill -0 "$pid" 2>/dev/null && alive=$((alive + 1)); done
+        for ((w = 0; w < W; w++)); do [ -s "$WORK/segerr.$i.$w" ] && { bad=$w; break; }; done
+        [ -z "$bad" ] || break
+        [ "$alive" -gt 0 ] || break
+        now_us; t1=$REPLY
+        if [ $((t1 - t0)) -ge "$PROGRESS_US" ]; then
+            part_bytes "$part"; b1=$REPLY
+            rate=$(( (b1 - b0) * 1000000 / (t1 - t0) ))
+            emit "{\"event\":\"progress\",\"file\":$jn,\"bytes\":$b1,\"total\":${M_SIZE[$i]},\"rate\":$rate,\"connections\":$alive}"
+            t0=$t1 b0=$b1
+        fi
+        nap 0.1
+    done
+    if [ -n "$bad" ]; then
+        for pid in ${pids[@]+"${pids[@]}"}; do kill_tree "$pid"; kill -TERM "$pid" 2>/dev/null; done
+    fi
+    for pid in ${pids[@]+"${pids[@]}"}; do wait "$pid" 2>/dev/null; done
+    conn_give "$W"
+    if [ "$bad" = join ]; then
+        model_error "$i" $E_DISK disk_full false \
+            "${M_NAME[$i]}: cannot append a segment to the partial file (disk full?): $(tail -n 1 "$WORK"/err.join.* 2>/dev/null)"
+        return $E_DISK
+    fi
+    if [ -n "$bad" ]; then
+        IFS=$'\t' read -r k r s line <"$WORK/segerr.$i.$bad"
+        if [ "$r" = norange ]; then
+            rm -f -- "$part".*-*
+            return 3
+        fi
+        model_error "$i" "$k" "$r" "$s" "$line"
+        return "$k"
+    fi
+    seg_join "$part" || { model_error "$i" $E_DISK disk_full false "${M_NAME[$i]}: cannot append a segment to the partial file (disk full?)"; return $E_DISK; }
+    rm -f -- "$part".*-*  # strays (a piece that overlaps one already appended)
+    fsize "$part"
+    [ "$REPLY" = "${M_SIZE[$i]}" ] && return 0
+    model_error "$i" $E_DOWNLOAD download_failed true "${M_NAME[$i]}: segments missing after every connection finished ($REPLY of ${M_SIZE[$i]} bytes)"
+    return $E_DOWNLOAD
+}
+
+# fetch_bytes i part -> 0 when .part holds the whole file; else an exit code (error reported). Takes its
+# connections from the run's budget and gives them back; sets DL_CONNS (connections used).
+fetch_bytes() {
+    local i=$1 part=$2 want=1 jn rc
+    if segmentable "$i" && [ "$SEG_NORANGE" = 0 ]; then
+        seg_layout "$i"
+        want=$CONNECTIONS
+        [ "$SEG_N" -lt "$want" ] && want=$SEG_N
+        conn_take "$want"
+        SEG_USED=$REPLY
+        seg_fetch "$i" "$part" "$REPLY"; rc=$?  # gives its connections back
+        DL_CONNS=$SEG_USED
+        [ "$rc" = 3 ] || return "$rc"
+        SEG_NORANGE=1
+        jstr "${M_NAME[$i]}"; jn=$REPLY
+        fsize "$part"
+        emit "{\"event\":\"retry\",\"file\":$jn,\"offset\":$REPLY,\"attempt\":0,\"reason\":\"the server ignores Range requests: one connection\"}"
+    fi
+    conn_take 1
+    DL_CONNS=1
+    download "$i" "$part"; rc=$?
+    conn_give 1
+    return "$rc"
+}
+
+# use_fallback i: after the file's source failed (FALLBACK_REASON), switch to its fallback source, if any.
+use_fallback() {
+    local i=$1 jn
+    [ -n "${M_FB_URL[$i]}" ] && [ -n "${FALLBACK_REASON:-}" ] || return 1
+    jstr "${M_NAME[$i]}"; jn=$REPLY
+    jstr "${FALLBACK_REASON:-the first source failed}"
+    emit "{\"event\":\"fallback\",\"file\":$jn,\"folder\":${M_JFOLDER[$i]},\"reason\":$REPLY}"
+    M_URL[$i]=${M_FB_URL[$i]} M_CRED[$i]=${M_FB_CRED[$i]} M_FB_URL[$i]="" M_FB_CRED[$i]="" FALLBACK_REASON=""
+    SEG_NORANGE=0
+    return 0
 }
 
 # Streaming hash: a follower reads the .part as curl appends to it (resume appends to the same inode),
@@ -542,31 +939,43 @@ fetch_model() {
         emit "{\"event\":\"invalid\",\"file\":$jn,\"reason\":$REPLY}"
         rm -f -- "$dest" "$dir/.$name.verified"
     fi
-    fsize "$part"
+    seg_prepare "$i" "$part"
+    part_bytes "$part"
     emit "{\"event\":\"start\",\"file\":$jn,\"folder\":${M_JFOLDER[$i]},\"offset\":$REPLY,\"total\":${M_SIZE[$i]}}"
     now_us; t0=$REPLY
-    local owner=$BASHPID pre
+    local owner=$BASHPID pre tb
+    SEG_NORANGE=0 DL_CONNS=1 FALLBACK_REASON=""
     while :; do
         PART_RESET=0
+        seg_prepare "$i" "$part"
         hash_start "$i" "$part" "$owner"
-        download "$i" "$part"; rc=$?
+        FB_ARMED=1
+        fetch_bytes "$i" "$part"; rc=$?
+        FB_ARMED=0
+        now_us; tb=$REPLY  # the last byte is on disk: what follows is the hash catching up + verification
         pre=""
         if [ "$rc" = 0 ] && [ "$PART_RESET" = 0 ]; then hash_collect "$i"; pre=$REPLY; fi
         hash_stop
-        [ "$rc" = 0 ] || return
+        if [ "$rc" != 0 ]; then
+            use_fallback "$i" && { tries=0; continue; }
+            return
+        fi
         if verify "$part" "$i" "$pre"; then
             mv -f -- "$part" "$dest" || { model_error "$i" $E_DOWNLOAD io false "$name: rename failed"; return; }
             write_sidecar "$i" "$dest"
             fsize "$dest"; bytes=$REPLY
             now_us; t1=$REPLY
             secs=$(( (t1 - t0) / 1000 ))
-            emit "{\"event\":\"done\",\"file\":$jn,\"folder\":${M_JFOLDER[$i]},\"bytes\":$bytes,\"sha256\":\"$VERIFIED_SHA\",\"ms\":$secs,\"rate\":$(( bytes * 1000 / (secs > 0 ? secs : 1) ))}"
+            emit "{\"event\":\"done\",\"file\":$jn,\"folder\":${M_JFOLDER[$i]},\"bytes\":$bytes,\"sha256\":\"$VERIFIED_SHA\",\"ms\":$secs,\"rate\":$(( bytes * 1000 / (secs > 0 ? secs : 1) )),\"connections\":$DL_CONNS,\"verify_ms\":$(( (t1 - tb) / 1000 ))}"
             record model done "$name" "$bytes" 0 "$VERIFIED_SHA"
             return
         fi
         rm -f -- "$part"
         if [ "$tries" -ge 1 ]; then
+            FB_ARMED=1
             model_error "$i" $E_VERIFY verification_failed false "$name: verification failed twice: $VERIFY_ERR"
+            FB_ARMED=0
+            use_fallback "$i" && { tries=0; continue; }
             return
         fi
         tries=1
@@ -650,7 +1059,7 @@ install_nodes() {
 # --- main ---------------------------------------------------------------------------------------
 now_us; T_START=$REPLY
 jstr "$COMFY_DIR"
-emit "{\"event\":\"begin\",\"pid\":$$,\"version\":1,\"comfy_dir\":$REPLY,\"tool\":\"$TOOL\",\"parallel\":$PARALLEL,\"models\":${#M_NAME[@]},\"nodes\":${#N_NAME[@]}}"
+emit "{\"event\":\"begin\",\"pid\":$$,\"version\":1,\"comfy_dir\":$REPLY,\"tool\":\"$TOOL\",\"parallel\":$PARALLEL,\"connections\":$CONNECTIONS,\"max_connections\":$MAX_CONNECTIONS,\"models\":${#M_NAME[@]},\"nodes\":${#N_NAME[@]}}"
 
 TODO=()
 NEED=0
@@ -664,7 +1073,7 @@ for i in "${!M_NAME[@]}"; do
     fi
     TODO+=("$i")
     if [ ! -f "$MODELS/${M_FOLDER[$i]}/${M_NAME[$i]}" ]; then
-        fsize "$MODELS/${M_FOLDER[$i]}/${M_NAME[$i]}.part"
+        part_bytes "$MODELS/${M_FOLDER[$i]}/${M_NAME[$i]}.part"  # with the pieces of a segmented download
         if [ "$REPLY" -lt "${M_SIZE[$i]}" ]; then
             NEED=$((NEED + M_SIZE[i] - REPLY))
             # Per filesystem: a model folder may be a symlink to another disk (a volume, a bigger mount).
@@ -700,6 +1109,7 @@ if [ "${#N_NAME[@]}" -gt 0 ]; then
     NODES_PID=$!
 fi
 
+conn_init
 running_downloads() {
     REPLY=$(jobs -rp | wc -l)
     if [ -n "$NODES_PID" ] && kill -0 "$NODES_PID" 2>/dev/null; then REPLY=$((REPLY - 1)); fi
@@ -711,6 +1121,7 @@ for i in "${TODO[@]}"; do
     fetch_model "$i" &
 done
 wait
+[ -n "$CONNFD" ] && exec {CONNFD}>&- {TAKEFD}>&-  # a ComfyUI started by the restart below must not inherit them
 
 # --- restart ComfyUI when custom nodes changed --------------------------------------------------
 RESTARTED=false

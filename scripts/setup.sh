@@ -8,7 +8,7 @@ want_test=0
 [ "${1:-}" = "--test" ] && want_test=1
 
 # System tools: git and curl run on the (simulated) instances during provisioning; the tests also need a
-# real OpenSSH server, ffprobe and aria2.
+# real OpenSSH server, ffprobe, aria2 and a PostgreSQL server (started and stopped by the tests themselves).
 need=()
 command -v git >/dev/null 2>&1 || need+=(git)
 command -v curl >/dev/null 2>&1 || need+=(curl)
@@ -16,6 +16,7 @@ if [ "$want_test" = 1 ]; then
   [ -x /usr/sbin/sshd ] || need+=(openssh-server openssh-client)
   command -v ffprobe >/dev/null 2>&1 || need+=(ffmpeg)
   command -v aria2c >/dev/null 2>&1 || need+=(aria2)
+  compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null || need+=(postgresql)
 fi
 if [ ${#need[@]} -gt 0 ]; then
   SUDO=""; [ "$(id -u)" = 0 ] || SUDO="sudo"

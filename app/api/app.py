@@ -1,16 +1,17 @@
 """The HTTP API: `create_app(services)` builds the FastAPI app (OpenAPI at /docs).
 
-Auth: when `API_TOKEN` is set, every route needs `Authorization: Bearer <token>` except the probes
-(/healthz, /readyz), the API docs (/docs, /openapi.json: the schema is not a secret) and the local store's
-/files route, whose keys are unguessable content hashes (anyone holding a result URL may fetch it, which is
-what a result URL is for). Bad input answers 422 (413 for oversize images) with the offending field named,
-and creates no job.
+Auth (`app.api.auth`): when API_TOKEN or API_TOKENS is set, every route needs a token
+(`Authorization: Bearer <token>` or `X-API-Key: <token>`) except the probes (/healthz, /readyz), the API docs
+(/docs, /openapi.json: the schema is not a secret) and the local store's /files route, whose keys are
+unguessable content hashes (anyone holding a result URL may fetch it, which is what a result URL is for).
+A token over its request rate or daily spend gets 429. Bad input answers 422 (413 for oversize images)
+with the offending field named, and creates no job. Every error status a route can answer is in the
+OpenAPI schema with its body (`ErrorBody`), so clients (and the fuzzing test) can rely on it.
 """
 
 from __future__ import annotations
 
 import asyncio
-import hmac
 import json
 import logging
 import re
@@ -19,12 +20,18 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import APIRouter, Depends, FastAPI, Header, HTTPException, Query, Request
+from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse, Response, StreamingResponse
+from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy import text
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from app.api.auth import Refused, TokenGate
 from app.api.groups import group_router, install_handlers
-from app.api.schemas import ErrorBody, GenerateVideoRequest, JobList, JobView
+from app.api.schemas import MAX_LIST_OFFSET, ErrorBody, GenerateVideoRequest, JobList, JobView
+from app.config import ApiToken
 from app.errors import ComfyfleetError, ValidationError
 from app.jobs.metrics import CONTENT_TYPE
 from app.jobs.models import Job, JobState
@@ -94,10 +101,35 @@ def _field_of(loc: tuple[Any, ...]) -> str:
     return out or "body"
 
 
+_ERROR = {"model": ErrorBody}
+_BEARER = HTTPBearer(auto_error=False, description="`Authorization: Bearer <token>`")
+_API_KEY = APIKeyHeader(name="X-API-Key", auto_error=False, description="`X-API-Key: <token>`")
+
+
+def _errors_are_error_body(schema: dict[str, Any]) -> dict[str, Any]:
+    """Every 422 in the schema is documented as what the handler really sends (`ErrorBody`), not
+    FastAPI's default shape, so a client validating responses against the schema is not misled."""
+    for ops in schema.get("paths", {}).values():
+        for op in ops.values():
+            resp = op.get("responses", {}).get("422")
+            if resp is not None:
+                resp["content"] = {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorBody"}}}
+    components = schema.setdefault("components", {}).setdefault("schemas", {})
+    if "ErrorBody" not in components:
+        body = ErrorBody.model_json_schema(ref_template="#/components/schemas/{model}")
+        components.update(body.pop("$defs", {}))
+        components["ErrorBody"] = body
+    text_schema = json.dumps(schema)
+    for unused in ("HTTPValidationError", "ValidationError"):
+        if f'"#/components/schemas/{unused}"' not in text_schema:
+            components.pop(unused, None)
+    return schema
+
+
 def create_app(services: Services, *, manage_lifecycle: bool = True) -> FastAPI:
     settings = services.settings
-    token = settings.api_token.get_secret_value() if settings.api_token else None
-    if not token:
+    gate = TokenGate.from_settings(settings)  # ConfigError on malformed API_TOKENS: refuse to start
+    if not gate.enabled:
         log.warning("API_TOKEN is not set: the API accepts requests without authentication")
 
     @asynccontextmanager
@@ -120,14 +152,39 @@ def create_app(services: Services, *, manage_lifecycle: bool = True) -> FastAPI:
     app.state.services = services
     app.add_middleware(BodyLimit, limit=services.intake.max_bytes * 4 // 3 + BODY_OVERHEAD_BYTES)
 
-    async def require_token(authorization: str | None = Header(None)) -> None:
-        if not token:
-            return
-        scheme, _, given = (authorization or "").partition(" ")
-        if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), token.encode()):
-            raise HTTPException(401, "missing or wrong bearer token", headers={"WWW-Authenticate": "Bearer"})
+    async def caller(
+        bearer: HTTPAuthorizationCredentials | None = Depends(_BEARER),
+        api_key: str | None = Depends(_API_KEY),
+    ) -> ApiToken | None:
+        """The calling token (None when the API is open), counted against its request rate."""
+        token = gate.authenticate(bearer.credentials if bearer else None, api_key)
+        await gate.check_rate(token)
+        return token
+
+    async def within_budget(token: ApiToken | None = Depends(caller)) -> ApiToken | None:
+        """For routes that create jobs: the token has not reached its daily spend limit."""
+        await gate.check_budget(token, services.repo.spend_since)
+        return token
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            app.openapi_schema = _errors_are_error_body(
+                get_openapi(
+                    title=app.title,
+                    version=app.version,
+                    description=app.description,
+                    routes=app.routes,
+                )
+            )
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
 
     # --- errors ------------------------------------------------------------------------------------
+    @app.exception_handler(Refused)
+    async def _refused(_req: Request, exc: Refused) -> JSONResponse:
+        return JSONResponse({"detail": exc.message}, status_code=exc.status, headers=exc.headers)
+
     @app.exception_handler(RequestValidationError)
     async def _request_invalid(_req: Request, exc: RequestValidationError) -> JSONResponse:
         errors = [
@@ -136,6 +193,16 @@ def create_app(services: Services, *, manage_lifecycle: bool = True) -> FastAPI:
         ]
         detail = "; ".join(f"{e['field']}: {e['message']}" for e in errors)
         return JSONResponse({"detail": detail, "errors": errors}, status_code=422)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(req: Request, exc: StarletteHTTPException) -> Response:
+        if exc.status_code == 400 and isinstance(exc.__cause__, UnicodeDecodeError):
+            # FastAPI's "There was an error parsing the body": bytes that are not UTF-8 text at all
+            message = "not valid JSON: the body is not UTF-8 text"
+            return JSONResponse(
+                {"detail": f"body: {message}", "errors": [{"field": "body", "message": message}]}, 422
+            )
+        return await http_exception_handler(req, exc)
 
     @app.exception_handler(BodyTooLarge)
     async def _body_too_large(_req: Request, exc: BodyTooLarge) -> JSONResponse:
@@ -178,7 +245,7 @@ def create_app(services: Services, *, manage_lifecycle: bool = True) -> FastAPI:
         }
         return JSONResponse(body, status_code=200 if not problems else 503)
 
-    api = APIRouter(dependencies=[Depends(require_token)])
+    api = APIRouter(dependencies=[Depends(caller)], responses={401: _ERROR, 429: _ERROR})
 
     def view(request: Request, job: Job, position: int | None) -> dict[str, Any]:
         out = job.to_public(position)
@@ -197,11 +264,14 @@ def create_app(services: Services, *, manage_lifecycle: bool = True) -> FastAPI:
         "/vastai/generate-video",
         status_code=202,
         response_model=JobView,
-        responses={200: {"model": JobView}, 413: {"model": ErrorBody}, 422: {"model": ErrorBody}},
+        responses={200: {"model": JobView}, 413: _ERROR, 422: _ERROR},
         tags=["jobs"],
     )
     async def generate_video(
-        body: GenerateVideoRequest, request: Request, prefer: str | None = Header(None)
+        body: GenerateVideoRequest,
+        request: Request,
+        prefer: str | None = Header(None),
+        token: ApiToken | None = Depends(within_budget),
     ) -> JSONResponse:
         """Start a job. 202 with `job_id` and `status_url`; with `wait` (or `Prefer: wait=N`) the response
         is held until the job ends or the wait runs out (200 when it ended)."""
@@ -223,6 +293,7 @@ def create_app(services: Services, *, manage_lifecycle: bool = True) -> FastAPI:
             workflow=body.workflow,
             webhook_url=body.webhook_url,
             reuse_cached=body.reuse_cached,
+            submitted_by=token.name if token else None,
         )
         wait_s = 0.0
         if body.wait is True:
@@ -238,12 +309,12 @@ def create_app(services: Services, *, manage_lifecycle: bool = True) -> FastAPI:
         out = await full_view(request, job)
         return JSONResponse(out, status_code=status, headers={"Location": out["status_url"]})
 
-    @api.get("/jobs/{job_id}", response_model=JobView, name="get_job", tags=["jobs"])
+    @api.get("/jobs/{job_id}", response_model=JobView, name="get_job", tags=["jobs"], responses={404: _ERROR})
     async def get_job(job_id: str, request: Request) -> dict[str, Any]:
         job = await services.repo.require(job_id)
         return await full_view(request, job)
 
-    @api.delete("/jobs/{job_id}", response_model=JobView, tags=["jobs"])
+    @api.delete("/jobs/{job_id}", response_model=JobView, tags=["jobs"], responses={404: _ERROR})
     async def cancel_job(job_id: str, request: Request) -> dict[str, Any]:
         """Cancel: the prompt is removed from (or interrupted on) the GPU, then the job is `cancelled`."""
         await services.repo.require(job_id)
@@ -255,7 +326,7 @@ def create_app(services: Services, *, manage_lifecycle: bool = True) -> FastAPI:
         request: Request,
         state: list[JobState] | None = Query(None, description="Only jobs in these states"),
         limit: int = Query(50, ge=1, le=500),
-        offset: int = Query(0, ge=0),
+        offset: int = Query(0, ge=0, le=MAX_LIST_OFFSET),
     ) -> dict[str, Any]:
         jobs = await services.repo.list(
             states=[s.value for s in state] if state else None, limit=limit, offset=offset
@@ -268,7 +339,13 @@ def create_app(services: Services, *, manage_lifecycle: bool = True) -> FastAPI:
                 o["result"] = result
         return {"jobs": out}
 
-    @api.get("/jobs/{job_id}/events", name="job_events", tags=["jobs"], response_class=StreamingResponse)
+    @api.get(
+        "/jobs/{job_id}/events",
+        name="job_events",
+        tags=["jobs"],
+        response_class=StreamingResponse,
+        responses={404: _ERROR},
+    )
     async def job_events(job_id: str, request: Request) -> StreamingResponse:
         """Server-Sent Events: a `snapshot`, then `progress` events, then one `end` with the final job."""
         await services.repo.require(job_id)
@@ -308,7 +385,11 @@ def create_app(services: Services, *, manage_lifecycle: bool = True) -> FastAPI:
 
     app.include_router(api)
     # stories, batches, fleet (app.api.groups): same token, jobs rendered as GET /jobs/{id} does
-    app.include_router(group_router(services, full_view), dependencies=[Depends(require_token)])
+    app.include_router(
+        group_router(services, full_view, within_budget),
+        dependencies=[Depends(caller)],
+        responses={401: _ERROR, 429: _ERROR},
+    )
     install_handlers(app)
     for router in services.routers:
         app.include_router(router)

@@ -11,9 +11,10 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, create_model
 
-from app.api.schemas import GenerateVideoRequest, JobError, JobView
+from app.api.schemas import EXAMPLE_IMAGE_BASE64, GenerateVideoRequest, JobError, JobView
 
-STRICT = ConfigDict(extra="forbid", strict=True)
+# as for a generate request: JSON types as documented, unknown fields refused, no NaN or Infinity
+STRICT = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
 
 IMAGE_FIELDS = ("image_url", "image_base64")
 # Fields of a generate request that make no sense per segment: the image is the previous segment's last
@@ -49,7 +50,18 @@ class StoryRequest(_StoryShared):  # type: ignore[misc, valid-type]
     image apply to every segment that does not set its own. `seed` is the story's seed: a segment
     without its own seed uses story seed + its index, so the same story again is a cache hit."""
 
-    model_config = STRICT
+    model_config = ConfigDict(
+        **STRICT,
+        json_schema_extra={
+            "examples": [
+                {
+                    "image_base64": EXAMPLE_IMAGE_BASE64,
+                    "num_frames": 17,
+                    "segments": [{"prompt": "the camera pushes in"}, {"prompt": "the camera pulls back"}],
+                }
+            ]
+        },
+    )
 
     image_url: str | None = Field(None, description="http(s) URL of the start image (public addresses only)")
     image_base64: str | None = Field(None, description="The start image as base64 (a data: URL is fine)")
@@ -92,6 +104,7 @@ class StoryView(BaseModel):
     error: JobError | None = None
     cost_usd: float | None = None
     seed: int | None = None
+    submitted_by: str | None = Field(None, description="Name of the API token that submitted the story")
     created_at: float
     updated_at: float
     finished_at: float | None = None
@@ -106,7 +119,19 @@ class StoryList(BaseModel):
 class BatchRequest(BaseModel):
     """1..N generate requests checked together: one bad request refuses the batch (nothing created)."""
 
-    model_config = STRICT
+    model_config = ConfigDict(
+        **STRICT,
+        json_schema_extra={
+            "examples": [
+                {
+                    "requests": [
+                        {"image_base64": EXAMPLE_IMAGE_BASE64, "prompt": "waves roll in", "num_frames": 17},
+                        {"image_base64": EXAMPLE_IMAGE_BASE64, "prompt": "clouds drift by", "num_frames": 17},
+                    ]
+                }
+            ]
+        },
+    )
 
     requests: list[GenerateVideoRequest] = Field(..., description="Each a normal generate request")
     webhook_url: str | None = Field(
@@ -122,6 +147,7 @@ class BatchView(BaseModel):
     created_at: float
     finished_at: float | None = None
     cost_usd: float = 0.0
+    submitted_by: str | None = Field(None, description="Name of the API token that submitted the batch")
     webhook: dict[str, Any] | None = None
     jobs: list[JobView | dict[str, Any]]
     status_url: str | None = None

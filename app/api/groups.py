@@ -16,10 +16,11 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from fastapi import APIRouter, FastAPI, Header, Query, Request
+from fastapi import APIRouter, Depends, FastAPI, Header, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import ValidationError as PydanticValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from app.api.group_schemas import (
     BatchRequest,
@@ -34,7 +35,8 @@ from app.api.group_schemas import (
     VerifyReport,
 )
 from app.api.images import InputImage
-from app.api.schemas import ErrorBody, GenerateVideoRequest
+from app.api.schemas import MAX_LIST_OFFSET, ErrorBody, GenerateVideoRequest
+from app.config import ApiToken
 from app.errors import ValidationError
 from app.jobs.fleet import FleetConflict, InstanceNotFound
 from app.jobs.groups import GroupNotFound, Story, StoryState, new_batch_id
@@ -49,6 +51,9 @@ _PREFER_WAIT = re.compile(r"(?:^|[;,\s])wait=(\d+(?:\.\d+)?)")
 FETCH_CONCURRENCY = 4  # images of one batch fetched at a time
 
 JobViewFn = Callable[[Request, Job], Awaitable[dict[str, Any]]]
+# The app's dependency for routes that create jobs: the calling token, within its daily spend limit.
+BudgetDep = Callable[..., Awaitable[ApiToken | None]]
+_ERROR = {"model": ErrorBody}
 
 
 @contextmanager
@@ -110,8 +115,9 @@ def _sse(event: str, data: dict[str, Any]) -> str:
     return f"event: {event}\ndata: {json.dumps(data, default=str)}\n\n"
 
 
-def group_router(services: Any, job_view: JobViewFn) -> APIRouter:
-    """The story, batch and fleet routes. `job_view` renders one job as `GET /jobs/{id}` does."""
+def group_router(services: Any, job_view: JobViewFn, within_budget: BudgetDep) -> APIRouter:
+    """The story, batch and fleet routes. `job_view` renders one job as `GET /jobs/{id}` does;
+    `within_budget` is the app's token check for routes that create jobs (the jobs record its name)."""
     router = APIRouter()
     settings = services.settings
     intake = services.intake
@@ -153,6 +159,7 @@ def group_router(services: Any, job_view: JobViewFn) -> APIRouter:
             if result
             else round(sum(float(s.get("cost_usd") or 0.0) for s in out_segments), 6),
             "seed": req.get("seed"),
+            "submitted_by": story.submitted_by,
             "created_at": story.created_at,
             "updated_at": story.updated_at,
             "finished_at": story.finished_at,
@@ -165,7 +172,10 @@ def group_router(services: Any, job_view: JobViewFn) -> APIRouter:
         content_type = request.headers.get("content-type", "")
         upload: InputImage | None = None
         if content_type.startswith("multipart/form-data"):
-            form = await request.form()
+            try:
+                form = await request.form()
+            except StarletteHTTPException as exc:  # Starlette's 400 for a body that does not parse
+                raise ValidationError("body", f"is not valid multipart/form-data ({exc.detail})") from None
             raw_json = form.get("request")
             if not isinstance(raw_json, str):
                 raise ValidationError("request", "the multipart body needs a `request` part holding the JSON")
@@ -207,7 +217,7 @@ def group_router(services: Any, job_view: JobViewFn) -> APIRouter:
         "/vastai/generate-story",
         status_code=202,
         response_model=StoryView,
-        responses={200: {"model": StoryView}, 413: {"model": ErrorBody}, 422: {"model": ErrorBody}},
+        responses={200: {"model": StoryView}, 413: _ERROR, 422: _ERROR},
         tags=["stories"],
         openapi_extra={
             "requestBody": {
@@ -228,7 +238,11 @@ def group_router(services: Any, job_view: JobViewFn) -> APIRouter:
             }
         },
     )
-    async def generate_story(request: Request, prefer: str | None = Header(None)) -> JSONResponse:
+    async def generate_story(
+        request: Request,
+        prefer: str | None = Header(None),
+        token: ApiToken | None = Depends(within_budget),
+    ) -> JSONResponse:
         """Start a story: segment k+1 starts from segment k's last frame; one MP4 of all of them, each
         later segment's first frame dropped. 202 with `story_id`; `wait` holds the response like for jobs."""
         body, upload = await read_story_body(request)
@@ -278,6 +292,7 @@ def group_router(services: Any, job_view: JobViewFn) -> APIRouter:
                 "segments": [{k: v for k, v in s.items() if k != "story_seed"} for s in segments],
             },
             segment_jobs=[None] * n,
+            submitted_by=token.name if token else None,
             state=StoryState.QUEUED.value,
             stage="queued",
         )
@@ -324,18 +339,26 @@ def group_router(services: Any, job_view: JobViewFn) -> APIRouter:
             out.append({"raw_params": pinned, "workflow": wf_name, "story_seed": story_seed})
         return out
 
-    @router.get("/stories/{story_id}", response_model=StoryView, name="get_story", tags=["stories"])
+    @router.get(
+        "/stories/{story_id}",
+        response_model=StoryView,
+        name="get_story",
+        tags=["stories"],
+        responses={404: _ERROR},
+    )
     async def get_story(story_id: str, request: Request) -> dict[str, Any]:
         return await story_view(request, await services.groups.story(story_id))
 
     @router.get("/stories", response_model=StoryList, tags=["stories"])
     async def list_stories(
-        request: Request, limit: int = Query(50, ge=1, le=500), offset: int = Query(0, ge=0)
+        request: Request,
+        limit: int = Query(50, ge=1, le=500),
+        offset: int = Query(0, ge=0, le=MAX_LIST_OFFSET),
     ) -> dict[str, Any]:
         stories = await services.groups.list_stories(limit=limit, offset=offset)
         return {"stories": [await story_view(request, s) for s in stories]}
 
-    @router.delete("/stories/{story_id}", response_model=StoryView, tags=["stories"])
+    @router.delete("/stories/{story_id}", response_model=StoryView, tags=["stories"], responses={404: _ERROR})
     async def cancel_story(story_id: str, request: Request) -> dict[str, Any]:
         """Cancel: the running segment's prompt is stopped on the GPU, later segments are not made."""
         await services.groups.story(story_id)
@@ -343,7 +366,11 @@ def group_router(services: Any, job_view: JobViewFn) -> APIRouter:
         return await story_view(request, story)
 
     @router.get(
-        "/stories/{story_id}/events", name="story_events", tags=["stories"], response_class=StreamingResponse
+        "/stories/{story_id}/events",
+        name="story_events",
+        tags=["stories"],
+        response_class=StreamingResponse,
+        responses={404: _ERROR},
     )
     async def story_events(story_id: str, request: Request) -> StreamingResponse:
         """Server-Sent Events over the whole story: `snapshot`, then `progress` (segment i of n and that
@@ -391,10 +418,12 @@ def group_router(services: Any, job_view: JobViewFn) -> APIRouter:
         "/vastai/generate-video/batch",
         status_code=202,
         response_model=BatchView,
-        responses={413: {"model": ErrorBody}, 422: {"model": ErrorBody}},
+        responses={413: _ERROR, 422: _ERROR},
         tags=["batches"],
     )
-    async def generate_batch(body: BatchRequest, request: Request) -> JSONResponse:
+    async def generate_batch(
+        body: BatchRequest, request: Request, token: ApiToken | None = Depends(within_budget)
+    ) -> JSONResponse:
         """Submit 1..N generate requests at once. Every request is checked first (its image fetched and
         decoded); one bad request answers 422 naming `requests[i].<field>` and creates nothing. The jobs
         spread over the pool; one webhook is sent when the last one ends."""
@@ -457,17 +486,26 @@ def group_router(services: Any, job_view: JobViewFn) -> APIRouter:
                 if image is not None:
                     image.discard()
             raise
+        submitted_by = token.name if token else None
         job_ids = []
         for p in prepared:
-            job = await services.create(p)
+            job = await services.create(p, submitted_by=submitted_by)
             job_ids.append(job.id)
-        batch = await services.groups.create_batch(id=batch_id, job_ids=job_ids, webhook_url=body.webhook_url)
+        batch = await services.groups.create_batch(
+            id=batch_id, job_ids=job_ids, webhook_url=body.webhook_url, submitted_by=submitted_by
+        )
         await services.batches.created(batch.id)
         batch = await services.groups.batch(batch.id)
         out = await batch_view(request, batch)
         return JSONResponse(out, status_code=202, headers={"Location": out["status_url"]})
 
-    @router.get("/batches/{batch_id}", response_model=BatchView, name="get_batch", tags=["batches"])
+    @router.get(
+        "/batches/{batch_id}",
+        response_model=BatchView,
+        name="get_batch",
+        tags=["batches"],
+        responses={404: _ERROR},
+    )
     async def get_batch(batch_id: str, request: Request) -> dict[str, Any]:
         return await batch_view(request, await services.groups.batch(batch_id))
 
@@ -477,12 +515,19 @@ def group_router(services: Any, job_view: JobViewFn) -> APIRouter:
         """Every live instance: state, GPU, $/h, uptime, money spent so far, workflows held, current job."""
         return {"instances": await services.fleet.list(), "simulated": settings.simulated}
 
-    @router.get("/instances/{instance_id}", response_model=InstanceView, tags=["fleet"])
+    @router.get(
+        "/instances/{instance_id}", response_model=InstanceView, tags=["fleet"], responses={404: _ERROR}
+    )
     async def get_instance(instance_id: str) -> dict[str, Any]:
         """One instance, with provisioning progress per model file (bytes done and total, verified)."""
         return await services.fleet.get(instance_id)
 
-    @router.post("/instances/{instance_id}/verify", response_model=VerifyReport, tags=["fleet"])
+    @router.post(
+        "/instances/{instance_id}/verify",
+        response_model=VerifyReport,
+        tags=["fleet"],
+        responses={404: _ERROR, 409: _ERROR, 400: _ERROR, 503: _ERROR},
+    )
     async def verify_instance(
         instance_id: str,
         refetch: bool = Query(False, description="Delete and download again the files that differ"),
@@ -490,7 +535,12 @@ def group_router(services: Any, job_view: JobViewFn) -> APIRouter:
         """Re-hash every model file on the machine (sha256, over SSH) against the pinned hashes."""
         return await services.fleet.verify(instance_id, refetch=refetch)
 
-    @router.delete("/instances/{instance_id}", response_model=DestroyReport, tags=["fleet"])
+    @router.delete(
+        "/instances/{instance_id}",
+        response_model=DestroyReport,
+        tags=["fleet"],
+        responses={404: _ERROR, 409: _ERROR, 400: _ERROR, 503: _ERROR},
+    )
     async def destroy_instance(instance_id: str) -> dict[str, Any]:
         """Destroy the instance; the jobs on it go back to the queue and run elsewhere."""
         return await services.fleet.destroy(instance_id)

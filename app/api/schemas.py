@@ -6,12 +6,39 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+# The largest `offset` a list route takes: beyond any real table, and within what every database's
+# OFFSET accepts (a larger integer would be an error there, not an empty page).
+MAX_LIST_OFFSET = 1_000_000_000
+
+# A 64x48 PNG: the request example in /docs works as it is ("Try it out"), and API fuzzing starts from it.
+EXAMPLE_IMAGE_BASE64 = (
+    "iVBORw0KGgoAAAANSUhEUgAAAEAAAAAwCAIAAAAuKetIAAAAVklEQVR42u3PMQ3AIABFwV/UIKGqmJHQuaqQgwRmDJCQ3Bvfds8cNcn79+yN9l"
+    "3xSy4PAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA4FwLIowYggaW24sAAAAASUVORK5CYII="
+)
+
 
 class GenerateVideoRequest(BaseModel):
     """One image-to-video request. Give exactly one of `image_url` and `image_base64`."""
 
-    # strict: JSON types as documented (no true -> 1.0, no "81" -> 81); unknown fields are refused
-    model_config = ConfigDict(extra="forbid", strict=True)
+    # strict: JSON types as documented (no true -> 1.0, no "81" -> 81); unknown fields are refused;
+    # NaN and Infinity (which Python's JSON parser accepts) are not numbers a render can use
+    model_config = ConfigDict(
+        extra="forbid",
+        strict=True,
+        allow_inf_nan=False,
+        json_schema_extra={
+            "examples": [
+                {"image_base64": EXAMPLE_IMAGE_BASE64, "prompt": "the lighthouse beam sweeps over the waves"},
+                {
+                    "image_base64": EXAMPLE_IMAGE_BASE64,
+                    "prompt": "the camera slowly pushes in",
+                    "num_frames": 33,
+                    "seed": 42,
+                    "wait": False,
+                },
+            ]
+        },
+    )
 
     image_url: str | None = Field(None, description="http(s) URL of the input image (public addresses only)")
     image_base64: str | None = Field(None, description="The input image as base64 (a data: URL is fine)")
@@ -68,6 +95,7 @@ class JobView(BaseModel):
     updated_at: float
     finished_at: float | None = None
     attempts: int = 0
+    submitted_by: str | None = Field(None, description="Name of the API token that submitted the job")
     result: dict[str, Any] | None = None
     error: JobError | None = None
     timings: dict[str, float] = {}

@@ -87,6 +87,7 @@ class BatchManager:
             "created_at": batch.created_at,
             "finished_at": batch.finished_at,
             "cost_usd": round(sum(float(j.cost_usd or 0.0) for j in jobs.values()), 6),
+            "submitted_by": batch.submitted_by,
             "webhook": (
                 {
                     "status": batch.webhook_status,

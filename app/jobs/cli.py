@@ -33,10 +33,12 @@ def serve(
     import uvicorn
 
     from app.api.app import create_app
+    from app.api.auth import check_listen_policy
     from app.jobs.wiring import build_services, describe
     from app.redact import setup_logging
 
     settings = _with(get_settings(), host=host, port=port)
+    check_listen_policy(settings, settings.host)  # before anything starts: no token, no open real provider
     setup_logging(settings.log_level)
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per ComfyUI poll is noise
     _banner(settings, f"serving on http://{settings.host}:{settings.port} (docs at /docs)")

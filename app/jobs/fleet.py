@@ -69,6 +69,8 @@ class Fleet:
         return await self._view(await self._find(instance_id), detail=True)
 
     async def _find(self, instance_id: str) -> Instance:
+        if "\x00" in instance_id:  # never a key; PostgreSQL would refuse the parameter rather than miss
+            raise InstanceNotFound(instance_id)
         member = self.pool.members.get(instance_id)
         if member is not None:
             return member.instance

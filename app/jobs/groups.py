@@ -60,6 +60,8 @@ class Story(Base):
     error_message: Mapped[str | None] = mapped_column(Text, nullable=True)
     error_kind: Mapped[str | None] = mapped_column(String(64), nullable=True)
     cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
+    # the API token's name the story was submitted with; every segment job records it too
+    submitted_by: Mapped[str | None] = mapped_column(String(64), nullable=True)
     created_at: Mapped[float] = mapped_column(Float, default=time.time, index=True)
     updated_at: Mapped[float] = mapped_column(Float, default=time.time)
     finished_at: Mapped[float | None] = mapped_column(Float, nullable=True)
@@ -80,12 +82,24 @@ class Batch(Base):
     webhook_attempts: Mapped[int] = mapped_column(Integer, default=0)
     webhook_next_at: Mapped[float | None] = mapped_column(Float, nullable=True)
     webhook_last_error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    submitted_by: Mapped[str | None] = mapped_column(String(64), nullable=True)  # as on its jobs
     created_at: Mapped[float] = mapped_column(Float, default=time.time, index=True)
     finished_at: Mapped[float | None] = mapped_column(Float, nullable=True)
 
 
 class GroupNotFound(LookupError):
     """No story or batch with that id."""
+
+
+def _storable(group_id: str) -> bool:
+    """Whether `group_id` could be a row's key. PostgreSQL refuses a NUL character in any text parameter
+    (an error, not "no row"), so such an id from a URL is simply not found, on every database."""
+    return "\x00" not in group_id
+
+
+def _text(value: str) -> str:
+    """Free text made storable on every database (PostgreSQL rejects NUL in text): NUL becomes U+FFFD."""
+    return value.replace("\x00", "\ufffd")
 
 
 class GroupRepo:
@@ -104,6 +118,8 @@ class GroupRepo:
         return story
 
     async def story(self, story_id: str) -> Story:
+        if not _storable(story_id):
+            raise GroupNotFound(story_id)
         async with self._sm() as s:
             story = await s.get(Story, story_id)
         if story is None:
@@ -113,7 +129,7 @@ class GroupRepo:
     async def update_story(self, story_id: str, **fields: Any) -> Story:
         """Write fields of a story; a terminal state also sets `finished_at`. Messages are redacted."""
         if fields.get("error_message"):
-            fields["error_message"] = redact(str(fields["error_message"]))[:2000]
+            fields["error_message"] = _text(redact(str(fields["error_message"]))[:2000])
         now = self._clock()
         fields["updated_at"] = now
         if "state" in fields and StoryState(fields["state"]) in STORY_TERMINAL:
@@ -127,6 +143,8 @@ class GroupRepo:
         return story
 
     async def request_story_cancel(self, story_id: str) -> Story:
+        if not _storable(story_id):
+            raise GroupNotFound(story_id)
         async with self._sm() as s, s.begin():
             story = await s.get(Story, story_id)
             if story is None:
@@ -155,6 +173,8 @@ class GroupRepo:
         return batch
 
     async def batch(self, batch_id: str) -> Batch:
+        if not _storable(batch_id):
+            raise GroupNotFound(batch_id)
         async with self._sm() as s:
             batch = await s.get(Batch, batch_id)
         if batch is None:
@@ -186,6 +206,6 @@ class GroupRepo:
 
     async def set_batch_fields(self, batch_id: str, **fields: Any) -> None:
         if fields.get("webhook_last_error"):
-            fields["webhook_last_error"] = redact(str(fields["webhook_last_error"]))[:2000]
+            fields["webhook_last_error"] = _text(redact(str(fields["webhook_last_error"]))[:2000])
         async with self._sm() as s, s.begin():
             await s.execute(update(Batch).where(Batch.id == batch_id).values(**fields))

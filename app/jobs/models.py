@@ -96,11 +96,16 @@ class Job(Base):
     webhook_next_at: Mapped[float | None] = mapped_column(Float, nullable=True)
     webhook_last_error: Mapped[str | None] = mapped_column(Text, nullable=True)
     cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
+    # The name of the API token that submitted the job (never the token); None for local CLI runs.
+    submitted_by: Mapped[str | None] = mapped_column(String(64), nullable=True)
     created_at: Mapped[float] = mapped_column(Float, default=time.time, index=True)
     updated_at: Mapped[float] = mapped_column(Float, default=time.time, onupdate=time.time)
     finished_at: Mapped[float | None] = mapped_column(Float, nullable=True)
 
-    __table_args__ = (Index("ix_jobs_state_created", "state", "created_at"),)
+    __table_args__ = (
+        Index("ix_jobs_state_created", "state", "created_at"),
+        Index("ix_jobs_submitted_by_created", "submitted_by", "created_at"),  # a token's spend today
+    )
 
     @property
     def terminal(self) -> bool:
@@ -121,6 +126,7 @@ class Job(Base):
             "updated_at": self.updated_at,
             "finished_at": self.finished_at,
             "attempts": self.attempts,
+            "submitted_by": self.submitted_by,
             "result": self.result,
             "error": (
                 {"message": self.error_message, "kind": self.error_kind} if self.error_message else None

@@ -34,6 +34,18 @@ class JobNotFound(LookupError):
     pass
 
 
+def _text(value: Any) -> Any:
+    """Free text from elsewhere (an error a server sent) made storable on every database: PostgreSQL
+    rejects NUL in text, so it becomes U+FFFD instead of failing the write that records the error."""
+    return value.replace("\x00", "\ufffd") if isinstance(value, str) else value
+
+
+def _storable(job_id: str) -> bool:
+    """Whether `job_id` could be a row's key at all. PostgreSQL refuses a NUL character in any text
+    parameter (an error, not "no row"), so such an id from a URL is simply not found, on every database."""
+    return "\x00" not in job_id
+
+
 def _defaults() -> dict[str, Any]:
     """A full row of column defaults, so every INSERT has the same shape (one executemany per batch)."""
     out: dict[str, Any] = {}
@@ -264,6 +276,8 @@ class JobRepo:
         return await self._write_planned(plan, _failed_insert, row["id"])
 
     async def get(self, job_id: str) -> Job | None:
+        if not _storable(job_id):
+            return None
         async with self._sm() as s:
             return await s.get(Job, job_id)
 
@@ -326,6 +340,8 @@ class JobRepo:
 
     @staticmethod
     async def _read(conn: AsyncConnection, job_id: str) -> Job:
+        if not _storable(job_id):
+            raise JobNotFound(job_id)
         row = (await conn.execute(_SELECT_ONE, {"_id": job_id})).mappings().first()
         if row is None:
             raise JobNotFound(job_id)
@@ -349,7 +365,7 @@ class JobRepo:
             if target is JobState.SUCCEEDED:
                 values["progress"] = 1.0
         if fields.get("error_message"):
-            fields["error_message"] = redact(str(fields["error_message"]))[:2000]
+            fields["error_message"] = _text(redact(str(fields["error_message"]))[:2000])
         values.update(fields)
         return values
 
@@ -377,6 +393,7 @@ class JobRepo:
 
     async def set_fields(self, job_id: str, **fields: Any) -> None:
         """Update fields regardless of state (webhook bookkeeping after the job ended; tests)."""
+        fields = {k: _text(v) for k, v in fields.items()}
         stmt = _update("plain", tuple(sorted(fields)))
 
         async def op(conn: AsyncConnection) -> None:
@@ -484,10 +501,18 @@ class JobRepo:
         async with self._sm() as s:
             return list((await s.execute(q)).scalars())
 
+    async def spend_since(self, submitted_by: str, since: float) -> float:
+        """GPU cost recorded on the jobs `submitted_by` (an API token's name) created since `since`."""
+        q = select(func.coalesce(func.sum(Job.cost_usd), 0.0)).where(
+            Job.submitted_by == submitted_by, Job.created_at >= since
+        )
+        async with self._sm() as s:
+            return float((await s.execute(q)).scalar_one())
+
     async def record_cleanup(self, **fields: Any) -> None:
         if fields.get("error"):
             fields["error"] = redact(str(fields["error"]))[:2000]
-        row = {"at": self._clock(), **fields}
+        row = {"at": self._clock(), **{k: _text(v) for k, v in fields.items()}}
 
         async def op(conn: AsyncConnection) -> None:
             await conn.execute(insert(CleanupAction.__table__), row)

@@ -149,12 +149,14 @@ class Services:
         webhook_url: str | None = None,
         local_copy: Path | None = None,
         reuse_cached: bool = False,
+        submitted_by: str | None = None,
     ) -> Job:
-        """Validate parameters against the workflow and create the job. Raises ValidationError (no job)."""
+        """Validate parameters against the workflow and create the job. Raises ValidationError (no job).
+        `submitted_by` is the name of the API token that asked (recorded on the job; never the token)."""
         prepared = await self.prepare(
             raw, image, workflow=workflow, webhook_url=webhook_url, reuse_cached=reuse_cached
         )
-        return await self.create(prepared, local_copy=local_copy)
+        return await self.create(prepared, local_copy=local_copy, submitted_by=submitted_by)
 
     def check_params(
         self, raw: dict[str, Any], image_size: tuple[int, int] | None, *, workflow: str | None = None
@@ -208,8 +210,11 @@ class Services:
         request.update(tags or {})
         return PreparedJob(wf.name, request, key, webhook_url, image)
 
-    async def create(self, prepared: PreparedJob, *, local_copy: Path | None = None) -> Job:
-        """Commit the prepared request's image and create (and start) its job."""
+    async def create(
+        self, prepared: PreparedJob, *, local_copy: Path | None = None, submitted_by: str | None = None
+    ) -> Job:
+        """Commit the prepared request's image and create (and start) its job; `submitted_by` names the
+        API token it is created for (a story's segments and a batch's jobs carry the story's or batch's)."""
         path = await asyncio.to_thread(prepared.image.commit, self.intake.inputs_dir)
         request = {**prepared.request, "image_path": str(path)}
         return await self.manager.submit(
@@ -218,6 +223,7 @@ class Services:
             cache_key=prepared.cache_key,
             webhook_url=prepared.webhook_url,
             local_copy=local_copy,
+            submitted_by=submitted_by,
         )
 
 

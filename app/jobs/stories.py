@@ -176,7 +176,7 @@ class StoryManager:
         for i, segment in enumerate(segments):
             stage = f"segment {i + 1} of {n}"
             if jobs[i] is None:
-                job = await self._create_segment(story_id, i, segment, start_image)
+                job = await self._create_segment(story, i, segment, start_image)
                 jobs[i] = job.id
                 await self.groups.update_story(story_id, segment_jobs=list(jobs), stage=stage)
             self._publish(story_id, i, n, {"state": "queued", "stage": "queued", "progress": 0.0})
@@ -205,7 +205,7 @@ class StoryManager:
         await self._stitch(story_id, finished, segments, request, work)
 
     async def _create_segment(
-        self, story_id: str, index: int, segment: dict[str, Any], start_image: Path
+        self, story: Story, index: int, segment: dict[str, Any], start_image: Path
     ) -> Job:
         image = await self.services.intake.from_path(start_image, f"segments[{index}].image")
         prepared = await self.services.prepare(
@@ -213,9 +213,9 @@ class StoryManager:
             image,
             workflow=segment["workflow"],
             drop_first_frames=1 if index > 0 else 0,
-            tags={"story_id": story_id, "story_segment": index},
+            tags={"story_id": story.id, "story_segment": index},
         )
-        return await self.services.create(prepared)
+        return await self.services.create(prepared, submitted_by=story.submitted_by)
 
     async def _follow(self, story_id: str, index: int, n: int, job_id: str) -> Job:
         """Re-publish the segment job's progress as the story's until the job ends; returns it ended."""

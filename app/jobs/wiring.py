@@ -28,6 +28,7 @@ from app.pool.ledger import InstanceLedger
 from app.pool.provider import Instance, Provider
 from app.pool.static import StaticProvider
 from app.provision import build_plan, connect, open_tunnel, run_provision
+from app.provision.mirror import apply_r2_mirror
 from app.provision.progress import ProvisionTracker
 from app.provision.verify import remove_models, verify_models
 from app.redact import redact, register_secret
@@ -183,8 +184,10 @@ class SSHPreparer:
         return target
 
     async def _provision(self, instance: Instance, conn: Any, plan: Any, on_event: Callable) -> None:
-        """Run provision.sh with its events going to `on_event` and to the instance's per-file tracker."""
+        """Run provision.sh with its events going to `on_event` and to the instance's per-file tracker.
+        Models the R2 mirror holds are fetched from it first, their usual source as fallback."""
         s = self.settings
+        plan = await apply_r2_mirror(plan, s)
         files = ProvisionTracker.for_plan(plan)
         self.provisioning.setdefault(instance.id, {})[plan.workflow] = files
 

@@ -81,8 +81,9 @@ def _fill(row: InstanceRow, inst: Instance) -> None:
     row.last_used_at = inst.last_used_at
     row.machine_id = inst.machine_id
     row.offer_id = inst.offer_id
-    row.gpu_name = inst.gpu_name
-    row.status_msg = (inst.status_msg or None) and inst.status_msg[:1024]
+    # Free text from the provider: PostgreSQL refuses NUL in text, and enforces the column's length.
+    row.status_msg = (inst.status_msg or None) and inst.status_msg.replace("\x00", "\ufffd")[:1024]
+    row.gpu_name = inst.gpu_name and inst.gpu_name[:64]
     row.simulated = inst.simulated
     row.meta = dict(inst.meta)
     row.updated_at = time.time()

@@ -78,6 +78,8 @@ class _HumanProgress:
             self.console.print(
                 f"[yellow]↻[/] {name}: {event.get('reason')} (from byte {event.get('offset')})"
             )
+        elif kind == "fallback":
+            self.console.print(f"[yellow]↻[/] {name}: from its fallback source ({event.get('reason')})")
         elif kind in ("error", "node_error"):
             self.console.print(f"[red]✗[/] {event.get('message')}")
         elif kind == "node_done":
@@ -104,6 +106,7 @@ async def _provision(
     json_out: bool,
 ) -> None:
     from app.provision import build_plan, connect, parse_target, run_provision
+    from app.provision.mirror import apply_r2_mirror
     from app.workflows import get_workflow
 
     settings = get_settings()
@@ -119,6 +122,7 @@ async def _provision(
     if parallel:
         overrides["parallel"] = parallel
     plan = dataclasses.replace(plan, **overrides)
+    plan = await apply_r2_mirror(plan, settings)  # mirrored files from R2 first, their source as fallback
 
     def emit(event: dict[str, Any]) -> None:
         sys.stdout.write(json.dumps(event) + "\n")
@@ -189,4 +193,7 @@ def provision_command(
 
 
 def register(cli: typer.Typer) -> None:
+    from app.provision.models_cli import register as register_models
+
     cli.command("provision")(provision_command)
+    register_models(cli)

@@ -42,6 +42,7 @@ class PlannedModel:
     size_exact: bool
     sha256: str | None
     source_url: str  # the manifest's URL (for the lock file and messages)
+    fallback_url: str | None = None  # tried when `url` fails (e.g. the Hub behind an R2 presigned URL)
 
 
 @dataclass(frozen=True)
@@ -70,6 +71,9 @@ class Plan:
     stall_timeout_s: int = 60
     connect_timeout_s: int = 20
     progress_interval_s: float = 1.0
+    connections: int = 8  # per file (segmented downloads)
+    max_connections: int = 16  # for the whole run
+    segment_bytes: int = 64 << 20
     lock_path: Path | None = field(default=None, repr=False)
 
     @property
@@ -100,14 +104,16 @@ class Plan:
             ("stall_timeout", self.stall_timeout_s),
             ("connect_timeout", self.connect_timeout_s),
             ("progress_interval", self.progress_interval_s),
+            ("connections", self.connections),
+            ("max_connections", self.max_connections),
+            ("segment_size", self.segment_bytes),
         ]
         lines = [f"# comfyfleet provisioning plan v1: workflow {clean(self.workflow)}"]
         lines += [f"set\t{k}\t{clean(v)}" for k, v in settings]
         for m in self.models:
             size = str(m.size or 0) if m.size_exact else f"~{m.size or 0}"
-            lines.append(
-                "\t".join(["model", clean(m.folder), clean(m.name), size, m.sha256 or "-", clean(m.url)])
-            )
+            fields = ["model", clean(m.folder), clean(m.name), size, m.sha256 or "-", clean(m.url)]
+            lines.append("\t".join([*fields, clean(m.fallback_url or "")]))
         for n in self.nodes:
             lines.append("\t".join(["node", clean(n.name), clean(n.git_url), clean(n.commit)]))
         return "\n".join(lines) + "\n"
@@ -262,6 +268,9 @@ async def build_plan(
         nodes=nodes,
         comfy_dir=comfy_dir or settings.comfy_dir,
         parallel=max(1, settings.provision_parallel),
+        connections=settings.provision_connections_per_file,
+        max_connections=settings.provision_connections_total,
+        segment_bytes=settings.provision_segment_mb << 20,
         comfy_url=f"http://127.0.0.1:{settings.comfy_internal_port}/",
         token_hosts=tuple(token_hosts),
         lock_path=lock_path,

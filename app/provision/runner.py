@@ -111,7 +111,8 @@ async def upload(conn: asyncssh.SSHClientConnection, plan: Plan, remote_dir: str
                 async with sftp.open(tmp, "wb") as f:
                     await f.write(script)
                 await sftp.posix_rename(tmp, script_remote)
-            async with sftp.open(plan_remote, "w") as f:
+            # 0600: the plan may hold presigned URLs (the R2 model mirror), credentials while they live
+            async with sftp.open(plan_remote, "w", attrs=asyncssh.SFTPAttrs(permissions=0o600)) as f:
                 await f.write(plan.to_text())
     except (OSError, asyncssh.Error) as exc:
         raise SSHUnavailable(f"uploading the provisioning script failed: {exc}") from exc

@@ -12,8 +12,10 @@ Routes:
   (sha256) as the Hub does, so a client must follow the redirect and must not carry its token along.
 - `/cdn/<folder>/<name>`: the CDN behind the redirect.
 
-Files are generated once on disk and streamed in chunks, never held in memory. A total bandwidth cap
-(token bucket shared by all connections) makes throughput measurable.
+Files are generated once on disk and streamed in chunks, never held in memory. Two bandwidth caps make
+throughput measurable, as on a real CDN: a total cap (a token bucket shared by all connections) and a
+per-connection cap (each response paced on its own), so one connection cannot fill the link and
+several connections (segmented downloads) can.
 """
 
 from __future__ import annotations
@@ -192,6 +194,7 @@ class ModelServer:
         *,
         bandwidth_bps: float | None = None,
         burst_s: float = 0.2,
+        connection_bps: float | None = None,
         cdn_host: str = "localhost",
         hf_repo: str = HF_REPO,
     ) -> None:
@@ -202,10 +205,13 @@ class ModelServer:
         self.bucket = (
             TokenBucket(bandwidth_bps, max(CHUNK * 2.0, bandwidth_bps * burst_s)) if bandwidth_bps else None
         )
+        self.connection_bps = connection_bps  # per-connection cap (bytes/s), None = none
         self.cdn_host = cdn_host
         self.hf_repo = hf_repo
         self.faults: dict[str, FileFaults] = {}
         self.log: list[RequestLog] = []
+        self.active = 0  # responses streaming right now
+        self.peak_active = 0  # the most at once (tests check connection budgets with it)
         self.global_status: int | None = None  # every request answers this (e.g. 503) while set
         self.renamed_repos: set[str] = set()  # "org/repo" names that 307 to `hf_repo`, as the Hub does
         self._runner: web.AppRunner | None = None
@@ -352,8 +358,13 @@ class ModelServer:
             return web.Response(status=status, headers=headers)
         entry = self._record(request, status, start=start)
         response = web.StreamResponse(status=status, headers=headers)
-        await response.prepare(request)
-        await self._stream(request, response, served, start, end, entry)
+        self.active += 1
+        self.peak_active = max(self.peak_active, self.active)
+        try:
+            await response.prepare(request)
+            await self._stream(request, response, served, start, end, entry)
+        finally:
+            self.active -= 1
         return response
 
     async def _stream(
@@ -378,6 +389,8 @@ class ModelServer:
                 used, faults.corrupt_times = FileFaults._use(faults.corrupt_times)
                 corrupt_at = mid if used else None
             slow = faults.slow_bps
+        if self.connection_bps:
+            slow = min(slow, self.connection_bps) if slow else self.connection_bps
         pos = start
         began = time.monotonic()
         with served.path.open("rb") as fh:
@@ -465,7 +478,12 @@ def sim_node_sources(base: Path, names: Iterable[str]) -> dict[str, tuple[str, s
 
 async def _serve(args: argparse.Namespace) -> None:
     files = default_files(args.scale)
-    server = ModelServer(Path(args.root), files, bandwidth_bps=args.cap_mbps * 1e6 if args.cap_mbps else None)
+    server = ModelServer(
+        Path(args.root),
+        files,
+        bandwidth_bps=args.cap_mbps * 1e6 if args.cap_mbps else None,
+        connection_bps=args.conn_cap_mbps * 1e6 if args.conn_cap_mbps else None,
+    )
     url = await server.start(args.host, args.port)
     print(
         json.dumps({"url": url, "files": {f.spec.name: f.sha256 for f in server.files.values()}}), flush=True
@@ -483,6 +501,7 @@ def main() -> None:
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--scale", type=float, default=1.0, help="multiplier on the default tiny sizes")
     parser.add_argument("--cap-mbps", type=float, default=0.0, help="total bandwidth cap in MB/s (1e6)")
+    parser.add_argument("--conn-cap-mbps", type=float, default=0.0, help="per-connection cap in MB/s (1e6)")
     args = parser.parse_args()
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(_serve(args))

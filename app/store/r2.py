@@ -3,7 +3,9 @@
 boto3 is synchronous, so every call runs on a small private thread pool: the event loop never blocks
 and a slow upload cannot starve other users of `asyncio.to_thread`. Uploads go through boto3's
 transfer manager from the file path, which reads each part from disk as it is sent (multipart above
-`multipart_threshold`), so memory stays at a few parts whatever the video size.
+`multipart_threshold`), so memory stays at a few parts whatever the video size. `put_stream` uploads a
+stream of unknown length (the model mirror copies Hub downloads straight into the bucket) the same way:
+a few parts in memory, never the whole object.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import contextlib
 import functools
 import logging
 import os
-from collections.abc import Callable
+from collections.abc import AsyncIterable, Awaitable, Callable
 from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import quote
@@ -175,6 +177,149 @@ class R2Store:
             raise StoreError(
                 f"upload of {key} to bucket {self.bucket!r} sent {size} bytes, stored {got}", retryable=True
             )
+        return stored
+
+    async def put_stream(
+        self,
+        chunks: AsyncIterable[bytes],
+        key: str,
+        content_type: str,
+        metadata: dict[str, str],
+        *,
+        before_complete: Callable[[], Awaitable[None] | None] | None = None,
+    ) -> StoredObject:
+        """Upload a stream of unknown length without holding it.
+
+        Parts of `part_size` bytes (all equal but the last, as R2 requires) go up as they fill, at most
+        `upload_concurrency` at a time, so memory stays at about (concurrency + 1) parts. `before_complete`
+        runs after the last chunk and before the upload is completed; raising there (a hash mismatch)
+        aborts the upload, so nothing is left under `key`. A stream shorter than one part is one PUT.
+        """
+        validate_key(key)
+        meta = validate_metadata(metadata)
+        part_size = int(self._transfer.multipart_chunksize)
+        slots = asyncio.Semaphore(max(1, int(self._transfer.max_concurrency)))
+        buf = bytearray()
+        upload_id: str | None = None
+        parts: list[dict[str, Any]] = []
+        tasks: set[asyncio.Task[None]] = set()
+        number = 0
+
+        async def send(n: int, body: bytes) -> None:
+            try:
+                resp = await self._call(
+                    f"upload part {n} of {key}",
+                    functools.partial(
+                        self._client.upload_part,
+                        Bucket=self.bucket, Key=key, UploadId=upload_id, PartNumber=n, Body=body,
+                    ),
+                )  # fmt: skip
+                parts.append({"PartNumber": n, "ETag": resp["ETag"]})
+            finally:
+                slots.release()
+
+        async def start_part(body: bytes) -> None:
+            nonlocal upload_id, number
+            if upload_id is None:
+                resp = await self._call(
+                    f"start upload of {key}",
+                    functools.partial(
+                        self._client.create_multipart_upload,
+                        Bucket=self.bucket, Key=key, ContentType=content_type, Metadata=meta,
+                    ),
+                )  # fmt: skip
+                upload_id = resp["UploadId"]
+            await slots.acquire()
+            for done in [t for t in tasks if t.done()]:  # a failed part fails the upload now
+                tasks.discard(done)
+                done.result()
+            number += 1
+            tasks.add(asyncio.create_task(send(number, body)))
+
+        size = 0
+        try:
+            async for chunk in chunks:
+                buf += chunk
+                size += len(chunk)
+                while len(buf) >= part_size:
+                    with memoryview(buf) as view:
+                        body = bytes(view[:part_size])  # one copy (a slice of the bytearray is another)
+                    del buf[:part_size]
+                    await start_part(body)
+            if upload_id is None:  # smaller than one part: a single PUT
+                if before_complete is not None:
+                    result = before_complete()
+                    if result is not None:
+                        await result
+                await self._call(
+                    f"upload {key}",
+                    functools.partial(
+                        self._client.put_object,
+                        Bucket=self.bucket, Key=key, Body=bytes(buf), ContentType=content_type, Metadata=meta,
+                    ),
+                )  # fmt: skip
+            else:
+                if buf:
+                    await start_part(bytes(buf))
+                    buf.clear()
+                await asyncio.gather(*tasks)
+                tasks.clear()
+                if before_complete is not None:
+                    result = before_complete()
+                    if result is not None:
+                        await result
+                await self._call(
+                    f"complete upload of {key}",
+                    functools.partial(
+                        self._client.complete_multipart_upload,
+                        Bucket=self.bucket, Key=key, UploadId=upload_id,
+                        MultipartUpload={"Parts": sorted(parts, key=lambda p: p["PartNumber"])},
+                    ),
+                )  # fmt: skip
+                upload_id = None
+        except _NotFound:
+            raise BucketMissing(self._bucket_missing_message()) from None
+        finally:
+            for task in tasks:
+                task.cancel()
+            if upload_id is not None:  # failed or cancelled: leave no parts behind (they cost storage)
+                await asyncio.shield(self._abort(key, upload_id))
+        stored = await self.head(key)
+        if stored is None or stored.size != size:
+            got = "nothing" if stored is None else f"{stored.size} bytes"
+            raise StoreError(
+                f"upload of {key} to bucket {self.bucket!r} sent {size} bytes, stored {got}", retryable=True
+            )
+        return stored
+
+    async def _abort(self, key: str, upload_id: str) -> None:
+        with contextlib.suppress(Exception):
+            await self._call(
+                f"abort upload of {key}",
+                functools.partial(
+                    self._client.abort_multipart_upload, Bucket=self.bucket, Key=key, UploadId=upload_id
+                ),
+            )
+
+    async def copy(self, src: str, dst: str, content_type: str, metadata: dict[str, str]) -> StoredObject:
+        """Server-side copy of `src` to `dst` with new metadata (multipart copy for large objects)."""
+        validate_key(src)
+        validate_key(dst)
+        extra = {
+            "ContentType": content_type,
+            "Metadata": validate_metadata(metadata),
+            "MetadataDirective": "REPLACE",
+        }
+        await self._call(
+            f"copy {src} to {dst}",
+            functools.partial(
+                self._client.copy, {"Bucket": self.bucket, "Key": src}, self.bucket, dst,
+                ExtraArgs=extra, Config=self._transfer,
+            ),
+        )  # fmt: skip
+        stored = await self.head(dst)
+        if stored is None:
+            raise StoreError(f"copy of {src} to {dst} left nothing under {dst}", retryable=True)
         return stored
 
     async def head(self, key: str) -> StoredObject | None:

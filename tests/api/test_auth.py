@@ -1,6 +1,9 @@
 import httpx
+import pytest
 
 from tests.api.conftest import api
+
+pytestmark = pytest.mark.usefixtures("database")  # runs on SQLite and on PostgreSQL
 
 
 async def test_missing_or_wrong_token_is_401_and_creates_nothing(tmp_path):

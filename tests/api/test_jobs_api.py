@@ -2,8 +2,12 @@ import asyncio
 import base64
 import json
 
+import pytest
+
 from tests.api.conftest import api
 from tests.jobs.fakes import FakeComfy, png_bytes
+
+pytestmark = pytest.mark.usefixtures("database")  # runs on SQLite and on PostgreSQL
 
 B64 = base64.b64encode(png_bytes(96, 64)).decode()
 

@@ -7,6 +7,8 @@ import pytest
 from tests.api.conftest import api
 from tests.jobs.fakes import png_bytes
 
+pytestmark = pytest.mark.usefixtures("database")  # runs on SQLite and on PostgreSQL
+
 B64 = base64.b64encode(png_bytes(96, 64)).decode()
 
 
@@ -116,3 +118,37 @@ async def test_declared_oversize_body_is_413_before_reading(tmp_path):
         r = await c.post("/vastai/generate-video", content=big, headers={"content-type": "application/json"})
         assert r.status_code == 413, r.text
         assert r.json()["errors"][0]["field"] == "body"
+
+
+@pytest.mark.parametrize(
+    ("field", "literal"), [("cfg_scale", "NaN"), ("cfg_scale", "Infinity"), ("wait", "NaN")]
+)
+async def test_nan_or_infinity_in_a_number_field_is_a_422_naming_it(tmp_path, field, literal):
+    """Python's JSON parser accepts NaN and Infinity; they used to reach the cache key and fail (500)."""
+    async with api(tmp_path) as c:
+        raw = f'{{"image_base64": "{B64}", "prompt": "x", "{field}": {literal}}}'
+        r = await c.post("/vastai/generate-video", content=raw, headers={"content-type": "application/json"})
+        assert r.status_code == 422, r.text
+        assert any(e["field"].startswith(field) for e in r.json()["errors"])
+        assert await c.world.services.repo.list() == []
+
+
+async def test_body_that_is_not_utf8_is_a_422_naming_the_body(tmp_path):
+    async with api(tmp_path) as c:
+        r = await c.post(
+            "/vastai/generate-video", content=b"\xffc", headers={"content-type": "application/json"}
+        )
+        assert r.status_code == 422, r.text
+        assert r.json()["errors"] == [
+            {"field": "body", "message": "not valid JSON: the body is not UTF-8 text"}
+        ]
+        assert await c.world.services.repo.list() == []
+
+
+async def test_job_id_with_a_nul_character_is_not_found(tmp_path):
+    """PostgreSQL refuses NUL in a text parameter (an error, not "no row"): such an id is a plain 404."""
+    async with api(tmp_path) as c:
+        for method in ("GET", "DELETE"):
+            r = await c.request(method, "/jobs/job_%00x")
+            assert r.status_code == 404, r.text
+        assert (await c.get("/jobs/job_%00x/events")).status_code == 404

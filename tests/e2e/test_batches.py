@@ -5,10 +5,13 @@ from __future__ import annotations
 
 import json
 
+import pytest
 from aiohttp import web
 
 from app.jobs.webhooks import verify
 from tests.e2e.conftest import b64, eventually, http_server, png_bytes, sim_api
+
+pytestmark = pytest.mark.usefixtures("database")  # runs on SQLite and on PostgreSQL
 
 SECRET = "batch-webhook-secret-0123456789"
 

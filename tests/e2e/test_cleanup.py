@@ -7,12 +7,15 @@ from __future__ import annotations
 import asyncio
 import json
 
+import pytest
 from sqlalchemy import select
 
 from app.jobs.models import CleanupAction
 from app.pool.provider import InstanceState
 from tests.e2e import procs
 from tests.e2e.conftest import b64, png_bytes, sim_api
+
+pytestmark = pytest.mark.usefixtures("database")  # runs on SQLite and on PostgreSQL
 
 ORPHAN_LABEL = "comfyfleet-default-0rphan0rphan"
 FOREIGN_LABEL = "someone-elses-training-run"

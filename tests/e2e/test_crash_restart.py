@@ -14,9 +14,12 @@ import time
 from pathlib import Path
 
 import httpx
+import pytest
 
 from tests.e2e import procs
 from tests.e2e.conftest import b64, free_port, png_bytes
+
+pytestmark = pytest.mark.usefixtures("database")  # runs on SQLite and on PostgreSQL
 
 
 def _poll(url: str, pred, within_s: float = 60.0) -> dict:

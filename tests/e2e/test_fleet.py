@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import os
 
+import pytest
+
 from tests.e2e.conftest import b64, png_bytes, sim_api
 
 BODY = {"image_base64": b64(png_bytes()), "num_frames": 9, "width": 256, "height": 256}
@@ -16,6 +18,7 @@ def _model_files(sim, instance_id: str) -> list:
     return sorted(p for p in models.rglob("*") if p.is_file() and not p.name.startswith("."))
 
 
+@pytest.mark.usefixtures("database")  # the database matters here: runs on SQLite and on PostgreSQL
 async def test_instances_show_state_money_workflows_and_per_file_provisioning(tmp_path):
     async with sim_api(tmp_path / "data") as sim:
         job = (
@@ -93,6 +96,7 @@ async def test_verify_finds_a_model_file_changed_on_the_machine_and_refetch_fixe
         assert job["state"] == "succeeded" and job["result"]["instance_id"] == instance_id
 
 
+@pytest.mark.usefixtures("database")  # the database matters here: runs on SQLite and on PostgreSQL
 async def test_destroying_an_instance_under_a_running_job_requeues_the_job_elsewhere(tmp_path):
     async with sim_api(tmp_path / "data", pool_max_instances=2, sim_step_delay_s=0.25) as sim:
         job_id = (
@@ -124,6 +128,7 @@ async def test_destroying_an_instance_under_a_running_job_requeues_the_job_elsew
         assert r.status_code in (404, 409), r.text
 
 
+@pytest.mark.usefixtures("database")  # the database matters here: runs on SQLite and on PostgreSQL
 async def test_instances_and_spend_of_an_empty_fleet(tmp_path):
     async with sim_api(tmp_path / "data") as sim:
         assert (await sim.client.get("/instances")).json()["instances"] == []

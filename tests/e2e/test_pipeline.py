@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 
+import pytest
 from aiohttp import web
 from PIL import Image
 
@@ -18,6 +19,8 @@ from tests.e2e.conftest import (
     prompt_ids,
     sim_api,
 )
+
+pytestmark = pytest.mark.usefixtures("database")  # runs on SQLite and on PostgreSQL
 
 STAGES = ("acquiring", "provisioning", "running", "uploading")
 

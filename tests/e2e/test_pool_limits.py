@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import pytest
+
 from tests.e2e.conftest import b64, png_bytes, sim_api
+
+pytestmark = pytest.mark.usefixtures("database")  # runs on SQLite and on PostgreSQL
 
 
 def _body(prompt: str, **extra) -> dict:
@@ -20,16 +24,20 @@ def _body(prompt: str, **extra) -> dict:
 async def test_pool_at_its_maximum_queues_jobs_instead_of_renting(tmp_path):
     # One instance takes two leases (one prompt running, one queued ahead in its ComfyUI), so with
     # POOL_MAX_INSTANCES=1 a third concurrent job has no slot: it must wait, not rent a second GPU.
+    # The first job samples long enough (12 steps x 0.3 s) for the other two to reach their places even on
+    # a loaded machine: the third can only move on once the first has ended.
     async with sim_api(tmp_path / "data", pool_max_instances=1, sim_step_delay_s=0.3) as sim:
-        first = await sim.submit(_body("one"))
+        first = await sim.submit(_body("one", steps=12))
         await sim.wait_job(first["job_id"], lambda j: str(j["stage"] or "").startswith("sampling"))
         second = await sim.submit(_body("two"))
         third = await sim.submit(_body("three"))
 
-        # The second job got the instance's queued-ahead slot; the third waits with a queue position.
+        # The second job got the instance's queued-ahead slot; the third waits with a queue position
+        # (its runner first looks in the cache, then writes `acquiring`: wait for that, not a fixed moment).
         await sim.wait_job(second["job_id"], lambda j: j["state"] == "running")
-        waiting = await sim.job(third["job_id"])
+        waiting = await sim.wait_job(third["job_id"], lambda j: j["state"] != "queued")
         assert waiting["state"] == "acquiring" and waiting["queue_position"] == 1, waiting
+        assert (await sim.job(first["job_id"]))["state"] == "running"  # so the slot was never free
         listed = (await sim.client.get("/jobs", params={"state": "acquiring"})).json()["jobs"]
         assert [j["job_id"] for j in listed] == [third["job_id"]]
         assert sim.instances_ever_created() == 1 and sim.services.pool.rents_started == 1

@@ -8,6 +8,7 @@ import io
 
 import av
 import numpy as np
+import pytest
 from PIL import Image
 
 from app.comfy.stitch import video_packets
@@ -49,6 +50,7 @@ def _mad(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.abs(a - b).mean())
 
 
+@pytest.mark.usefixtures("database")  # the database matters here: runs on SQLite and on PostgreSQL
 async def test_three_segment_story_is_one_mp4_of_sum_minus_two_frames_joined_by_copying_packets(tmp_path):
     async with sim_api(tmp_path / "data") as sim:
         r = await sim.client.post("/vastai/generate-story", json=story_body("dawn", "noon", "dusk", wait=60))
@@ -131,6 +133,7 @@ async def test_changing_segment_2s_prompt_renders_segments_2_and_3_again_and_reu
         assert len(await prompt_ids(comfy)) == 5  # nothing rendered
 
 
+@pytest.mark.usefixtures("database")  # the database matters here: runs on SQLite and on PostgreSQL
 async def test_cancel_mid_story_stops_the_running_segment_and_skips_the_rest(tmp_path):
     async with sim_api(tmp_path / "data", pool_max_instances=1, sim_step_delay_s=0.25) as sim:
         body = story_body("one", "two", "three", steps=8)
@@ -164,6 +167,7 @@ async def test_cancel_mid_story_stops_the_running_segment_and_skips_the_rest(tmp
         assert len(await prompt_ids(comfy)) == 2  # segment 3 never reached the GPU
 
 
+@pytest.mark.usefixtures("database")  # the database matters here: runs on SQLite and on PostgreSQL
 async def test_a_failed_segment_fails_the_story_with_its_reason_and_keeps_finished_segments(tmp_path):
     async with sim_api(tmp_path / "data", pool_max_instances=1) as sim:
         warm = (

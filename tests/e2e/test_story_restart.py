@@ -7,11 +7,14 @@ import asyncio
 import time
 
 import httpx
+import pytest
 
 from app.api.app import create_app
 from app.jobs.wiring import build_services
 from app.sim.world import publish, start_world
 from tests.e2e.conftest import BASE_URL, b64, png_bytes, prompt_ids, sim_settings
+
+pytestmark = pytest.mark.usefixtures("database")  # runs on SQLite and on PostgreSQL
 
 
 async def test_restart_mid_story_continues_from_the_running_segment(tmp_path):

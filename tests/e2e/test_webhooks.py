@@ -5,10 +5,13 @@ from __future__ import annotations
 import asyncio
 import json
 
+import pytest
 from aiohttp import web
 
 from app.jobs.webhooks import verify
 from tests.e2e.conftest import b64, free_port, http_server, png_bytes, sim_api
+
+pytestmark = pytest.mark.usefixtures("database")  # runs on SQLite and on PostgreSQL
 
 SECRET = "whsec_ZTJlLXdlYmhvb2stc2VjcmV0LWtleS0xMjM0NTY="
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import copy
 import io
 import random
 import shutil
@@ -14,13 +15,14 @@ import time
 import uuid
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from PIL import Image
 
 from app.errors import ComfyfleetError, ValidationError
 from app.jobs.ports import ComfyTarget, Progress
 from app.pool.provider import CreateRequest, Instance, InstanceState
+from app.store.base import ObjectMissing
 
 # --- workflows -----------------------------------------------------------------------------------
 
@@ -49,6 +51,13 @@ class FakeParams:
 class FakeWorkflow:
     video_node = "30"
     last_frame_node = None
+    # An image-to-video workflow a story can chain: a start image input, and a video node taking its
+    # frames on `images` (so a later segment's repeated first frame can be cut before the encoder).
+    bindings: ClassVar[dict[str, list[tuple[str, str]]]] = {"image": [("10", "image")]}
+    graph: ClassVar[dict[str, Any]] = {
+        "10": {"class_type": "LoadImage", "inputs": {"image": "start.png"}},
+        "30": {"class_type": "VHS_VideoCombine", "inputs": {"images": ["25", 0]}},
+    }
 
     def __init__(self, name: str = "wan22_i2v_lightx2v_gguf", disk_bytes: int = 26 * 10**9) -> None:
         self.progress_nodes = ["57", "58"]
@@ -96,7 +105,12 @@ class FakeWorkflow:
 
     def render(self, params: FakeParams, image_name: str, filename_prefix: str) -> dict:
         assert params.seed != -1
-        return {"image": image_name, "prefix": filename_prefix, "params": params.normalized()}
+        return {
+            **copy.deepcopy(self.graph),
+            "image": image_name,
+            "prefix": filename_prefix,
+            "params": params.normalized(),
+        }
 
 
 def workflow_loader(*workflows: FakeWorkflow):
@@ -373,6 +387,18 @@ class FakeStore:
 
     async def url(self, key: str) -> str:
         return f"http://store.test/{key}"
+
+    async def get_to_file(self, key: str, dest: Path) -> int:
+        """Read an object back (a story's segments), as LocalStore and R2Store do."""
+        if key not in self.objects:
+            raise ObjectMissing(f"{key} is not in the fake store")
+
+        def copy_out() -> int:
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(self.root / key, dest)
+            return dest.stat().st_size
+
+        return await asyncio.to_thread(copy_out)
 
     async def delete(self, key: str) -> None:
         self.objects.pop(key, None)

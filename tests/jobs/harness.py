@@ -11,7 +11,7 @@ from typing import Any
 
 from app.api.images import ImageIntake
 from app.config import Settings
-from app.db import Base, make_engine, make_sessionmaker
+from app.db import init_db, make_engine, make_sessionmaker
 from app.jobs.models import Job
 from app.jobs.services import Services, assemble
 from tests.jobs.fakes import (
@@ -67,11 +67,9 @@ class World:
 
 
 async def create_tables(url: str):
+    """An engine on `url`, its schema brought to head the way the service does it (the migrations)."""
     engine = make_engine(url)
-    import app.jobs.models  # noqa: F401
-
-    async with engine.begin() as conn:
-        await conn.run_sync(Base.metadata.create_all)
+    await init_db(engine)
     return engine
 
 
@@ -94,7 +92,7 @@ async def world(
     settings_kw.setdefault("cleanup_interval_s", 0)
     settings_kw.setdefault("data_dir", tmp_path / "data")
     settings = Settings(**settings_kw)
-    db_url = db_url or f"sqlite+aiosqlite:///{tmp_path / 'jobs.db'}"
+    db_url = db_url or settings.effective_database_url  # DATABASE_URL of the `database` fixture, if used
     engine = await create_tables(db_url)
     ledger = ledger or FakeLedger()
     provider = provider or FakeProvider()

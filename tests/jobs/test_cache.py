@@ -1,7 +1,11 @@
 import asyncio
 
+import pytest
+
 from tests.jobs.fakes import FakeComfy, FakePreparer
 from tests.jobs.harness import world
+
+pytestmark = pytest.mark.usefixtures("database")  # runs on SQLite and on PostgreSQL
 
 
 async def test_same_request_again_is_a_cache_hit_with_zero_gpu_time(tmp_path):

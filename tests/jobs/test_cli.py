@@ -2,6 +2,7 @@ import json
 import os
 import time
 
+import pytest
 from typer.testing import CliRunner
 
 import app.jobs.wiring as wiring
@@ -21,6 +22,8 @@ from tests.jobs.fakes import (
     workflow_loader,
 )
 from tests.jobs.harness import create_tables
+
+pytestmark = pytest.mark.usefixtures("database")  # runs on SQLite and on PostgreSQL
 
 runner = CliRunner()
 
@@ -113,13 +116,11 @@ async def _stuck_job(db_url):
     return job.id
 
 
-def test_cleanup_command_fails_stuck_jobs_and_reports_json(tmp_path, monkeypatch):
+def test_cleanup_command_fails_stuck_jobs_and_reports_json(tmp_path, monkeypatch, database):
     import asyncio
 
     monkeypatch.setenv("JOB_TIMEOUT_S", "0")
-    db = f"sqlite+aiosqlite:///{tmp_path / 'c.db'}"
-    monkeypatch.setenv("DATABASE_URL", db)
-    job_id = asyncio.run(_stuck_job(db))
+    job_id = asyncio.run(_stuck_job(database.url))
     stale = tmp_path / "data" / "tmp" / "job_old"
     stale.mkdir(parents=True)
     os.utime(stale, (time.time() - 10**6, time.time() - 10**6))

@@ -4,18 +4,21 @@ from __future__ import annotations
 
 import asyncio
 
-from app.db import init_db, make_engine, make_sessionmaker
+import pytest
+
+from app.db import make_engine, make_sessionmaker
 from app.jobs.groups import GroupNotFound, GroupRepo, StoryState
 
+pytestmark = pytest.mark.usefixtures("database")  # runs on SQLite and on PostgreSQL
 
-async def _repo(tmp_path) -> tuple[GroupRepo, object]:
-    engine = make_engine(f"sqlite+aiosqlite:///{tmp_path / 'db.sqlite'}")
-    await init_db(engine)
+
+async def _repo(database) -> tuple[GroupRepo, object]:
+    engine = make_engine(database.url)  # already migrated to head by the fixture
     return GroupRepo(make_sessionmaker(engine)), engine
 
 
-async def test_two_jobs_ending_together_end_their_batch_once(tmp_path):
-    repo, engine = await _repo(tmp_path)
+async def test_two_jobs_ending_together_end_their_batch_once(database):
+    repo, engine = await _repo(database)
     try:
         batch = await repo.create_batch(id="batch_x", job_ids=["a", "b"], webhook_url="https://h.example/x")
         ended = await asyncio.gather(
@@ -29,8 +32,8 @@ async def test_two_jobs_ending_together_end_their_batch_once(tmp_path):
         await engine.dispose()
 
 
-async def test_story_end_sets_finished_at_and_a_cancel_request_after_it_is_ignored(tmp_path):
-    repo, engine = await _repo(tmp_path)
+async def test_story_end_sets_finished_at_and_a_cancel_request_after_it_is_ignored(database):
+    repo, engine = await _repo(database)
     try:
         story = await repo.create_story(
             request={"segments": []}, segment_jobs=[], state=StoryState.QUEUED.value
@@ -43,14 +46,37 @@ async def test_story_end_sets_finished_at_and_a_cancel_request_after_it_is_ignor
         await engine.dispose()
 
 
-async def test_unknown_story_or_batch_is_not_found(tmp_path):
-    repo, engine = await _repo(tmp_path)
+async def test_unknown_story_or_batch_is_not_found(database):
+    repo, engine = await _repo(database)
     try:
-        for call in (repo.story("story_nope"), repo.batch("batch_nope")):
+        # an id with a NUL (PostgreSQL refuses such a parameter outright) is simply not found either
+        for call in (
+            repo.story("story_nope"),
+            repo.batch("batch_nope"),
+            repo.story("story_\x00"),
+            repo.batch("batch_\x00"),
+            repo.request_story_cancel("story_\x00"),
+        ):
             try:
                 await call
             except GroupNotFound:
                 continue
             raise AssertionError("expected GroupNotFound")
+    finally:
+        await engine.dispose()
+
+
+async def test_story_error_with_a_nul_character_is_stored_and_the_token_name_kept(database):
+    repo, engine = await _repo(database)
+    try:
+        story = await repo.create_story(
+            request={"segments": []}, segment_jobs=[], state=StoryState.QUEUED.value, submitted_by="ci"
+        )
+        failed = await repo.update_story(
+            story.id, state=StoryState.FAILED.value, error_message="worker said \x00 nothing"
+        )
+        assert failed.error_message == "worker said \ufffd nothing"
+        row = await repo.story(story.id)
+        assert row.submitted_by == "ci" and row.error_message == "worker said \ufffd nothing"
     finally:
         await engine.dispose()

@@ -1,9 +1,13 @@
 """Restart recovery: the process dies mid-job (its tasks vanish, the GPU keeps going); a new process
 re-attaches, re-queues once, or fails with a reason."""
 
+import pytest
+
 from app.jobs.models import JobState
 from tests.jobs.fakes import FakeComfy, FakePreparer, FakeProvider
 from tests.jobs.harness import world
+
+pytestmark = pytest.mark.usefixtures("database")  # runs on SQLite and on PostgreSQL
 
 
 async def _crash_while_running(tmp_path, provider, comfy, **kw):

@@ -12,10 +12,12 @@ from app.jobs.models import IllegalTransition
 from app.jobs.repo import JobRepo
 from tests.jobs.harness import create_tables
 
+pytestmark = pytest.mark.usefixtures("database")
+
 
 @pytest.fixture
-async def engine(tmp_path):
-    engine = await create_tables(f"sqlite+aiosqlite:///{tmp_path / 'jobs.db'}")
+async def engine(database):
+    engine = await create_tables(database.url)
     yield engine
     await engine.dispose()
 

@@ -1,8 +1,12 @@
 import asyncio
 
+import pytest
+
 from app.errors import ValidationError
 from tests.jobs.fakes import FakeComfy, FakePreparer, FakeProvider
 from tests.jobs.harness import world
+
+pytestmark = pytest.mark.usefixtures("database")  # runs on SQLite and on PostgreSQL
 
 
 async def test_job_succeeds_end_to_end_with_result_fields(tmp_path):

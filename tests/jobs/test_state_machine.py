@@ -5,10 +5,12 @@ from app.jobs.models import ALLOWED_TRANSITIONS, TERMINAL_STATES, IllegalTransit
 from app.jobs.repo import JobRepo
 from tests.jobs.harness import create_tables
 
+pytestmark = pytest.mark.usefixtures("database")
+
 
 @pytest.fixture
-async def repo(tmp_path):
-    engine = await create_tables(f"sqlite+aiosqlite:///{tmp_path / 'j.db'}")
+async def repo(database):
+    engine = await create_tables(database.url)
     yield JobRepo(make_sessionmaker(engine))
     await engine.dispose()
 
@@ -70,3 +72,19 @@ async def test_queue_position_counts_earlier_waiting_jobs(repo):
     assert await repo.queue_position(await repo.require(a.id)) is None
     assert await repo.queue_position(b) == 1
     assert await repo.queue_position(c) == 2
+
+
+async def test_error_text_with_a_nul_character_is_stored(repo):
+    """An error message from elsewhere may hold NUL, which PostgreSQL refuses in text: the job must still
+    end (failed, with the message readable), not stay active because its final write failed."""
+    job = await repo.create(workflow="w", request={"prompt": "nul \x00 inside JSON is fine"})
+    ended = await repo.transition(job.id, JobState.FAILED, error_kind="comfy", error_message="bad\x00node")
+    assert ended.state == "failed"
+    stored = await repo.require(job.id)
+    assert (
+        stored.error_message == "bad\ufffdnode" and stored.request["prompt"] == "nul \x00 inside JSON is fine"
+    )
+    await repo.set_fields(job.id, webhook_last_error="receiver said \x00")
+    assert (await repo.require(job.id)).webhook_last_error == "receiver said \ufffd"
+    await repo.record_cleanup(kind="stuck_job", target=job.id, reason="why\x00", ok=False, error="e\x00")
+    assert (await repo.cleanup_actions())[0].reason == "why\ufffd"

@@ -2,11 +2,14 @@ import asyncio
 import json
 import socket
 
+import pytest
 from aiohttp import web
 
 from app.api.images import ImageIntake
 from app.jobs.webhooks import sign, verify
 from tests.jobs.harness import world
+
+pytestmark = pytest.mark.usefixtures("database")  # runs on SQLite and on PostgreSQL
 
 SECRET = "whsec_" + "c2VjcmV0LWtleS1mb3ItdGVzdHM="
 

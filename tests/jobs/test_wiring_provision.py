@@ -4,6 +4,7 @@ server, local git repos for the custom nodes and the ComfyUI emulator behind an 
 import contextlib
 
 import asyncssh
+import pytest
 
 from app.config import Settings
 from app.jobs.wiring import SSHPreparer
@@ -14,6 +15,8 @@ from app.sim.sshserver import SandboxSSHServer, install_restart_hook, sim_restar
 from app.workflows import get_workflow
 from tests.comfy.world import object_info
 from tests.support.gitrepos import make_node_repo
+
+pytestmark = pytest.mark.usefixtures("database")  # runs on SQLite and on PostgreSQL
 
 
 @contextlib.asynccontextmanager
@@ -100,7 +103,7 @@ async def test_job_runs_on_a_provisioned_instance_through_the_tunnel(tmp_path):
     async with simulated_instance(tmp_path) as (settings, workflow, instance, _box, _url):
         provider = FakeProvider()
         provider.instances[instance.id] = instance
-        engine = await create_tables(f"sqlite+aiosqlite:///{tmp_path / 'jobs.db'}")
+        engine = await create_tables(settings.effective_database_url)
         comfy = comfy_connector()
         services = assemble(
             settings,

@@ -10,6 +10,7 @@ import time
 # ("AST constructor recursion depth mismatch"). Importing it up front avoids the race.
 import anyio._core._fileio  # noqa: F401
 import av
+import pytest
 
 from app.comfy import ComfyClient
 from app.config import Settings
@@ -23,6 +24,8 @@ from app.workflows import get_workflow
 from tests.comfy.world import make_start_image, make_wan_comfy_dir, object_info
 from tests.jobs.fakes import FakeLedger, FakeProvider
 from tests.jobs.harness import create_tables
+
+pytestmark = pytest.mark.usefixtures("database")  # runs on SQLite and on PostgreSQL
 
 
 class EmulatorPreparer:
@@ -51,7 +54,7 @@ async def emulator(tmp_path, step_delay_s=0.0):
 @contextlib.asynccontextmanager
 async def real_services(tmp_path, url):
     settings = Settings(data_dir=tmp_path / "data", cleanup_interval_s=0)
-    engine = await create_tables(f"sqlite+aiosqlite:///{tmp_path / 'jobs.db'}")
+    engine = await create_tables(settings.effective_database_url)
     provider = FakeProvider()
     provider.ledger = FakeLedger()
     store = LocalStore(tmp_path / "results", "http://testserver")

@@ -4,12 +4,17 @@ import os
 import time
 from pathlib import Path
 
+import pytest
+
 from app.cleanup import Cleaner
+from app.config import Settings
 from app.errors import ComfyfleetError
 from app.jobs.models import JobState
 from app.pool.provider import InstanceState
 from tests.jobs.fakes import FakeComfy, FakeLedger, FakePreparer, FakeProvider, png_bytes
 from tests.jobs.harness import world
+
+pytestmark = pytest.mark.usefixtures("database")  # runs on SQLite and on PostgreSQL
 
 
 async def test_idle_instance_is_destroyed_after_ttl(tmp_path):
@@ -181,7 +186,7 @@ async def test_stuck_row_without_id_destroyed_leaves_creates_in_flight_alone(tmp
     from app.pool.ledger import InstanceLedger
     from app.pool.provider import Instance
 
-    engine = make_engine(f"sqlite+aiosqlite:///{tmp_path / 'ledger.db'}")
+    engine = make_engine(Settings().effective_database_url)
     await init_db(engine)
     ledger = InstanceLedger(make_sessionmaker(engine))
     stuck = Instance(provider="fake", id="", label="comfyfleet-test-stuck", created_at=time.time() - 10_000)

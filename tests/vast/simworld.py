@@ -122,7 +122,7 @@ async def world(tmp_path: Path, *, offers: list[dict[str, Any]] | None = None, *
         vast_min_inet_down_mbps=100,
         vast_min_cuda=12.0,
     )
-    w = World(emu, backend, settings, f"sqlite+aiosqlite:///{tmp_path / 'ledger.db'}")
+    w = World(emu, backend, settings, settings.effective_database_url)
     try:
         yield w
     finally:

@@ -9,10 +9,12 @@ from app.pool.ledger import InstanceLedger
 from app.pool.provider import ComfyEndpoint, Instance, InstanceState, SSHTarget
 from app.redact import redact
 
+pytestmark = pytest.mark.usefixtures("database")
+
 
 @pytest.fixture
-async def ledger(tmp_path):
-    engine = make_engine(f"sqlite+aiosqlite:///{tmp_path / 'l.db'}")
+async def ledger(database):
+    engine = make_engine(database.url)
     await init_db(engine)
     yield InstanceLedger(make_sessionmaker(engine))
     await engine.dispose()

@@ -14,6 +14,8 @@ from app.vast.errors import AuthError, CreateAmbiguous, InstanceFailed, Insuffic
 from app.vast.provider import VastProvider
 from tests.vast.simworld import world
 
+pytestmark = pytest.mark.usefixtures("database")  # runs on SQLite and on PostgreSQL
+
 REQ = CreateRequest(workflow="wan", disk_gb=41.0)
 
 

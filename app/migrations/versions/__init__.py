@@ -1,0 +1,1 @@
+"""Alembic revisions, one file each (`comfyfleet db revision -m "..."` writes the next one)."""
