@@ -41,18 +41,20 @@ def uploads_in_progress(r2: R2Store) -> list:
 
 async def test_put_stream_uploads_equal_parts_without_holding_the_stream(make_r2):
     r2 = make_r2(upload_concurrency=2)
-    total = 11 * PART + 12_345  # 12 parts; the last one short
+    total = 23 * PART + 12_345  # 24 parts; the last one short
     tracemalloc.start()
     obj = await r2.put_stream(
         chunks(total), "models/s/big.bin", "application/octet-stream", {"sha256": "a" * 64}
     )
     _, peak = tracemalloc.get_traced_memory()
     tracemalloc.stop()
-    assert obj.size == total and obj.etag.endswith("-12") and obj.metadata["sha256"] == "a" * 64
+    assert obj.size == total and obj.etag.endswith("-24") and obj.metadata["sha256"] == "a" * 64
     body = r2._client.get_object(Bucket=r2.bucket, Key="models/s/big.bin")["Body"].read()
     assert hashlib.sha256(body).hexdigest() == expected_sha(total)
-    # a few parts in memory (those in flight, the one filling, botocore's copies), never the 55 MiB stream
-    assert peak < 6 * PART
+    # A few parts in memory (those in flight, the one filling, botocore's copies of each part in flight:
+    # how many of those overlap depends on thread timing, about 6 parts on a loaded machine), never the
+    # 115 MiB stream: the bound is structural (independent of the stream's length), with room for timing.
+    assert peak < 10 * PART < total / 2
 
 
 async def test_put_stream_smaller_than_a_part_is_a_single_put(r2: R2Store):
