@@ -196,7 +196,7 @@ class JobRunner:
             hit = await self._cache_hit(rs, job, params, key)
             if hit is not None:
                 return hit
-            while (fut := self.coalescer.claim(key)) is not None:
+            while (fut := await self.coalescer.aclaim(key)) is not None:
                 self._progress(rs, Progress("waiting for an identical request"))
                 if await asyncio.shield(fut):
                     hit = await self._cache_hit(rs, job, params, key)
@@ -210,7 +210,7 @@ class JobRunner:
             return result
         finally:
             if leader and key:
-                self.coalescer.finish(key, ok)
+                await self.coalescer.afinish(key, ok)
 
     async def _cache_hit(self, rs: _RunState, job: Job, params: Any, key: str) -> Job | None:
         found = self._usable(await self.results.lookup(key))

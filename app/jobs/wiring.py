@@ -372,6 +372,10 @@ async def build_services(settings: Settings) -> Services:
     if isinstance(store, LocalStore):
         services.routers.append(local_files_router(store))
     services.closers.extend(closers)
+    if settings.replicas_enabled:
+        from app.jobs.claims import enable_replicas
+
+        enable_replicas(services, settings, engine)
     log.info(
         "services built: provider=%s store=%s simulated=%s",
         provider.name,
