@@ -353,7 +353,7 @@ class Replica:
             if job is None or job.terminal:
                 continue
             action = await self.manager.recover_job(job)
-            log.info("replica %s: took over job %s (%s)", self.id, job_id, action)
+            log.info("recovery: job %s %s (taken over by replica %s)", job_id, action, self.id)
             actions.append((job_id, action))
         self.reclaimed.extend(actions)
         return actions
