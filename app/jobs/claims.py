@@ -97,9 +97,10 @@ class JobClaims:
     def _take(self, ids: list[str], now: float) -> Any:
         # updated_at is set to itself: a claim is not a change of the job (the runner's guarded writes
         # compare updated_at with what they last wrote)
+        state, free = self._claimable(now)
         return (
             update(_J)
-            .where(_J.c.id.in_(ids), *self._claimable(now))
+            .where(_J.c.id.in_(ids), state, or_(free, _J.c.claimed_by == self.replica_id))
             .values(claimed_by=self.replica_id, claim_until=now + self.lease_s, updated_at=_J.c.updated_at)
         )
 
@@ -118,10 +119,14 @@ class JobClaims:
         async with self.engine.begin() as conn:
             return (await conn.execute(stmt)).rowcount == 1
 
-    async def claim_orphans(self, limit: int = 100) -> list[str]:
-        """Claim active jobs nobody holds (their replica died or stopped); oldest first."""
+    async def claim_orphans(self, limit: int = 100, *, own: bool = False) -> list[str]:
+        """Claim active jobs nobody holds (their replica died or stopped); oldest first. With `own`
+        (a replica starting), also those its earlier incarnation (same REPLICA_ID) still holds: that
+        process is gone, so they need not wait for the lease to lapse."""
         now = self._clock()
-        pick = select(_J.c.id).where(*self._claimable(now)).order_by(_J.c.created_at).limit(limit)
+        state, free = self._claimable(now)
+        cond = or_(free, _J.c.claimed_by == self.replica_id) if own else free
+        pick = select(_J.c.id).where(state, cond).order_by(_J.c.created_at).limit(limit)
         async with self.engine.begin() as conn:
             if conn.dialect.name == "postgresql":
                 ids = list((await conn.execute(pick.with_for_update(skip_locked=True))).scalars())

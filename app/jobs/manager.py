@@ -48,7 +48,7 @@ class JobManager:
     async def recover(self) -> list[tuple[str, str]]:
         actions: list[tuple[str, str]] = []
         if self.claims is not None:  # replicas: only jobs whose replica is gone (claimed here now)
-            ids = await self.claims.claim_orphans(limit=100_000)
+            ids = await self.claims.claim_orphans(limit=100_000, own=True)
             jobs = sorted(
                 (j for j in (await self.repo.many(ids)).values() if not j.terminal),
                 key=lambda j: j.created_at,
