@@ -31,7 +31,7 @@ import uuid
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from sqlalchemy import Float, String, delete, or_, select, update
+from sqlalchemy import Float, Integer, String, delete, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -70,6 +70,54 @@ def _insert_ignore(conn: Any, table: Any, **values: Any) -> Any:
     else:
         from sqlalchemy.dialects.sqlite import insert as dialect_insert
     return dialect_insert(table).values(**values).on_conflict_do_nothing()
+
+
+class RateCounter(Base):
+    """Requests of one API token in one fixed window (`window` = start time // window length), counted by
+    every replica together (a token's rate is the fleet's, not each process's)."""
+
+    __tablename__ = "rate_counters"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    window_no: Mapped[int] = mapped_column(Integer, primary_key=True)
+    count: Mapped[int] = mapped_column(Integer, default=0)
+
+
+_R = RateCounter.__table__
+
+
+class SharedRates:
+    """Per-token request rates counted in the database (a sliding-window estimate over two fixed windows:
+    the current count plus the previous window's, weighted by how much of it still overlaps)."""
+
+    def __init__(self, engine: AsyncEngine, *, clock: Callable[[], float] = time.time) -> None:
+        self.engine, self._clock = engine, clock
+
+    async def hit(self, name: str, amount: int, window_s: float) -> tuple[bool, float]:
+        """Count one request; (allowed, seconds until one more would be) - a refused one is not counted."""
+        now = self._clock()
+        win = int(now // window_s)
+        into = (now - win * window_s) / window_s
+        async with self.engine.begin() as conn:
+            await conn.execute(_insert_ignore(conn, _R, name=name, window_no=win, count=0))
+            await conn.execute(
+                update(_R).where(_R.c.name == name, _R.c.window_no == win).values(count=_R.c["count"] + 1)
+            )
+            rows = await conn.execute(
+                select(_R.c.window_no, _R.c["count"]).where(
+                    _R.c.name == name, _R.c.window_no.in_([win - 1, win])
+                )
+            )
+            counts = dict(rows.all())
+            estimate = counts.get(win - 1, 0) * (1.0 - into) + counts.get(win, 0)
+            if estimate <= amount:
+                if into < 0.01:  # now and then: forget windows nobody reads any more
+                    await conn.execute(delete(_R).where(_R.c.name == name, _R.c.window_no < win - 1))
+                return True, 0.0
+            await conn.execute(
+                update(_R).where(_R.c.name == name, _R.c.window_no == win).values(count=_R.c["count"] - 1)
+            )
+        return False, max(1.0, (1.0 - into) * window_s)
 
 
 # --- job claims ------------------------------------------------------------------------------------
@@ -285,6 +333,7 @@ class Replica:
         self.cleanup_leader = False
         self._tasks: list[asyncio.Task] = []
         self._seen: dict[str, tuple] = {}
+        self.rates = SharedRates(claims.engine)  # API token rates counted by all replicas together
         self.reclaimed: list[tuple[str, str]] = []
 
     @property

@@ -272,3 +272,21 @@ async def test_waits_and_streams_on_one_replica_see_a_job_run_by_another(tmp_pat
             assert seen[-1]["state"] == "succeeded"
             ended = await asyncio.wait_for(waiter, 30)  # long before its 5 s re-read, by the poll
             assert ended.state == "succeeded"
+
+
+async def test_a_token_s_rate_is_counted_across_replicas(database, tmp_path):
+    from app.jobs.claims import SharedRates
+
+    clock = Clock()
+    engine = await create_tables(database.url)
+    try:
+        a, b = SharedRates(engine, clock=clock), SharedRates(engine, clock=clock)
+        results = await asyncio.gather(*((a if i % 2 else b).hit("ci", 10, 60) for i in range(14)))
+        assert sum(ok for ok, _ in results) == 10  # 10 per minute for the fleet, not per replica
+        refused = [wait for ok, wait in results if not ok]
+        assert all(1 <= w <= 60 for w in refused)
+        assert (await a.hit("other", 10, 60))[0]  # per token
+        clock.now += 120  # two windows later nothing counts any more
+        assert (await b.hit("ci", 10, 60))[0]
+    finally:
+        await engine.dispose()

@@ -1,4 +1,4 @@
-"""replicas: job claims (jobs.claimed_by, jobs.claim_until), fleet_leases, inflight_keys (issue 13 part 2)
+"""replicas: job claims (jobs.claimed_by, jobs.claim_until), fleet_leases, inflight_keys, rate_counters
 
 Several `comfyfleet serve` replicas share one database: each active job is claimed by one replica for a
 lease it renews (app.jobs.claims); renting and the cleanup are decided under named leases
@@ -36,6 +36,13 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("name"),
     )
     op.create_table(
+        "rate_counters",
+        sa.Column("name", sa.String(length=64), nullable=False),
+        sa.Column("window_no", sa.Integer(), nullable=False),
+        sa.Column("count", sa.Integer(), nullable=False),
+        sa.PrimaryKeyConstraint("name", "window_no"),
+    )
+    op.create_table(
         "inflight_keys",
         sa.Column("cache_key", sa.String(length=80), nullable=False),
         sa.Column("holder", sa.String(length=64), nullable=True),
@@ -46,6 +53,7 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     op.drop_table("inflight_keys")
+    op.drop_table("rate_counters")
     op.drop_table("fleet_leases")
     with op.batch_alter_table("jobs") as batch:
         batch.drop_index("ix_jobs_claimed_by")
