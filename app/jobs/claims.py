@@ -210,6 +210,24 @@ class JobClaims:
                 kept.update(rows.scalars())
         return kept
 
+    async def take_webhook(self, job: Job) -> bool:
+        """Take a due webhook delivery for this replica: its next attempt time moves one lease ahead
+        (so another replica retries it only if this one dies sending), if nobody else moved it first."""
+        now = self._clock()
+        stmt = (
+            update(_J)
+            .where(
+                _J.c.id == job.id,
+                _J.c.webhook_status == "pending",
+                _J.c.webhook_next_at.is_(None)
+                if job.webhook_next_at is None
+                else _J.c.webhook_next_at == job.webhook_next_at,
+            )
+            .values(webhook_next_at=now + self.lease_s, updated_at=_J.c.updated_at)
+        )
+        async with self.engine.begin() as conn:
+            return (await conn.execute(stmt)).rowcount == 1
+
     async def release_all(self) -> None:
         """A graceful stop: let other replicas take this one's active jobs at once."""
         async with self.engine.begin() as conn:
@@ -484,6 +502,7 @@ def enable_replicas(services: Any, settings: Any, engine: AsyncEngine) -> Replic
         poll_s=settings.replica_poll_s,
     )
     services.cleaner.gate = replica.cleanup_turn
+    services.webhooks.take = claims.take_webhook
     services.replica = replica
     log.info(
         "replica %s: claims lease %.0f s, heartbeat %.0f s", replica_id, lease_s, settings.replica_heartbeat_s

@@ -290,3 +290,21 @@ async def test_a_token_s_rate_is_counted_across_replicas(database, tmp_path):
         assert (await b.hit("ci", 10, 60))[0]
     finally:
         await engine.dispose()
+
+
+async def test_a_due_webhook_is_taken_by_one_replica(database, tmp_path):
+    engine = await create_tables(database.url)
+    try:
+        async with world(tmp_path, start=False) as w:
+            job = await w.services.repo.create(workflow="wf", request={}, webhook_url="https://example.com/h")
+            await w.services.repo.set_fields(job.id, webhook_status="pending", webhook_next_at=time.time())
+            [due] = await w.services.repo.webhooks_due(time.time())
+        a, b = JobClaims(engine, "a"), JobClaims(engine, "b")
+        taken = await asyncio.gather(a.take_webhook(due), b.take_webhook(due))
+        assert sorted(taken) == [False, True]
+        async with world(tmp_path, start=False) as w:
+            assert (
+                await w.services.repo.webhooks_due(time.time()) == []
+            )  # not due again until the lease lapses
+    finally:
+        await engine.dispose()
