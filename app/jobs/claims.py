@@ -31,7 +31,7 @@ import uuid
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from sqlalchemy import Float, Integer, String, delete, or_, select, update
+from sqlalchemy import Float, Integer, String, and_, delete, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -190,24 +190,30 @@ class JobClaims:
 
     async def heartbeat(self, job_ids: Iterable[str]) -> set[str]:
         """Renew this replica's claims on `job_ids`; returns the ids it still holds (the others were taken
-        by another replica after our claim lapsed, or ended)."""
-        ids = list(job_ids)
+        by another replica after our claim lapsed, or ended).
+
+        On PostgreSQL the rows to renew are locked with SKIP LOCKED: a row the job's own write holds
+        right now is renewed on the next beat instead of waiting, so the heartbeat never takes part in a
+        lock cycle with the job writer's multi-row transactions (a deadlock)."""
+        ids = sorted(set(job_ids))
         if not ids:
             return set()
         now = self._clock()
         kept: set[str] = set()
         async with self.engine.begin() as conn:
+            pg = conn.dialect.name == "postgresql"
             for i in range(0, len(ids), 500):
                 chunk = ids[i : i + 500]
+                mine = (_J.c.id.in_(chunk), _J.c.claimed_by == self.replica_id)
+                target = select(_J.c.id).where(*mine)
+                if pg:
+                    target = target.with_for_update(skip_locked=True)
                 await conn.execute(
                     update(_J)
-                    .where(_J.c.id.in_(chunk), _J.c.claimed_by == self.replica_id)
+                    .where(_J.c.id.in_(target) if pg else and_(*mine))
                     .values(claim_until=now + self.lease_s, updated_at=_J.c.updated_at)
                 )
-                rows = await conn.execute(
-                    select(_J.c.id).where(_J.c.id.in_(chunk), _J.c.claimed_by == self.replica_id)
-                )
-                kept.update(rows.scalars())
+                kept.update((await conn.execute(select(_J.c.id).where(*mine))).scalars())
         return kept
 
     async def take_webhook(self, job: Job) -> bool:
