@@ -359,12 +359,16 @@ class Replica:
         self._seen: dict[str, tuple] = {}
         self.rates = SharedRates(claims.engine)  # API token rates counted by all replicas together
         self.reclaimed: list[tuple[str, str]] = []
+        self.adopt = self.cleanup = True
 
     @property
     def id(self) -> str:
         return self.claims.replica_id
 
-    async def start(self) -> None:
+    async def start(self, *, adopt: bool = True, cleanup: bool = True) -> None:
+        """`adopt`: take other replicas' orphaned jobs (a server; not a one-shot `generate`). `cleanup`:
+        compete for the cleanup lease (only a process that runs the cleanup loop)."""
+        self.adopt, self.cleanup = adopt, cleanup
         await self.sync_pool()
         loop = asyncio.get_running_loop()
         self._tasks = [
@@ -409,9 +413,11 @@ class Replica:
                 )
                 task.cancel()  # no reason given: the runner leaves the row to its new owner
         await self.coalescer.heartbeat()
-        self.cleanup_leader = await self.locks.try_acquire(CLEANUP_LEASE, self.claims.lease_s)
+        if self.cleanup:
+            self.cleanup_leader = await self.locks.try_acquire(CLEANUP_LEASE, self.claims.lease_s)
         await self.sync_pool()
-        await self.reclaim()
+        if self.adopt:
+            await self.reclaim()
 
     async def sync_pool(self) -> None:
         if self.ledger is None or not hasattr(self.pool, "sync"):

@@ -81,7 +81,11 @@ class Services:
         asyncio.get_running_loop().set_default_executor(ThreadPoolExecutor(16, thread_name_prefix="io"))
         await self.pool.start()
         if self.replica is not None:
-            await self.replica.start()  # heartbeat; the pool learns the fleet before jobs are resumed
+            # heartbeat; the pool learns the fleet before jobs are resumed
+            await self.replica.start(
+                adopt=self.recover_on_start,
+                cleanup=self.run_cleanup_loop and self.settings.cleanup_interval_s > 0,
+            )
         await self.webhooks.start()
         if self.recover_on_start:
             await self.webhooks.resume_never_enqueued()
