@@ -300,7 +300,7 @@ async def soak(args: argparse.Namespace) -> int:
         "REPLICA_LEASE_S": "4",
         "REPLICA_HEARTBEAT_S": "0.5",
         "REPLICA_POLL_S": "0.5",
-        "LOG_LEVEL": "WARNING",
+        "LOG_LEVEL": "INFO",
         "PYTHONUNBUFFERED": "1",
     }
     settings = Settings(
@@ -317,12 +317,16 @@ async def soak(args: argparse.Namespace) -> int:
     reps = Replicas(env, tmp)
     names = [f"r{i + 1}" for i in range(args.replicas)]
     max_seen = 0
+    over: list[Any] = []  # what the emulator and the ledger held the first time the maximum was passed
     stop_sampling = asyncio.Event()
 
     async def sample() -> None:
         nonlocal max_seen
         while not stop_sampling.is_set():
             live = list(world.emulator.instances.values())  # live (not destroyed) instances
+            if len(live) > args.max_instances and not over:
+                over.append([(i.id, i.label, i.phase, i.fault) for i in live])
+                over.append(await ledger_states(db_url))
             max_seen = max(max_seen, len(live))
             await asyncio.sleep(0.1)
 
@@ -451,8 +455,22 @@ async def soak(args: argparse.Namespace) -> int:
         print(f"  [{'ok' if ok else 'FAIL'}] {what}")
     if report["unknown_alive"] or report["known_gone"]:
         print(f"    unknown alive: {report['unknown_alive']}  known gone: {report['known_gone']}")
+    if over:
+        print(f"  first time above the maximum: emulator {over[0]}")
+        print(f"    ledger then: {over[1]}")
     print(f"  logs: {tmp}")
     return 0 if all(ok for _, ok in checks) else 1
+
+
+async def ledger_states(db_url: str) -> list[tuple]:
+    from app.pool.ledger import InstanceLedger
+
+    engine = make_engine(db_url)
+    try:
+        rows = await InstanceLedger(make_sessionmaker(engine)).list(alive_only=False)
+        return [(i.id, i.label, i.state.value, i.status_msg) for i in rows if i.alive or not i.destroyed_at]
+    finally:
+        await engine.dispose()
 
 
 async def settle_and_check(

@@ -216,6 +216,12 @@ class JobClaims:
                 kept.update((await conn.execute(select(_J.c.id).where(*mine))).scalars())
         return kept
 
+    async def owns(self, job_id: str) -> bool:
+        """Whether this replica still holds the job's claim."""
+        async with self.engine.connect() as conn:
+            holder = (await conn.execute(select(_J.c.claimed_by).where(_J.c.id == job_id))).scalar()
+        return holder == self.replica_id
+
     async def take_webhook(self, job: Job) -> bool:
         """Take a due webhook delivery for this replica: its next attempt time moves one lease ahead
         (so another replica retries it only if this one dies sending), if nobody else moved it first."""
@@ -372,7 +378,10 @@ class Replica:
         await self.sync_pool()
         loop = asyncio.get_running_loop()
         self._tasks = [
-            loop.create_task(self._every(self.heartbeat_s, self.tick), name="replica-heartbeat"),
+            # renewing claims is its own loop, so slow duties (syncing the pool, resuming taken-over
+            # jobs) never delay it past the lease
+            loop.create_task(self._every(self.heartbeat_s, self.beat), name="replica-heartbeat"),
+            loop.create_task(self._every(self.heartbeat_s, self.tick), name="replica-duties"),
             loop.create_task(self._every(self.poll_s, self.poll_rows), name="replica-poll"),
         ]
 
@@ -402,7 +411,15 @@ class Replica:
                 log.warning("replica %s: %s failed: %s", self.id, step.__name__, redact(str(exc)))
 
     async def tick(self) -> None:
-        """One heartbeat: renew, let go of jobs taken from us, learn the fleet, take orphans."""
+        """One round of duties: the cleanup lease, learning the fleet, taking orphans."""
+        if self.cleanup:
+            self.cleanup_leader = await self.locks.try_acquire(CLEANUP_LEASE, self.claims.lease_s)
+        await self.sync_pool()
+        if self.adopt:
+            await self.reclaim()
+
+    async def beat(self) -> None:
+        """One heartbeat: renew our claims and in-flight keys, let go of jobs taken from us."""
         running = [jid for jid, t in self.manager.tasks.items() if not t.done()]
         kept = await self.claims.heartbeat(running)
         for job_id in set(running) - kept:
@@ -413,11 +430,6 @@ class Replica:
                 )
                 task.cancel()  # no reason given: the runner leaves the row to its new owner
         await self.coalescer.heartbeat()
-        if self.cleanup:
-            self.cleanup_leader = await self.locks.try_acquire(CLEANUP_LEASE, self.claims.lease_s)
-        await self.sync_pool()
-        if self.adopt:
-            await self.reclaim()
 
     async def sync_pool(self) -> None:
         if self.ledger is None or not hasattr(self.pool, "sync"):
@@ -491,6 +503,7 @@ def enable_replicas(services: Any, settings: Any, engine: AsyncEngine) -> Replic
     coalescer = SharedCoalescer(engine, replica_id, lease_s=lease_s, poll_s=min(0.5, settings.replica_poll_s))
     services.runner.coalescer = coalescer
     services.manager.claims = claims
+    services.runner.owns = claims.owns
     if services.ledger is not None:
         services.pool.gate = FleetGate(
             locks,
