@@ -147,6 +147,9 @@ class FleetGate:
         self.max_instances, self.spend_cap_usd = max_instances, spend_cap_usd
         self.max_price_per_hour, self.idle_ttl_s = max_price_per_hour, idle_ttl_s
         self.ttl_s, self.wait_s, self._clock = ttl_s, wait_s, clock
+        # The lease is per replica (its holder is the replica id, so taking it again from the same
+        # replica succeeds): rentals of one replica also take turns among themselves here.
+        self._local = asyncio.Lock()
 
     async def fleet(self, provider: str) -> list[Instance]:
         return [
@@ -169,7 +172,7 @@ class FleetGate:
 
     @contextlib.asynccontextmanager
     async def admit(self, provider: str) -> AsyncIterator[str | None]:
-        async with self.locks.hold(RENT_LEASE, self.ttl_s, wait_s=self.wait_s) as got:
+        async with self._local, self.locks.hold(RENT_LEASE, self.ttl_s, wait_s=self.wait_s) as got:
             if not got:
                 yield "another replica is deciding a rental; trying again shortly"
                 return

@@ -179,6 +179,30 @@ async def test_two_fleet_gates_racing_for_the_last_slot_admit_one(database, tmp_
 
         refusals = await asyncio.gather(*(rent(f"r{i}") for i in range(4)))
         assert len(rented) == 1 and sum(r is None for r in refusals) == 1
+
+        # one replica renting for several needs at once: its rentals take turns too (the lease is the
+        # replica's, so without that they would all count the same fleet and all rent)
+        gate = FleetGate(
+            FleetLocks(engine, "r9"),
+            ledger,
+            max_instances=4,
+            spend_cap_usd=100,
+            max_price_per_hour=1,
+            idle_ttl_s=600,
+        )
+        before = len(rented)
+
+        async def rent_same(n: int) -> None:
+            async with gate.admit("fake") as refusal:
+                if refusal is None:
+                    await asyncio.sleep(0.02)
+                    ledger.rows[f"s{n}"] = Instance(
+                        provider="fake", id=f"s{n}", label=f"s{n}", state=InstanceState.CREATING
+                    )
+                    rented.append(f"s{n}")
+
+        await asyncio.gather(*(rent_same(n) for n in range(5)))
+        assert len(rented) - before == 2  # 2 live before: up to the maximum of 4, not 5 more
         assert all("maximum of 2" in r for r in refusals if r is not None)
     finally:
         await engine.dispose()
