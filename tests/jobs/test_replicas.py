@@ -332,3 +332,39 @@ async def test_a_due_webhook_is_taken_by_one_replica(database, tmp_path):
             )  # not due again until the lease lapses
     finally:
         await engine.dispose()
+
+
+async def test_the_cleanup_loop_runs_only_while_its_replica_holds_the_lease(tmp_path):
+    async with world(tmp_path, start=False) as w:
+        cleaner = w.services.cleaner
+        asked: list[bool] = []
+        ran: list[int] = []
+        holder = {"me": False}
+
+        async def gate() -> bool:
+            asked.append(holder["me"])
+            return holder["me"]
+
+        async def run_once(**_kw):
+            ran.append(len(asked))
+            return []
+
+        cleaner.gate, cleaner.run_once = gate, run_once
+        loop = asyncio.create_task(cleaner.run_forever(0.001))
+        try:
+
+            async def asked_thrice():
+                return len(asked) >= 3
+
+            await until(asked_thrice, "the loop asks for the lease")
+            assert ran == []  # another replica holds it
+            holder["me"] = True
+
+            async def ran_once():
+                return bool(ran)
+
+            await until(ran_once, "the loop runs once it holds the lease")
+        finally:
+            loop.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await loop
