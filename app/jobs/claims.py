@@ -512,7 +512,7 @@ def enable_replicas(services: Any, settings: Any, engine: AsyncEngine) -> Replic
             spend_cap_usd=settings.spend_cap_usd,
             max_price_per_hour=settings.vast_max_price_per_hour,
             idle_ttl_s=settings.idle_ttl_s,
-            ttl_s=max(120.0, lease_s),
+            ttl_s=lease_s,  # renewed while a create runs; a dead holder blocks renting this long
         )
     replica = Replica(
         claims=claims,

@@ -103,7 +103,9 @@ class FleetLocks:
     async def hold(
         self, name: str, ttl_s: float, *, wait_s: float, poll_s: float = 0.05
     ) -> AsyncIterator[bool]:
-        """Hold `name` for the block (yields False when not had within `wait_s`); released after."""
+        """Hold `name` for the block (yields False when not had within `wait_s`); released after. While
+        the block runs the lease is renewed every `ttl_s / 3`, so `ttl_s` only bounds how long a holder
+        that died blocks the others, not how long the block may take."""
         deadline = time.monotonic() + wait_s
         delay = poll_s
         got = await self.try_acquire(name, ttl_s)
@@ -111,12 +113,25 @@ class FleetLocks:
             await asyncio.sleep(delay)
             delay = min(delay * 2, 0.5)
             got = await self.try_acquire(name, ttl_s)
+        renew = asyncio.get_running_loop().create_task(self._renew(name, ttl_s)) if got else None
         try:
             yield got
         finally:
+            if renew is not None:
+                renew.cancel()
+                with contextlib.suppress(BaseException):
+                    await renew
             if got:
                 with contextlib.suppress(Exception):
                     await asyncio.shield(self.release(name))
+
+    async def _renew(self, name: str, ttl_s: float) -> None:
+        while True:
+            await asyncio.sleep(ttl_s / 3)
+            try:
+                await self.try_acquire(name, ttl_s)
+            except Exception as exc:
+                log.warning("lease %s: renewing failed: %s", name, exc)
 
     async def forget(self, name: str) -> None:
         async with self.engine.begin() as conn:

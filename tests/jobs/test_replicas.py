@@ -368,3 +368,29 @@ async def test_the_cleanup_loop_runs_only_while_its_replica_holds_the_lease(tmp_
             loop.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await loop
+
+
+async def test_a_held_lease_is_renewed_while_its_block_runs(database, tmp_path):
+    from sqlalchemy import select
+
+    from app.pool.locks import FleetLease
+
+    engine = await create_tables(database.url)
+    try:
+        a, b = FleetLocks(engine, "a"), FleetLocks(engine, "b")
+
+        async def until_of() -> float:
+            async with engine.connect() as conn:
+                return (await conn.execute(select(FleetLease.until).where(FleetLease.name == "x"))).scalar()
+
+        async with a.hold("x", 0.6, wait_s=0) as got:
+            assert got
+            first = await until_of()
+
+            async def renewed():
+                return await until_of() > first
+
+            await until(renewed, "the holder renews its lease")  # a block longer than the TTL keeps it
+        assert await b.try_acquire("x", 30)  # released when the block ends
+    finally:
+        await engine.dispose()
