@@ -28,7 +28,10 @@ from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBea
 from sqlalchemy import text
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from fastapi_offline import FastAPIOffline
+
 from app.api.auth import Refused, TokenGate
+from app.api.console import console_router, mount_console
 from app.api.groups import group_router, install_handlers
 from app.api.schemas import MAX_LIST_OFFSET, ErrorBody, GenerateVideoRequest, JobList, JobView
 from app.config import ApiToken
@@ -142,7 +145,8 @@ def create_app(services: Services, *, manage_lifecycle: bool = True) -> FastAPI:
             if manage_lifecycle:
                 await services.stop()
 
-    app = FastAPI(
+    # FastAPIOffline: /docs and /redoc load Swagger UI and ReDoc from the package, not a CDN (offline use)
+    app = FastAPIOffline(
         title="comfyfleet",
         description="Wan 2.2 image-to-video on rented GPUs"
         + (" (SIMULATED WORLD)" if settings.simulated else ""),
@@ -391,6 +395,13 @@ def create_app(services: Services, *, manage_lifecycle: bool = True) -> FastAPI:
         responses={401: _ERROR, 429: _ERROR},
     )
     install_handlers(app)
+    # the web console: /workflows, rerun, the cleanup log (token like the rest) and its static pages
+    app.include_router(
+        console_router(services, full_view, within_budget),
+        dependencies=[Depends(caller)],
+        responses={401: _ERROR, 429: _ERROR},
+    )
+    mount_console(app)
     for router in services.routers:
         app.include_router(router)
     return app
