@@ -32,6 +32,7 @@ from fastapi_offline import FastAPIOffline
 
 from app.api.auth import Refused, TokenGate
 from app.api.console import console_router, mount_console
+from app.api.docs import mount_redoc
 from app.api.groups import group_router, install_handlers
 from app.api.schemas import MAX_LIST_OFFSET, ErrorBody, GenerateVideoRequest, JobList, JobView
 from app.config import ApiToken
@@ -147,6 +148,7 @@ def create_app(services: Services, *, manage_lifecycle: bool = True) -> FastAPI:
 
     # FastAPIOffline: /docs and /redoc load Swagger UI and ReDoc from the package, not a CDN (offline use)
     app = FastAPIOffline(
+        redoc_url=None,  # app.api.docs serves /redoc (same assets, no request to any other host)
         title="comfyfleet",
         description="Wan 2.2 image-to-video on rented GPUs"
         + (" (SIMULATED WORLD)" if settings.simulated else ""),
@@ -402,6 +404,7 @@ def create_app(services: Services, *, manage_lifecycle: bool = True) -> FastAPI:
         responses={401: _ERROR, 429: _ERROR},
     )
     mount_console(app)
+    mount_redoc(app)
     for router in services.routers:
         app.include_router(router)
     return app
