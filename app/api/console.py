@@ -76,7 +76,7 @@ def console_router(
         job = await services.repo.require(job_id)
         req = job.request or {}
         path = req.get("image_path")
-        if not path or not Path(path).is_file():
+        if not path:
             raise ValidationError("job_id", f"job {job_id} has no stored input image to run again")
         raw = dict(req.get("raw_params") or {})
         if new_seed:

@@ -68,7 +68,9 @@ class LiveServer:
         self._stop = asyncio.Event()
         async with self._make(self.port) as (app, handle):
             self.handle = handle
-            config = uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning", lifespan="off")
+            config = uvicorn.Config(
+                app, host="127.0.0.1", port=self.port, log_level="warning", lifespan="off"
+            )
             server = uvicorn.Server(config)
             task = asyncio.create_task(server.serve())
             while not server.started:
