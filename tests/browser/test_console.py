@@ -239,3 +239,11 @@ def test_fleet_shows_an_instance_and_the_spend(page, server):
         "#spend-today"
     )
     _shot(page, "fleet")
+
+    # destroy it from the page (two clicks: the button asks once more)
+    row.locator("button.destroy").click()
+    row.get_by_role("button", name="Really destroy?").click()
+    row.wait_for(state="detached", timeout=WAIT_MS)
+    with _api(server) as api:
+        live = [i["id"] for i in api.get("/instances").json()["instances"]]
+    assert instances[0]["id"] not in live
