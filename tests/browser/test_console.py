@@ -235,6 +235,9 @@ def test_fleet_shows_an_instance_and_the_spend(page, server):
     row = page.locator(f'#instances tr[data-instance="{instances[0]["id"]}"]')
     row.wait_for(timeout=WAIT_MS)
     assert instances[0]["state"] in row.inner_text() and "$" in row.inner_text()
+    # its provisioning (from GET /instances/{id}): the workflow's model files, all verified
+    prov = _api(server).get(f"/instances/{instances[0]['id']}").json()["provisioning"][0]
+    assert f"{prov['files_verified']}/{len(prov['files'])} verified" in row.inner_text(), prov
     assert "cap" in page.inner_text("#spend-today") and f"{spend['cap_usd']:.4f}" in page.inner_text(
         "#spend-today"
     )

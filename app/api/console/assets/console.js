@@ -385,7 +385,9 @@ $("#g-workflow").addEventListener("change", loadGallery);
 
 // --- fleet --------------------------------------------------------------------------------------
 async function loadFleet() {
-  const [{ instances }, spend, cleanup] = await Promise.all([api("/instances"), api("/spend"), api("/cleanup?limit=20")]);
+  const [listed, spend, cleanup] = await Promise.all([api("/instances"), api("/spend"), api("/cleanup?limit=20")]);
+  // one instance's view adds provisioning progress per model file
+  const instances = await Promise.all(listed.instances.map((i) => api(`/instances/${encodeURIComponent(i.id)}`).catch(() => i)));
   const pct = spend.cap_usd ? Math.min(100, (100 * spend.today_usd) / spend.cap_usd) : 0;
   $("#spend").replaceChildren(
     el("p", { id: "spend-today", text: `Today ${money(spend.today_usd)} of the ${money(spend.cap_usd)} cap · this month ${money(spend.month_usd)} · now ${money(spend.live_per_hour_usd)}/h · projected ${money(spend.projected_usd)}` }),
@@ -393,7 +395,12 @@ async function loadFleet() {
   const body = $("#instances tbody");
   body.replaceChildren();
   for (const i of instances) {
-    const prov = (i.provisioning || []).map((p) => `${p.workflow}: ${p.state} ${p.bytes_total ? Math.round((100 * p.bytes_done) / p.bytes_total) : 0}%`).join("; ");
+    const pct = (done, total) => (total ? Math.round((100 * done) / total) : 0);
+    const prov = el("ul", { class: "files" });
+    for (const p of i.provisioning || []) {
+      prov.append(el("li", { text: `${p.workflow}: ${p.state}, ${pct(p.bytes_done, p.bytes_total)}%, ${p.files_verified}/${p.files.length} verified` }));
+      if (p.state !== "ready") for (const f of p.files) prov.append(el("li", { class: "file", text: `${f.name}: ${pct(f.bytes_done, f.bytes_total)}%${f.verified ? " (verified)" : ""}` }));
+    }
     const destroy = el("button", { type: "button", class: "destroy", text: "Destroy" });
     destroy.addEventListener("click", async () => {
       if (destroy.dataset.armed !== "1") {
@@ -409,7 +416,7 @@ async function loadFleet() {
       el("td", { text: i.id }), el("td", { text: i.state }), el("td", { text: i.gpu_name || "-" }),
       el("td", { text: money(i.price_per_hour) }), el("td", { text: secs(i.uptime_s) }),
       el("td", { text: money(i.spent_usd) }), el("td", { text: i.current_job || "-" }),
-      el("td", { text: prov || "-" }), el("td", {}, destroy)));
+      el("td", {}, prov.children.length ? prov : "-"), el("td", {}, destroy)));
   }
   $("#no-instances").hidden = instances.length > 0;
   const cbody = $("#cleanup tbody");
