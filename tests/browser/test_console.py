@@ -250,3 +250,22 @@ def test_fleet_shows_an_instance_and_the_spend(page, server):
     with _api(server) as api:
         live = [i["id"] for i in api.get("/instances").json()["instances"]]
     assert instances[0]["id"] not in live
+
+
+def test_build_a_story_from_the_form(page, server, image_file):
+    _open(page, server, "#create")
+    _fill(page, image_file, prompt="dawn over the sea", num_frames=9, steps=2)
+    page.check("#f-story")
+    page.locator('[name="segment-prompt"]').first.fill("dusk over the sea")
+    _shot(page, "create-story")
+    page.click("#submit")
+    page.wait_for_url(re.compile(r"#watch/story_"), timeout=WAIT_MS)
+    story_id = page.url.rsplit("/", 1)[1]
+    _wait_state(page, "succeeded")
+    segments = {t for field, t in page.evaluate("window.__shown") if field == "watch-segment"}
+    assert {"1 of 2", "2 of 2"} <= segments, segments
+    story = _api(server).get(f"/stories/{story_id}").json()
+    assert story["state"] == "succeeded" and len(story["segments"]) == 2
+    assert [s["prompt"] for s in story["segments"]] == ["dawn over the sea", "dusk over the sea"]
+    page.wait_for_function("document.querySelector('#watch-video').readyState >= 1", timeout=WAIT_MS)
+    assert page.evaluate("document.querySelector('#watch-video').duration") > 0

@@ -316,7 +316,6 @@ function watch(id) {
   v.removeAttribute("src");
   delete v.dataset.src;
   state.stream = streamEvents(`/${kind}/${id}/events`, (event, data) => {
-    if (data.segment_progress) Object.assign(data, data.segment_progress);
     renderJob({ ...data, state: data.state });
   });
 }
