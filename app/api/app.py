@@ -2,7 +2,8 @@
 
 Auth (`app.api.auth`): when API_TOKEN or API_TOKENS is set, every route needs a token
 (`Authorization: Bearer <token>` or `X-API-Key: <token>`) except the probes (/healthz, /readyz), the API docs
-(/docs, /openapi.json: the schema is not a secret) and the local store's /files route, whose keys are
+(/docs, /redoc, /openapi.json: the schema is not a secret), the web console's page and assets (`/`,
+`/console`: they hold no secret; `app.api.console`) and the local store's /files route, whose keys are
 unguessable content hashes (anyone holding a result URL may fetch it, which is what a result URL is for).
 A token over its request rate or daily spend gets 429. Bad input answers 422 (413 for oversize images)
 with the offending field named, and creates no job. Every error status a route can answer is in the

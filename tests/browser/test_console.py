@@ -190,6 +190,13 @@ def test_submit_from_the_form_watch_progress_and_play_the_result(page, server, i
     card.wait_for(timeout=WAIT_MS)
     assert "seed 7" in card.inner_text() and card.locator("video").count() == 1
     _shot(page, "gallery")
+    # filters: by state (server side) and by workflow
+    page.select_option("#g-state", "failed")
+    card.wait_for(state="detached", timeout=WAIT_MS)
+    page.select_option("#g-state", "succeeded")
+    page.select_option("#g-workflow", job["workflow"])
+    card.wait_for(timeout=WAIT_MS)
+    page.select_option("#g-state", "")
     card.get_by_role("button", name="Run with a new seed").click()
     rerun_id = _job_id(page)
     assert rerun_id != job_id
