@@ -18,6 +18,7 @@ from typing import Any
 from fastapi import APIRouter, Depends, FastAPI, Query, Request
 from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
+from pydantic import BaseModel
 
 from app.api.schemas import ErrorBody, JobView
 from app.config import ApiToken
@@ -30,6 +31,43 @@ CONSOLE_DIR = Path(__file__).parent / "console"
 _ERROR = {"model": ErrorBody}
 
 
+class WorkflowInput(BaseModel):
+    name: str
+    kind: str  # "image" | "audio"
+    required: bool
+
+
+class WorkflowView(BaseModel):
+    name: str
+    version: str | None = None
+    description: str
+    inputs: list[WorkflowInput]
+    params: list[dict[str, Any]]  # each: name, type, default, min, max, multiple_of, ..., required
+    auto_size_area: int | None = None
+    camera_motions: list[dict[str, Any]] | None = None
+    quality_presets: list[dict[str, Any]] | None = None
+
+
+class WorkflowList(BaseModel):
+    workflows: list[WorkflowView]
+    default: str
+    simulated: bool
+
+
+class CleanupEntry(BaseModel):
+    at: float
+    kind: str
+    target: str
+    reason: str
+    dry_run: bool
+    ok: bool
+    error: str | None = None
+
+
+class CleanupLog(BaseModel):
+    actions: list[CleanupEntry]
+
+
 def console_router(
     services: Services,
     full_view: Callable[[Request, Any], Awaitable[dict[str, Any]]],
@@ -38,7 +76,7 @@ def console_router(
     settings = services.settings
     router = APIRouter()
 
-    @router.get("/workflows", tags=["workflows"])
+    @router.get("/workflows", response_model=WorkflowList, tags=["workflows"])
     async def list_workflows() -> dict[str, Any]:
         """Every workflow: name, description, file inputs, parameters with limits and defaults."""
         return {
@@ -47,7 +85,7 @@ def console_router(
             "simulated": settings.simulated,
         }
 
-    @router.get("/workflows/{name}", tags=["workflows"], responses={404: _ERROR})
+    @router.get("/workflows/{name}", response_model=WorkflowView, tags=["workflows"], responses={404: _ERROR})
     async def one_workflow(name: str) -> Any:
         """One workflow, described as in `GET /workflows`."""
         try:
@@ -87,7 +125,7 @@ def console_router(
         )
         return await full_view(request, new)
 
-    @router.get("/cleanup", tags=["fleet"])
+    @router.get("/cleanup", response_model=CleanupLog, tags=["fleet"])
     async def cleanup_log(limit: int = Query(50, ge=1, le=500)) -> dict[str, Any]:
         """The cleanup log, newest first: what was destroyed or cancelled, when and why."""
         rows = await services.repo.cleanup_actions(limit)
