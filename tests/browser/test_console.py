@@ -223,18 +223,43 @@ def test_cancel_a_running_job(page, server, image_file):
     _shot(page, "watch-cancelled")
 
 
-def test_fleet_shows_an_instance_and_the_spend(page, server):
+def _ensure_instance(server) -> None:
+    """Run alone, a test still finds an instance in the fleet: one short job rents it."""
     with _api(server) as api:
-        if not api.get("/instances").json()["instances"]:  # run alone: make the fleet hold one
-            body = {
-                "image_base64": base64.b64encode(_png()).decode(),
-                "prompt": "x",
-                "wait": True,
-            }
-            assert (
-                api.post("/vastai/generate-video", json={**body, "num_frames": 5}).json()["state"]
-                == "succeeded"
-            )
+        if not api.get("/instances").json()["instances"]:
+            body = {"image_base64": base64.b64encode(_png()).decode(), "prompt": "x", "wait": True}
+            job = api.post("/vastai/generate-video", json={**body, "num_frames": 5}).json()
+            assert job["state"] == "succeeded", job
+
+
+def test_a_failed_job_shows_its_error_in_plain_words(page, server, image_file):
+    _ensure_instance(server)
+    world, _services = server.handle
+
+    async def set_fault(node: str | None) -> None:
+        for box in world.backend.boxes.values():
+            box.comfy.faults.error_at_node = node
+            box.comfy.faults.error_message = "the sampler ran into a simulated failure"
+
+    server.call(lambda: set_fault("85"))  # the low-noise sampler pass
+    try:
+        _open(page, server, "#create")
+        _fill(page, image_file, prompt="this one fails", num_frames=5)
+        page.click("#submit")
+        job_id = _job_id(page)
+        _wait_state(page, "failed")
+    finally:
+        server.call(lambda: set_fault(None))
+    shown = page.inner_text("#watch-error")
+    job = _api(server).get(f"/jobs/{job_id}").json()
+    assert page.is_visible("#watch-error") and shown == job["error"]["message"]
+    assert "simulated failure" in shown, shown
+    _shot(page, "watch-failed")
+
+
+def test_fleet_shows_an_instance_and_the_spend(page, server):
+    _ensure_instance(server)
+    with _api(server) as api:
         instances = api.get("/instances").json()["instances"]
         spend = api.get("/spend").json()
     assert instances
