@@ -10,14 +10,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import functools
 import logging
+import shlex
 import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
 from app.comfy import ComfyClient, ExecutionError, PromptResult, find_outputs
+from app.comfy.errors import ComfyUnavailable
 from app.comfy.progress import Progress as ComfyProgress
 from app.config import Settings
 from app.db import init_db, make_engine, make_sessionmaker
@@ -28,6 +31,7 @@ from app.pool.ledger import InstanceLedger
 from app.pool.provider import Instance, Provider
 from app.pool.static import StaticProvider
 from app.provision import build_plan, connect, open_tunnel, run_provision
+from app.provision.errors import ComfyNeverStarted
 from app.provision.mirror import apply_r2_mirror
 from app.provision.progress import ProvisionTracker
 from app.provision.verify import remove_models, verify_models
@@ -171,17 +175,44 @@ class SSHPreparer:
         s = self.settings
         deadline = time.monotonic() + s.provision_timeout_s
         conn = await self._connection(instance)
+        image = instance.provider == "vast"  # booted from Vast's ComfyUI image (or the simulated one)
         if conn is not None:
             plan = await build_plan(workflow, s, comfy_dir=instance.comfy_dir)
+            if image:
+                plan = image_plan(plan, s)
             await self._provision(instance, conn, plan, _ProvisionProgress(workflow, on_progress))
         target = await self._target(instance, conn)
         async with ComfyClient(target.url, token=target.token, basic_auth=target.basic_auth) as client:
             on_progress(Progress("waiting for ComfyUI", 1.0))
-            await client.wait_ready(deadline)
+            if image:
+                await self._wait_comfy_started(instance, conn, client, deadline)
+            else:
+                await client.wait_ready(deadline)
             await client.check_capabilities(
                 workflow.node_types, workflow.models, custom_nodes=getattr(workflow, "custom_nodes", ())
             )
         return target
+
+    async def _wait_comfy_started(
+        self, instance: Instance, conn: Any | None, client: ComfyClient, deadline: float
+    ) -> None:
+        """ComfyUI must answer within COMFY_START_TIMEOUT_S, not the hour-long provisioning deadline: one
+        that never starts (e.g. skipped by the image's portal check) marks the host bad, so the job goes
+        to another machine instead of paying for this one until the provisioning deadline."""
+        limit = self.settings.comfy_start_timeout_s
+        try:
+            await client.wait_ready(min(deadline, time.monotonic() + limit))
+        except ComfyUnavailable as exc:
+            tail = await _log_tail(conn, self.settings.comfy_log_path)
+            reason = f"ComfyUI did not answer within {limit:.0f} s of provisioning ({exc})"
+            if tail:
+                reason += f"; its log ends: {tail}"
+            instance.meta["failure"] = reason[:1024]
+            instance.meta["machine_fault"] = True
+            if self.ledger is not None:
+                with contextlib.suppress(Exception):
+                    await self.ledger.update(instance)
+            raise ComfyNeverStarted(redact(reason)) from exc
 
     async def _provision(self, instance: Instance, conn: Any, plan: Any, on_event: Callable) -> None:
         """Run provision.sh with its events going to `on_event` and to the instance's per-file tracker.
@@ -291,6 +322,35 @@ class SSHPreparer:
             conn.close()
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(conn.wait_closed(), 5)
+
+
+def image_plan(plan: Any, settings: Settings) -> Any:
+    """What an instance booted from Vast's ComfyUI image needs on top of the workflow's plan: wait for the
+    image's own boot before touching the ComfyUI folder, and install custom-node requirements with
+    ComfyUI's own Python (the script keeps its torch family)."""
+    return dataclasses.replace(
+        plan,
+        python=settings.comfy_python or plan.python,
+        boot_wait_s=max(1, int(settings.comfy_boot_timeout_s)),
+        boot_marker=settings.comfy_boot_marker or None,
+    )
+
+
+async def _log_tail(conn: Any | None, path: str, lines: int = 3) -> str:
+    """The last lines of ComfyUI's log on the instance (why it did not start), or ""."""
+    if conn is None or not path:
+        return ""
+    remote = f"~/{path[2:]}" if path.startswith("~/") else path
+    if remote.startswith("~/"):
+        quoted = '"$HOME"/' + shlex.quote(remote[2:])
+    else:
+        quoted = shlex.quote(remote)
+    try:
+        result = await asyncio.wait_for(conn.run(f"tail -n {lines} {quoted}", check=False), 10)
+    except Exception:
+        return ""
+    text = result.stdout if isinstance(result.stdout, str) else (result.stdout or b"").decode(errors="replace")
+    return redact(" | ".join(line.strip() for line in text.splitlines() if line.strip()))[:600]
 
 
 class _ProvisionProgress:

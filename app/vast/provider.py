@@ -228,9 +228,11 @@ class VastProvider:
             "WEB_PASSWORD": token,
             "COMFYUI_ARGS": f"--disable-auto-launch --port {internal} --enable-cors-header",
         }
+        # The image starts ComfyUI only when PORTAL_CONFIG names it (`exit_portal.sh`), in EVERY access
+        # mode; without the -p mapping Caddy publishes nothing for it, so tunnel mode stays closed.
+        env["PORTAL_CONFIG"] = f"localhost:8188:{internal}:/:ComfyUI"
         if self.settings.comfy_access == "direct":
             env["-p 8188:8188"] = "1"
-            env["PORTAL_CONFIG"] = f"localhost:8188:{internal}:/:ComfyUI"
         direct_ssh = float(ranked.offer.get("direct_port_count") or 0) > 0
         body: dict[str, Any] = {
             "client_id": "me",
@@ -514,7 +516,11 @@ class VastProvider:
     # --- destroy, list, reconcile ------------------------------------------------------------------
 
     async def destroy(self, instance: Instance) -> None:
-        """Destroy at Vast, then mark the ledger. Already gone is success. Unknown id -> by label."""
+        """Destroy at Vast, then mark the ledger. Already gone is success. Unknown id -> by label.
+        An instance whose host was found at fault (`meta.machine_fault`, e.g. ComfyUI never started) makes
+        later creates avoid that machine."""
+        if instance.meta.get("machine_fault") and instance.machine_id:
+            self.bad_machines.add(str(instance.machine_id))
         ids: list[str] = [instance.id] if instance.id else []
         if not ids:
             ids = [str(r["id"]) for r in await self.client.find_by_label(instance.label)]
