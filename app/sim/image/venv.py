@@ -20,7 +20,8 @@ from pathlib import Path
 
 IMAGE_TORCH = {"torch": "2.8.0+cu129", "torchvision": "0.23.0+cu129", "torchaudio": "2.8.0+cu129"}
 PYPI_TORCH = {"torch": "2.9.1", "torchvision": "0.24.1", "torchaudio": "2.9.1"}  # CPU builds, newer
-EXTRA_PACKAGES = {"simnode-extra": "1.0.0"}  # a harmless dependency a custom node may list too
+EXTRA_PACKAGES = {"simnode-extra": "1.0.0", "simnode-needs-torch": "1.0.0"}  # what a node may list too
+REQUIRES = {"simnode-needs-torch": ["torch>=2.9"]}  # a dependency that pulls another torch in itself
 _VERSION_RE = re.compile(r'^__version__ = "([^"]+)"', re.M)
 
 
@@ -37,7 +38,8 @@ def _files(name: str, version: str) -> dict[str, str]:
     cuda = "12.9" if "+cu" in version else None
     return {
         f"{mod}/__init__.py": f'__version__ = "{version}"\ncuda = {cuda!r}\n',
-        f"{dist}/METADATA": f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n",
+        f"{dist}/METADATA": f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n"
+        + "".join(f"Requires-Dist: {r}\n" for r in REQUIRES.get(name, [])),
         f"{dist}/WHEEL": "Wheel-Version: 1.0\nGenerator: comfyfleet-sim\nRoot-Is-Purelib: true\nTag: py3-none-any\n",
     }
 
