@@ -31,7 +31,7 @@ from app.pool.ledger import InstanceLedger
 from app.pool.provider import Instance, Provider
 from app.pool.static import StaticProvider
 from app.provision import build_plan, connect, open_tunnel, run_provision
-from app.provision.errors import ComfyNeverStarted
+from app.provision.errors import ComfyNeverStarted, ComfyRestartFailed
 from app.provision.mirror import apply_r2_mirror
 from app.provision.progress import ProvisionTracker
 from app.provision.verify import remove_models, verify_models
@@ -176,16 +176,24 @@ class SSHPreparer:
         deadline = time.monotonic() + s.provision_timeout_s
         conn = await self._connection(instance)
         image = instance.provider == "vast"  # booted from Vast's ComfyUI image (or the simulated one)
+        restart_failed: ComfyRestartFailed | None = None
         if conn is not None:
             plan = await build_plan(workflow, s, comfy_dir=instance.comfy_dir)
             if image:
                 plan = image_plan(plan, s)
-            await self._provision(instance, conn, plan, _ProvisionProgress(workflow, on_progress))
+            try:
+                await self._provision(instance, conn, plan, _ProvisionProgress(workflow, on_progress))
+            except ComfyRestartFailed as exc:
+                if not image:
+                    raise
+                restart_failed = exc  # a ComfyUI that never starts also fails its restart: tell them apart
         target = await self._target(instance, conn)
         async with ComfyClient(target.url, token=target.token, basic_auth=target.basic_auth) as client:
             on_progress(Progress("waiting for ComfyUI", 1.0))
             if image:
                 await self._wait_comfy_started(instance, conn, client, deadline)
+                if restart_failed is not None:
+                    raise restart_failed
             else:
                 await client.wait_ready(deadline)
             await client.check_capabilities(
@@ -333,6 +341,7 @@ def image_plan(plan: Any, settings: Settings) -> Any:
         python=settings.comfy_python or plan.python,
         boot_wait_s=max(1, int(settings.comfy_boot_timeout_s)),
         boot_marker=settings.comfy_boot_marker or None,
+        restart_timeout_s=max(1, min(plan.restart_timeout_s, int(settings.comfy_start_timeout_s))),
     )
 
 
