@@ -25,12 +25,10 @@ RESTART_DELAY_S = 0.5  # supervisord's back-off between exits and restarts (seco
 
 
 def portal_names_comfyui(portal_config: str | None) -> bool:
-    """`exit_portal.sh`: is ComfyUI one of the portal config's entries (host:ext:int:path:name|...)?"""
-    for entry in (portal_config or "").split("|"):
-        parts = entry.strip().split(":")
-        if len(parts) >= 5 and parts[4].strip().lower() == "comfyui":
-            return True
-    return False
+    """`exit_portal.sh "ComfyUI"`: `grep -qiE '^[^#].*ComfyUI' /etc/portal.yaml`, the portal config built
+    from PORTAL_CONFIG (entries `host:ext_port:int_port:path:name` joined by `|`): any entry mentioning
+    ComfyUI, case-insensitively."""
+    return any("comfyui" in entry.lower() for entry in (portal_config or "").split("|") if entry.strip())
 
 
 class ComfyProgram:
