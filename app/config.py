@@ -162,6 +162,11 @@ class Settings(BaseSettings):
     comfy_boot_timeout_s: float = Field(
         600.0, description="Wait this long for the image's boot (main.py there, marker gone) after SSH answers"
     )
+    comfy_warmup: bool = Field(
+        True,
+        description="After provisioning, run the workflow's graph once at its smallest size so the first "
+        "job pays no model loading (its time is the instance's, not a job's)",
+    )
     comfy_start_timeout_s: float = Field(
         300.0,
         description="ComfyUI must answer this long after provisioning finished, else the instance is "
@@ -248,6 +253,9 @@ class Settings(BaseSettings):
 
     # --- simulated world -------------------------------------------------------------------------
     sim_step_delay_s: float = Field(0.25, description="Emulated seconds per sampler step")
+    sim_model_load_s: float = Field(
+        1.0, description="Simulated ComfyUI: the first run after a start loads the models this long"
+    )
     sim_workspace_sync_delay_s: float = Field(
         0.2,
         description="Simulated image: its first-boot steps take this long after SSH answers before ComfyUI "

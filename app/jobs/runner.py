@@ -359,6 +359,9 @@ class JobRunner:
         if local is not None:
             await asyncio.to_thread(_copy, video, local)
         cost = round(inst.price_per_hour / 3600.0 * (gpu_s + provision_s), 6)
+        if "ttff_s" not in inst.meta:  # the instance's time to first frame: rented -> first video made
+            inst.meta["ttff_s"] = round(max(0.0, time.time() - inst.created_at), 3)
+            inst.meta["first_job_gpu_s"] = round(gpu_s, 3)
         fresh = await self.repo.peek(job.id) or job
         timings = dict(fresh.timings or {})
         if fresh.stage_started_at is not None:  # the current state closes with the final transition

@@ -35,6 +35,7 @@ from app.provision.errors import ComfyNeverStarted, ComfyRestartFailed
 from app.provision.mirror import apply_r2_mirror
 from app.provision.progress import ProvisionTracker
 from app.provision.verify import remove_models, verify_models
+from app.provision.warmup import warm_up
 from app.redact import redact, register_secret
 from app.store.factory import make_store
 from app.store.local import LocalStore
@@ -199,6 +200,14 @@ class SSHPreparer:
             await client.check_capabilities(
                 workflow.node_types, workflow.models, custom_nodes=getattr(workflow, "custom_nodes", ())
             )
+            if s.comfy_warmup and hasattr(workflow, "render"):
+                on_progress(Progress("warming up", 1.0))
+                seconds = await warm_up(client, workflow, deadline=deadline)
+                warm = dict(instance.meta.get("warmup") or {})
+                warm[workflow.name] = round(seconds, 3)
+                instance.meta["warmup"] = warm  # the instance's time, not the job's (Lease.ensure_ready)
+                instance.meta["warmup_s"] = round(sum(warm.values()), 3)
+                instance.meta["last_warmup_s"] = seconds
         return target
 
     async def _wait_comfy_started(

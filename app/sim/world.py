@@ -63,9 +63,16 @@ class SimInstanceBackend:
     that boots like Vast's ComfyUI image, `app.sim.image`)."""
 
     def __init__(
-        self, root: Path, *, internal_port: int, step_delay_s: float, sync_delay_s: float = 0.0
+        self,
+        root: Path,
+        *,
+        internal_port: int,
+        step_delay_s: float,
+        sync_delay_s: float = 0.0,
+        model_load_s: float = 0.0,
     ) -> None:
         self.root = root
+        self.model_load_s = model_load_s
         self.internal_port = internal_port
         self.step_delay_s = step_delay_s
         self.sync_delay_s = sync_delay_s
@@ -95,7 +102,11 @@ class SimInstanceBackend:
 
         async def start_comfy() -> None:
             comfy = ComfyEmulator(
-                layout.comfy_dir, object_info=self.object_info, step_delay_s=self.step_delay_s, token=token
+                layout.comfy_dir,
+                object_info=self.object_info,
+                step_delay_s=self.step_delay_s,
+                token=token,
+                model_load_s=self.model_load_s,
             )
             await comfy.start("127.0.0.1", comfy_port)
             box.comfy = comfy
@@ -260,6 +271,7 @@ async def start_world(settings: Settings, *, attach: bool = True, fresh: bool = 
         internal_port=settings.comfy_internal_port,
         step_delay_s=settings.sim_step_delay_s,
         sync_delay_s=settings.sim_workspace_sync_delay_s,
+        model_load_s=settings.sim_model_load_s,
     )
     api_key = "sim-" + secrets.token_hex(16)
     emulator = VastEmulator(

@@ -34,7 +34,8 @@ async def _readme_video(sim, tmp_path: Path) -> dict[str, Any]:
 
 
 async def test_boot_race_fresh_image_instance_makes_the_readme_video(tmp_path):
-    async with sim_api(tmp_path / "data") as sim:
+    # the product's defaults for the instance (warm-up on, the simulated model load as by default)
+    async with sim_api(tmp_path / "data", comfy_warmup=True, sim_model_load_s=1.0) as sim:
         job = await _readme_video(sim, tmp_path)
         box = sim.world.backend.boxes[int(job["result"]["instance_id"])]
         assert box.image.synced is True  # the image's own copy of ComfyUI, never skipped
@@ -73,3 +74,23 @@ async def test_comfy_never_starts_instance_replaced_and_job_retried_elsewhere(tm
         row = await sim.services.ledger.get(str(broken[0]))
         assert row is not None and row.meta.get("machine_fault")
         assert "did not answer" in row.meta.get("failure", "") and "Skipping ComfyUI" in row.meta["failure"]
+
+
+@pytest.mark.parametrize("warmup", [True, False])
+async def test_warmup_first_job_pays_no_model_load(tmp_path, warmup: bool):
+    load_s = 3.0
+    async with sim_api(tmp_path / "data", comfy_warmup=warmup, sim_model_load_s=load_s) as sim:
+        job = await sim.submit({**readme_request(), "num_frames": 9, "width": 256, "height": 256})
+        job = await sim.finished(job["job_id"], within_s=120)
+        assert job["state"] == "succeeded", job["error"]
+        timings = job["result"]["timings"]
+        r = await sim.client.get(f"/instances/{job['result']['instance_id']}")
+        meta = r.json()["meta"]
+        assert meta["ttff_s"] > 0 and meta["first_job_gpu_s"] == timings["gpu_s"]
+        if warmup:
+            assert timings["gpu_s"] < load_s  # the models were already loaded
+            assert meta["warmup_s"] >= load_s and "wan22_i2v_lightx2v_gguf" in meta["warmup"]
+            assert timings["provision_share_s"] < meta["ttff_s"] - meta["warmup_s"]  # not charged to the job
+        else:
+            assert timings["gpu_s"] >= load_s
+            assert "warmup_s" not in meta
