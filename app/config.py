@@ -167,6 +167,11 @@ class Settings(BaseSettings):
         description="After provisioning, run the workflow's graph once at its smallest size so the first "
         "job pays no model loading (its time is the instance's, not a job's)",
     )
+    host_slow_factor: float = Field(
+        2.0,
+        description="A host measured this many times slower (s/step) than its GPU model's median is "
+        "excluded from ranking and, when idle, replaced",
+    )
     comfy_start_timeout_s: float = Field(
         300.0,
         description="ComfyUI must answer this long after provisioning finished, else the instance is "
@@ -255,6 +260,12 @@ class Settings(BaseSettings):
     sim_step_delay_s: float = Field(0.25, description="Emulated seconds per sampler step")
     sim_model_load_s: float = Field(
         1.0, description="Simulated ComfyUI: the first run after a start loads the models this long"
+    )
+    sim_slow_host_fraction: float = Field(
+        0.2, ge=0.0, le=1.0, description="Simulated market: the share of machines that are slow hosts"
+    )
+    sim_slow_host_factor: float = Field(
+        3.0, ge=1.0, description="Simulated market: how many times slower a slow host samples"
     )
     sim_workspace_sync_delay_s: float = Field(
         0.2,

@@ -27,6 +27,7 @@ from app.db import init_db, make_engine, make_sessionmaker
 from app.errors import ConfigError
 from app.jobs.ports import ComfyTarget, Progress, ProgressFn
 from app.jobs.services import Services, assemble
+from app.pool.hosts import HostBook, HostSample
 from app.pool.ledger import InstanceLedger
 from app.pool.provider import Instance, Provider
 from app.pool.static import StaticProvider
@@ -244,7 +245,7 @@ class SSHPreparer:
             on_event(event)
 
         try:
-            await run_provision(
+            summary = await run_provision(
                 conn,
                 plan,
                 both,
@@ -255,6 +256,9 @@ class SSHPreparer:
             files.finish(redact(str(exc)) or type(exc).__name__)
             raise
         files.finish()
+        download_s = float((summary.summary or {}).get("ms") or 0) / 1000.0 or summary.seconds
+        if summary.bytes_downloaded >= 1 << 20 and download_s > 0:  # what this host's link really did
+            instance.meta["download_mbps"] = round(summary.bytes_downloaded * 8 / download_s / 1e6, 1)
 
     def provisioning_of(self, instance_id: str) -> list[dict[str, Any]]:
         """Per-file progress of every provisioning run on the instance (the latest per workflow)."""
@@ -339,6 +343,38 @@ class SSHPreparer:
             conn.close()
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(conn.wait_closed(), 5)
+
+
+class HostRecorder:
+    """After every finished job: one `host_samples` row (machine, GPU, s/step, s/frame, download Mb/s);
+    an idle instance on a host now measured slow (HOST_SLOW_FACTOR x its GPU model's median) is retired,
+    so the next job rents elsewhere (ranking excludes slow machines)."""
+
+    def __init__(self, hosts: HostBook, pool: Any) -> None:
+        self.hosts = hosts
+        self.pool = pool
+
+    async def __call__(self, instance: Instance, job_id: str, workflow: str, params: Any, gpu_s: float) -> None:
+        if not instance.machine_id or gpu_s <= 0:
+            return  # static endpoints: nothing to rent differently
+        sample = HostSample(
+            machine_id=str(instance.machine_id),
+            gpu_name=instance.gpu_name,
+            gpu_s=gpu_s,
+            steps=getattr(params, "steps", None) or None,
+            frames=getattr(params, "num_frames", None) or None,
+            download_mbps=instance.meta.get("download_mbps"),
+            provider=instance.provider,
+            instance_id=instance.id,
+            job_id=job_id,
+            workflow=workflow,
+        )
+        await self.hosts.record(sample)
+        if sample.machine_id in self.hosts.knowledge.slow_machines():
+            instance.meta["slow_host"] = True
+            member = self.pool.members.get(instance.id)
+            if member is not None and not member.jobs:
+                await self.pool.retire(instance.id, reason=f"slow host: machine {sample.machine_id}")
 
 
 def image_plan(plan: Any, settings: Settings) -> Any:
@@ -449,6 +485,11 @@ async def build_services(settings: Settings) -> Services:
     )
     if isinstance(store, LocalStore):
         services.routers.append(local_files_router(store))
+    hosts = HostBook(sessionmaker, slow_factor=settings.host_slow_factor)
+    services.hosts = hosts  # type: ignore[attr-defined]
+    if hasattr(provider, "hosts"):  # Vast (and the simulated world): learnt ranking
+        provider.hosts = hosts
+    services.runner.host_recorder = HostRecorder(hosts, services.pool)
     services.closers.extend(closers)
     log.info(
         "services built: provider=%s store=%s simulated=%s",

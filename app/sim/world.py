@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import json
 import logging
 import os
@@ -47,6 +48,14 @@ log = logging.getLogger(__name__)
 _PYPI_DIR = "pypi"  # the simulated package index (wheels standing in for PyPI)
 
 
+def is_slow_host(machine_id: str | None, fraction: float) -> bool:
+    """Whether the simulated market's machine is one of its slow hosts (a fixed, uniform pick by id)."""
+    if not machine_id or fraction <= 0:
+        return False
+    digest = hashlib.sha256(f"slow-host:{machine_id}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64 < fraction
+
+
 @dataclass
 class _Box:
     """One running simulated instance: its SSH server, its image's boot, and its ComfyUI emulator (None
@@ -70,9 +79,15 @@ class SimInstanceBackend:
         step_delay_s: float,
         sync_delay_s: float = 0.0,
         model_load_s: float = 0.0,
+        slow_fraction: float = 0.0,
+        slow_factor: float = 1.0,
     ) -> None:
         self.root = root
         self.model_load_s = model_load_s
+        self.slow_fraction = slow_fraction
+        self.slow_factor = slow_factor
+        # instance id -> its machine id (set by start_world from the emulator's instances)
+        self.machine_of: Any = lambda _instance_id: None
         self.internal_port = internal_port
         self.step_delay_s = step_delay_s
         self.sync_delay_s = sync_delay_s
@@ -90,6 +105,9 @@ class SimInstanceBackend:
         # token only when the port is published.
         token = (env.get("WEB_PASSWORD") or None) if published else None
         comfy_port = _free_port("127.0.0.1")  # fixed now, listened on once supervisor starts ComfyUI
+        step_delay_s = self.step_delay_s
+        if is_slow_host(self.machine_of(instance_id), self.slow_fraction):
+            step_delay_s *= self.slow_factor  # a slow host: thermals, a shared PCIe switch, a bad card
         comfy_url = f"http://127.0.0.1:{comfy_port}"
         restart = sim_restart_command(comfy_url)
         if token:
@@ -104,7 +122,7 @@ class SimInstanceBackend:
             comfy = ComfyEmulator(
                 layout.comfy_dir,
                 object_info=self.object_info,
-                step_delay_s=self.step_delay_s,
+                step_delay_s=step_delay_s,
                 token=token,
                 model_load_s=self.model_load_s,
             )
@@ -272,11 +290,18 @@ async def start_world(settings: Settings, *, attach: bool = True, fresh: bool = 
         step_delay_s=settings.sim_step_delay_s,
         sync_delay_s=settings.sim_workspace_sync_delay_s,
         model_load_s=settings.sim_model_load_s,
+        slow_fraction=settings.sim_slow_host_fraction,
+        slow_factor=settings.sim_slow_host_factor,
     )
     api_key = "sim-" + secrets.token_hex(16)
     emulator = VastEmulator(
         default_market(), api_key=api_key, time_scale=settings.sim_time_scale, backend=backend
     )
+    def machine_of(instance_id: int) -> str | None:
+        inst = emulator.instances.get(instance_id)
+        return str(inst.offer.get("machine_id")) if inst is not None else None
+
+    backend.machine_of = machine_of
     try:
         vast_url = await emulator.start("127.0.0.1", 0)
     except BaseException:

@@ -43,6 +43,7 @@ from app.vast.offers import (
     profile_from,
     rank_offers,
     requirements_from,
+    table_speed,
 )
 from app.vast.probes import Probe, ssh_banner_probe
 from app.vast.sshkey import ensure_keypair
@@ -133,6 +134,7 @@ class VastProvider:
         self.ambiguous_lookup_interval_s = ambiguous_lookup_interval_s
         self.reconcile_grace_s = reconcile_grace_s
         self.bad_machines: set[str] = set()
+        self.hosts: Any = None  # an app.pool.hosts.HostBook: measured hosts rank offers (set by wiring)
         self._bad_loaded = False
         self._account_key_checked = False
         self._public_key: str | None = None
@@ -166,11 +168,21 @@ class VastProvider:
     ) -> list[RankedOffer]:
         """Qualifying offers, best expected cost per clip first; logs why the winner won."""
         await self._load_bad_machines()
+        learnt = None
+        slow: set[str] = set()
+        if self.hosts is not None:  # measured hosts (app.pool.hosts): learnt speeds, slow ones excluded
+            knowledge = await self.hosts.load()
+            learnt = knowledge.estimator(table_speed)
+            slow = learnt.slow
         req = requirements_from(
-            self.settings, request, direct_ssh=self.require_direct_ssh, extra_exclude=self.bad_machines
+            self.settings,
+            request,
+            direct_ssh=self.require_direct_ssh,
+            extra_exclude=self.bad_machines | slow,
         )
         offers = await self.client.search_offers(build_query(req))
-        ranked, rejected = rank_offers(offers, req, self.clip_profile or profile_from(request, self.settings))
+        profile = self.clip_profile or profile_from(request, self.settings)
+        ranked, rejected = rank_offers(offers, req, profile, learnt)
         ranked = [r for r in ranked if r.id not in exclude_offers]
         self.last_search = {"returned": len(offers), "qualifying": len(ranked), "rejected": rejected}
         log.info(
