@@ -115,3 +115,45 @@ def test_slow_host_cli_shows_what_was_learnt(tmp_path: Path, monkeypatch):
     assert [h["machine_id"] for h in data["hosts"] if h["slow"]] == ["3"]
     out = CliRunner().invoke(cli, ["instances", "hosts"])
     assert out.exit_code == 0 and "SLOW" in out.output
+
+
+class _Member:
+    def __init__(self, busy: bool) -> None:
+        self.jobs = {"job-x"} if busy else set()
+
+
+class _Pool:
+    def __init__(self, members: dict) -> None:
+        self.members = members
+        self.retired: list[tuple[str, str]] = []
+
+    async def retire(self, instance_id: str, *, reason: str, force: bool = False) -> bool:
+        self.retired.append((instance_id, reason))
+        return True
+
+
+class _Params:
+    steps = 4
+    num_frames = 81
+
+
+async def test_slow_host_idle_instance_is_replaced_busy_one_kept():
+    from app.jobs.wiring import HostRecorder
+    from app.pool.provider import Instance
+
+    book = HostBook(None)
+    for s in samples("1", "RTX 4090", 1.0) + samples("2", "RTX 4090", 1.0):
+        await book.record(s)
+    pool = _Pool({"a": _Member(busy=False), "b": _Member(busy=True)})
+    record = HostRecorder(book, pool)
+    slow = Instance(provider="vast", id="a", label="l", machine_id="3", gpu_name="RTX 4090")
+    slow.meta["download_mbps"] = 420.0
+    await record(slow, "job-1", "wf", _Params(), 12.0)  # 3 s/step against a 1 s/step median
+    assert pool.retired == [("a", "slow host: machine 3")] and slow.meta["slow_host"] is True
+    assert book.knowledge.machines()["3"].download_mbps == 420.0
+    busy = Instance(provider="vast", id="b", label="m", machine_id="4", gpu_name="RTX 4090")
+    await record(busy, "job-2", "wf", _Params(), 12.0)
+    assert [r[0] for r in pool.retired] == ["a"]  # a busy instance is left to finish its job
+    fast = Instance(provider="vast", id="a", label="n", machine_id="5", gpu_name="RTX 4090")
+    await record(fast, "job-3", "wf", _Params(), 4.0)
+    assert "slow_host" not in fast.meta
