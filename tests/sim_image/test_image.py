@@ -150,3 +150,26 @@ async def test_torch_pin_lost_cuda_keeps_comfyui_down(backend: SimInstanceBacken
     box = backend.boxes[6]
     await until(lambda: box.image.program.starts >= 2)
     assert box.comfy is None and "CUDA" in (box.image.program.last_exit or "")
+
+
+async def test_slow_host_simulated_market_has_slow_machines(tmp_path: Path):
+    from app.sim.vast import default_market
+    from app.sim.world import is_slow_host
+
+    machines = [str(o["machine_id"]) for o in default_market()]
+    slow = [m for m in machines if is_slow_host(m, 0.2)]
+    assert 0.1 < len(slow) / len(machines) < 0.3
+    assert not any(is_slow_host(m, 0.0) for m in machines)
+    fast = next(m for m in machines if not is_slow_host(m, 0.2))
+    b = SimInstanceBackend(
+        tmp_path / "i", internal_port=18188, step_delay_s=0.1, slow_fraction=0.2, slow_factor=3.0
+    )
+    b.machine_of = {1: slow[0], 2: fast}.get
+    try:
+        await b.boot(1, body({"PORTAL_CONFIG": PORTAL}), KEYS)
+        await b.boot(2, body({"PORTAL_CONFIG": PORTAL}), KEYS)
+        await until(lambda: b.boxes[1].comfy is not None and b.boxes[2].comfy is not None)
+        assert b.boxes[1].comfy.step_delay_s == pytest.approx(0.3)
+        assert b.boxes[2].comfy.step_delay_s == pytest.approx(0.1)
+    finally:
+        await b.close()
