@@ -157,10 +157,12 @@ class Settings(BaseSettings):
         "/.provisioning", description="File Vast's image holds until its boot steps are done"
     )
     comfy_log_path: str = Field(
-        "/var/log/portal/comfyui.log", description="ComfyUI's log on the instance (shown when it never starts)"
+        "/var/log/portal/comfyui.log",
+        description="ComfyUI's log on the instance (shown when it never starts)",
     )
     comfy_boot_timeout_s: float = Field(
-        600.0, description="Wait this long for the image's boot (main.py there, marker gone) after SSH answers"
+        600.0,
+        description="Wait this long for the image's boot (main.py there, marker gone) after SSH answers",
     )
     comfy_warmup: bool = Field(
         True,

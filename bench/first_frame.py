@@ -61,9 +61,15 @@ async def main() -> None:
             for warm in (True, False):
                 r = await one(warm, args.model_load_s, Path(tmp) / f"{i}-{warm}")
                 results[warm].append(r)
-                print(f"run {i + 1} warm-up={'on ' if warm else 'off'}: " + ", ".join(f"{k} {v:.4g}" for k, v in r.items()))
+                print(
+                    f"run {i + 1} warm-up={'on ' if warm else 'off'}: "
+                    + ", ".join(f"{k} {v:.4g}" for k, v in r.items())
+                )
     print(f"\nmedians over {args.runs} runs each (model load {args.model_load_s:.1f} s):")
-    print("| warm-up | TTFF (s) | submit -> video (s) | first job GPU s | first job cost ($) | instance warm-up (s) |")
+    print(
+        "| warm-up | TTFF (s) | submit -> video (s) | first job GPU s | first job cost ($) "
+        "| instance warm-up (s) |"
+    )
     print("|---|---|---|---|---|---|")
     for warm in (True, False):
         m = {k: statistics.median(r[k] for r in results[warm]) for k in results[warm][0]}

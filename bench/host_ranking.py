@@ -91,7 +91,14 @@ def run(learn: bool, args: argparse.Namespace) -> dict[str, float]:
             slot["left"] -= 1
             if learn:
                 knowledge.add(
-                    HostSample(slot["machine"], slot["gpu"], clip_s, steps=STEPS, frames=FRAMES, download_mbps=slot["mbps"])
+                    HostSample(
+                        slot["machine"],
+                        slot["gpu"],
+                        clip_s,
+                        steps=STEPS,
+                        frames=FRAMES,
+                        download_mbps=slot["mbps"],
+                    )
                 )
                 if slot["left"] > 0 and slot["machine"] in knowledge.slow_machines():
                     slot["left"] = 0  # idle and measured slow: replaced
@@ -119,9 +126,15 @@ def main() -> None:
     args = ap.parse_args()
     market = default_market()
     slow = sum(is_slow_host(str(o["machine_id"]), args.slow_fraction) for o in market)
-    print(f"market: {len(market)} offers, {slow} on slow hosts ({slow / len(market):.0%}), slow factor {args.slow_factor:g}")
+    print(
+        f"market: {len(market)} offers, {slow} on slow hosts ({slow / len(market):.0%}), "
+        f"slow factor {args.slow_factor:g}"
+    )
     print(f"{args.jobs} jobs, {args.pool} instances at once, {args.clips_per_rental} clips per rental\n")
-    print("| ranking | cost per clip ($) | GPU s per clip | jobs on slow hosts | rentals | slow hosts replaced |")
+    print(
+        "| ranking | cost per clip ($) | GPU s per clip | jobs on slow hosts | rentals "
+        "| slow hosts replaced |"
+    )
     print("|---|---|---|---|---|---|")
     results = {}
     for learn in (False, True):

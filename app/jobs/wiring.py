@@ -354,7 +354,9 @@ class HostRecorder:
         self.hosts = hosts
         self.pool = pool
 
-    async def __call__(self, instance: Instance, job_id: str, workflow: str, params: Any, gpu_s: float) -> None:
+    async def __call__(
+        self, instance: Instance, job_id: str, workflow: str, params: Any, gpu_s: float
+    ) -> None:
         if not instance.machine_id or gpu_s <= 0:
             return  # static endpoints: nothing to rent differently
         sample = HostSample(
@@ -403,7 +405,9 @@ async def _log_tail(conn: Any | None, path: str, lines: int = 3) -> str:
         result = await asyncio.wait_for(conn.run(f"tail -n {lines} {quoted}", check=False), 10)
     except Exception:
         return ""
-    text = result.stdout if isinstance(result.stdout, str) else (result.stdout or b"").decode(errors="replace")
+    text = (
+        result.stdout if isinstance(result.stdout, str) else (result.stdout or b"").decode(errors="replace")
+    )
     return redact(" | ".join(line.strip() for line in text.splitlines() if line.strip()))[:600]
 
 

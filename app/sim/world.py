@@ -34,11 +34,11 @@ from pydantic import SecretStr
 
 from app.config import Settings
 from app.sim.comfyui import ComfyEmulator, default_object_info
-from app.sim.modelserver import ModelServer, default_files, sim_node_sources
 from app.sim.comfyui.server import _free_port
 from app.sim.image import Layout, SimImage
 from app.sim.image.layout import SIM_BOOT_MARKER, SIM_COMFY_DIR, SIM_COMFY_LOG, SIM_COMFY_PYTHON
 from app.sim.image.venv import build_index, make_venv
+from app.sim.modelserver import ModelServer, default_files, sim_node_sources
 from app.sim.sshserver import SandboxSSHServer, sim_restart_command
 from app.sim.vast import BackendInfo, VastEmulator, default_market
 from app.workflows import load_workflows
@@ -297,6 +297,7 @@ async def start_world(settings: Settings, *, attach: bool = True, fresh: bool = 
     emulator = VastEmulator(
         default_market(), api_key=api_key, time_scale=settings.sim_time_scale, backend=backend
     )
+
     def machine_of(instance_id: int) -> str | None:
         inst = emulator.instances.get(instance_id)
         return str(inst.offer.get("machine_id")) if inst is not None else None

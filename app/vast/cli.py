@@ -393,8 +393,20 @@ def hosts_cmd(as_json: bool = typer.Option(False, "--json", help="Machine-readab
     if not rows:
         typer.echo("no finished jobs yet: nothing learnt about hosts")
         return
-    table = Table(title=f"hosts (slow = more than {settings.host_slow_factor:g}x its GPU model's median s/step)")
-    for col in ("machine", "GPU", "jobs", "s/step", "s/frame", "GPU median s/step", "x median", "Mb/s", "slow"):
+    table = Table(
+        title=f"hosts (slow = more than {settings.host_slow_factor:g}x its GPU model's median s/step)"
+    )
+    for col in (
+        "machine",
+        "GPU",
+        "jobs",
+        "s/step",
+        "s/frame",
+        "GPU median s/step",
+        "x median",
+        "Mb/s",
+        "slow",
+    ):
         table.add_column(col)
 
     def fmt(v: Any, spec: str = ".3f") -> str:

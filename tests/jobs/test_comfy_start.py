@@ -44,7 +44,7 @@ async def test_comfy_never_starts_found_within_the_start_deadline():
     settings = Settings(_env_file=None, comfy_start_timeout_s=0.5, provision_timeout_s=3600)
     inst = instance("vast")
     t0 = time.monotonic()
-    with pytest.raises(ComfyNeverStarted, match="did not answer within 0 s|did not answer within 1 s") as err:
+    with pytest.raises(ComfyNeverStarted, match=r"did not answer within [01] s") as err:
         await SSHPreparer(settings).prepare(inst, Workflow(), lambda _p: None)
     assert time.monotonic() - t0 < 30  # minutes at most, never the provisioning hour
     assert err.value.retryable and err.value.instance_broken

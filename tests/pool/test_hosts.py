@@ -18,13 +18,25 @@ from app.vast.offers import ClipProfile, OfferRequirements, rank_offers, table_s
 
 def offer(i: int, machine: int, gpu: str = "RTX 4090", price: float = 0.40) -> dict:
     return {
-        "id": i, "machine_id": machine, "gpu_name": gpu, "dph_total": price, "gpu_ram": 24000,
-        "disk_space": 100, "cuda_max_good": 12.8, "reliability2": 0.995, "inet_down": 900,
-        "verified": True, "rentable": True, "rented": False, "num_gpus": 1,
+        "id": i,
+        "machine_id": machine,
+        "gpu_name": gpu,
+        "dph_total": price,
+        "gpu_ram": 24000,
+        "disk_space": 100,
+        "cuda_max_good": 12.8,
+        "reliability2": 0.995,
+        "inet_down": 900,
+        "verified": True,
+        "rentable": True,
+        "rented": False,
+        "num_gpus": 1,
     }
 
 
-def samples(machine: str, gpu: str, s_per_step: float, n: int = 2, mbps: float | None = None) -> list[HostSample]:
+def samples(
+    machine: str, gpu: str, s_per_step: float, n: int = 2, mbps: float | None = None
+) -> list[HostSample]:
     return [HostSample(machine, gpu, gpu_s=s_per_step * 4, steps=4, frames=81, download_mbps=mbps)] * n
 
 
@@ -49,7 +61,9 @@ def test_slow_host_learnt_ranking_prefers_measured_machines():
     req, profile = OfferRequirements(), ClipProfile(clips_per_instance=5)
     static, _ = rank_offers(offers, req, profile)
     assert [r.id for r in static] == [1, 2, 3]  # same GPU model: the cheapest wins
-    k = HostKnowledge(samples("100", "RTX 4090", 3.0) + samples("200", "RTX 4090", 1.0) + samples("300", "RTX 4090", 1.0))
+    k = HostKnowledge(
+        samples("100", "RTX 4090", 3.0) + samples("200", "RTX 4090", 1.0) + samples("300", "RTX 4090", 1.0)
+    )
     est = k.estimator(table_speed)
     assert est.slow == {"100"}
     learnt, _ = rank_offers(offers, req, profile, est)
@@ -72,7 +86,9 @@ def test_slow_host_per_gpu_median_ranks_unmeasured_machines():
 
 def test_slow_host_measured_download_replaces_advertised():
     offers = [offer(1, 100, price=0.40), offer(2, 200, price=0.40)]
-    k = HostKnowledge(samples("100", "RTX 4090", 1.0, mbps=50.0) + samples("200", "RTX 4090", 1.0, mbps=2000.0))
+    k = HostKnowledge(
+        samples("100", "RTX 4090", 1.0, mbps=50.0) + samples("200", "RTX 4090", 1.0, mbps=2000.0)
+    )
     learnt, _ = rank_offers(offers, OfferRequirements(), ClipProfile(), k.estimator(table_speed))
     assert learnt[0].id == 2 and learnt[1].cold_start_s > learnt[0].cold_start_s
 
@@ -83,7 +99,9 @@ async def test_slow_host_samples_survive_a_restart(tmp_path: Path):
     try:
         await init_db(engine)
         book = HostBook(make_sessionmaker(engine))
-        for s in samples("1", "RTX 4090", 1.0) + samples("2", "RTX 4090", 1.0) + samples("3", "RTX 4090", 2.5):
+        for s in (
+            samples("1", "RTX 4090", 1.0) + samples("2", "RTX 4090", 1.0) + samples("3", "RTX 4090", 2.5)
+        ):
             await book.record(s)
         again = HostBook(make_sessionmaker(engine))
         assert (await again.load()).slow_machines() == {"3"}
@@ -101,7 +119,9 @@ def test_slow_host_cli_shows_what_was_learnt(tmp_path: Path, monkeypatch):
         try:
             await init_db(engine)
             book = HostBook(make_sessionmaker(engine))
-            for s in samples("1", "RTX 4090", 1.0) + samples("2", "RTX 4090", 1.0) + samples("3", "RTX 4090", 2.5):
+            for s in (
+                samples("1", "RTX 4090", 1.0) + samples("2", "RTX 4090", 1.0) + samples("3", "RTX 4090", 2.5)
+            ):
                 await book.record(s)
         finally:
             await engine.dispose()

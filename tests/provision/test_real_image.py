@@ -48,7 +48,9 @@ def client_key(tmp_path: Path) -> tuple[Path, str]:
 
 
 async def boot(tmp_path: Path, pub: str, *, sync_delay_s: float) -> tuple[SimInstanceBackend, SSHTarget]:
-    backend = SimInstanceBackend(tmp_path / "inst", internal_port=18188, step_delay_s=0.0, sync_delay_s=sync_delay_s)
+    backend = SimInstanceBackend(
+        tmp_path / "inst", internal_port=18188, step_delay_s=0.0, sync_delay_s=sync_delay_s
+    )
     body = {"image": "vastai/comfyui:test", "onstart": "entrypoint.sh", "env": {"PORTAL_CONFIG": PORTAL}}
     info = await backend.boot(1, body, [pub])
     return backend, SSHTarget(info.ssh_host, info.ssh_port)
@@ -113,7 +115,7 @@ async def test_boot_race_image_that_never_finishes_is_a_typed_error(tmp_path: Pa
         conn = await connect(target, key_path)
         async with conn:
             plan = image_plan(plan_for([]), sim_settings(comfy_boot_timeout_s=1))
-            with pytest.raises(ImageBootTimeout, match="main.py does not exist"):
+            with pytest.raises(ImageBootTimeout, match=r"main\.py does not exist"):
                 await run_provision(conn, plan, remote_dir=".cf", timeout_s=60)
         assert not Layout(backend.boxes[1].sandbox).comfy_dir.exists()  # nothing touched
     finally:
@@ -125,7 +127,12 @@ async def test_torch_pin_node_requirements_keep_the_image_torch(tmp_path: Path, 
     repo = make_node_repo(
         tmp_path / "repos",
         "ComfyUI-TorchHungry",
-        [{"__init__.py": "NODE_CLASS_MAPPINGS = {}\n", "requirements.txt": "torch>=2.9\ntorchaudio\nsimnode-extra\n"}],
+        [
+            {
+                "__init__.py": "NODE_CLASS_MAPPINGS = {}\n",
+                "requirements.txt": "torch>=2.9\ntorchaudio\nsimnode-extra\n",
+            }
+        ],
     )
     backend, target = await boot(tmp_path, pub, sync_delay_s=0.0)
     try:
@@ -149,7 +156,12 @@ async def test_torch_pin_lines_naming_the_torch_family_are_stripped(tmp_path: Pa
     repo = make_node_repo(
         tmp_path / "repos",
         "ComfyUI-Pinned",
-        [{"__init__.py": "\n", "requirements.txt": "torchvision==0.24.1\nTorch==2.9.1 ; python_version > '3'\n"}],
+        [
+            {
+                "__init__.py": "\n",
+                "requirements.txt": "torchvision==0.24.1\nTorch==2.9.1 ; python_version > '3'\n",
+            }
+        ],
     )
     backend, target = await boot(tmp_path, pub, sync_delay_s=0.0)
     try:
@@ -187,7 +199,9 @@ async def test_torch_pin_transitive_torch_upgrade_is_refused(tmp_path: Path, cli
         await backend.close()
 
 
-async def test_boot_race_real_sshd_waits_for_main_py_and_marker(tmp_path: Path, request: pytest.FixtureRequest):
+async def test_boot_race_real_sshd_waits_for_main_py_and_marker(
+    tmp_path: Path, request: pytest.FixtureRequest
+):
     """Against a real OpenSSH server: nothing under the ComfyUI folder is created before the image's copy."""
     if unavailable_reason():
         pytest.skip(unavailable_reason())

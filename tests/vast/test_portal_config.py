@@ -16,7 +16,14 @@ from app.sim.world import SimInstanceBackend
 from app.vast.offers import ClipProfile, OfferRequirements, expected_cost_per_clip
 from app.vast.provider import VastProvider
 
-OFFER = {"id": 5, "machine_id": 9, "gpu_name": "RTX 4090", "dph_total": 0.4, "direct_port_count": 4, "inet_down": 500}
+OFFER = {
+    "id": 5,
+    "machine_id": 9,
+    "gpu_name": "RTX 4090",
+    "dph_total": 0.4,
+    "direct_port_count": 4,
+    "inet_down": 500,
+}
 KEY = asyncssh.generate_private_key("ssh-ed25519").export_public_key("openssh").decode()
 
 

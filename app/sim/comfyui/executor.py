@@ -10,7 +10,6 @@ are cached by input signature like the classic cache, so a re-run reports its no
 from __future__ import annotations
 
 import asyncio
-
 import json
 import time
 from dataclasses import dataclass, field

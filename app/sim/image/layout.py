@@ -18,7 +18,9 @@ SIM_BOOT_MARKER = "~/.provisioning"
 SIM_COMFY_LOG = "~/var/log/portal/comfyui.log"
 
 _BAKED_FOLDERS = ("models", "custom_nodes", "input", "output", "user")
-MAIN_PY = '''"""ComfyUI entry point (simulated image: the ComfyUI emulator stands in for this process)."""\n'''
+MAIN_PY = (
+    '''"""ComfyUI entry point (simulated image: the ComfyUI emulator stands in for this process)."""\n'''
+)
 
 
 @dataclass(frozen=True)

@@ -48,7 +48,8 @@ class ComfyProgram:
         if not portal_names_comfyui(self.env.get("PORTAL_CONFIG")):
             return "Skipping ComfyUI startup (not in PORTAL_CONFIG)"
         if not (self.layout.comfy_dir / "main.py").is_file():
-            return f"python: can't open file '{self.layout.comfy_dir}/main.py': [Errno 2] No such file or directory"
+            main = self.layout.comfy_dir / "main.py"
+            return f"python: can't open file '{main}': [Errno 2] No such file or directory"
         if not torch_has_cuda(self.layout.venv):
             version = installed_version(self.layout.venv, "torch")
             return f"AssertionError: Torch not compiled with CUDA enabled (torch {version})"

@@ -40,7 +40,8 @@ def _files(name: str, version: str) -> dict[str, str]:
         f"{mod}/__init__.py": f'__version__ = "{version}"\ncuda = {cuda!r}\n',
         f"{dist}/METADATA": f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n"
         + "".join(f"Requires-Dist: {r}\n" for r in REQUIRES.get(name, [])),
-        f"{dist}/WHEEL": "Wheel-Version: 1.0\nGenerator: comfyfleet-sim\nRoot-Is-Purelib: true\nTag: py3-none-any\n",
+        f"{dist}/WHEEL": "Wheel-Version: 1.0\nGenerator: comfyfleet-sim\nRoot-Is-Purelib: true\n"
+        "Tag: py3-none-any\n",
     }
 
 
