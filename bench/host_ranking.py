@@ -36,6 +36,7 @@ from app.vast.offers import ClipProfile, gpu_speed, rank_offers, requirements_fr
 
 STEPS = 4
 FRAMES = 81
+MEGAPIXELS = 832 * 480 / 1e6
 
 
 def spread(machine: str) -> float:
@@ -97,6 +98,7 @@ def run(learn: bool, args: argparse.Namespace) -> dict[str, float]:
                         clip_s,
                         steps=STEPS,
                         frames=FRAMES,
+                        megapixels=MEGAPIXELS,
                         download_mbps=slot["mbps"],
                     )
                 )

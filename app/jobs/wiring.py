@@ -203,7 +203,12 @@ class SSHPreparer:
             )
             if s.comfy_warmup and hasattr(workflow, "render"):
                 on_progress(Progress("warming up", 1.0))
-                seconds = await warm_up(client, workflow, deadline=deadline)
+                try:
+                    seconds = await warm_up(client, workflow, deadline=deadline)
+                except Exception as exc:  # a failed warm-up costs the first job the model load, no more
+                    log.warning("warm-up on %s failed: %s", instance.id, redact(str(exc)))
+                    instance.meta["warmup_error"] = redact(str(exc))[:300]
+                    return target
                 warm = dict(instance.meta.get("warmup") or {})
                 warm[workflow.name] = round(seconds, 3)
                 instance.meta["warmup"] = warm  # the instance's time, not the job's (Lease.ensure_ready)
@@ -346,25 +351,32 @@ class SSHPreparer:
 
 
 class HostRecorder:
-    """After every finished job: one `host_samples` row (machine, GPU, s/step, s/frame, download Mb/s);
+    """After every finished job: one `host_samples` row (machine, GPU, s/step, s/frame, download Mb/s;
+    not the first job of an instance that was not warmed up: it paid the model load);
     an idle instance on a host now measured slow (HOST_SLOW_FACTOR x its GPU model's median) is retired,
     so the next job rents elsewhere (ranking excludes slow machines)."""
 
     def __init__(self, hosts: HostBook, pool: Any) -> None:
         self.hosts = hosts
         self.pool = pool
+        self._seen: set[str] = set()  # instances whose first (cold) job was skipped
 
     async def __call__(
         self, instance: Instance, job_id: str, workflow: str, params: Any, gpu_s: float
     ) -> None:
         if not instance.machine_id or gpu_s <= 0:
             return  # static endpoints: nothing to rent differently
+        if not instance.meta.get("warmup") and instance.id not in self._seen:
+            self._seen.add(instance.id)
+            return  # its first job after a start loaded the models: not the host's sampling speed
+        width, height = getattr(params, "width", None), getattr(params, "height", None)
         sample = HostSample(
             machine_id=str(instance.machine_id),
             gpu_name=instance.gpu_name,
             gpu_s=gpu_s,
             steps=getattr(params, "steps", None) or None,
             frames=getattr(params, "num_frames", None) or None,
+            megapixels=(width * height / 1e6) if width and height else None,
             download_mbps=instance.meta.get("download_mbps"),
             provider=instance.provider,
             instance_id=instance.id,

@@ -7,8 +7,8 @@ measured figures to the static GPU table: per machine when that machine has samp
 excluded from ranking and, when idle, replaced.
 
 Measured seconds are turned into the static table's unit (relative speed, RTX 4090 = 1) through one
-constant: K = median over the measured GPU models of (static speed x measured s/step), the "RTX 4090
-seconds per step" the measurements imply; a machine's learnt speed is K / its s/step. With one GPU model
+constant: K = median over the measured GPU models of (static speed x measured s per step-frame-megapixel), the
+RTX 4090 figure the measurements imply; a machine's learnt speed is K / its own figure. With one GPU model
 measured this keeps that model's table speed and only moves its machines relative to each other.
 """
 
@@ -44,6 +44,7 @@ class HostSampleRow(Base):
     workflow: Mapped[str | None] = mapped_column(String(128), nullable=True)
     steps: Mapped[int | None] = mapped_column(Integer, nullable=True)
     frames: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    megapixels: Mapped[float | None] = mapped_column(Float, nullable=True)
     gpu_s: Mapped[float] = mapped_column(Float)
     s_per_step: Mapped[float | None] = mapped_column(Float, nullable=True)
     s_per_frame: Mapped[float | None] = mapped_column(Float, nullable=True)
@@ -58,6 +59,7 @@ class HostSample:
     gpu_s: float
     steps: int | None = None
     frames: int | None = None
+    megapixels: float | None = None  # width x height / 1e6 of the job's frames
     download_mbps: float | None = None
     provider: str = "vast"
     instance_id: str | None = None
@@ -73,6 +75,14 @@ class HostSample:
     def s_per_frame(self) -> float | None:
         return self.gpu_s / self.frames if self.frames else None
 
+    @property
+    def s_per_unit(self) -> float | None:
+        """Seconds per step per frame per megapixel: comparable across jobs of different sizes (a Wan
+        sampler's work grows with all three), so machines that ran different jobs can be compared."""
+        if not (self.steps and self.frames and self.megapixels):
+            return None
+        return self.gpu_s / (self.steps * self.frames * self.megapixels)
+
 
 def _median(values: Iterable[float | None]) -> float | None:
     vals = [v for v in values if v is not None and v > 0]
@@ -86,16 +96,17 @@ class HostStats:
     samples: int
     s_per_step: float | None
     s_per_frame: float | None
+    s_per_unit: float | None
     download_mbps: float | None
-    gpu_median_s_per_step: float | None
+    gpu_median_s_per_unit: float | None
     slow: bool
 
     @property
     def ratio(self) -> float | None:
-        """This machine's s/step over its GPU model's median (2.0 = twice as slow)."""
-        if self.s_per_step is None or not self.gpu_median_s_per_step:
+        """This machine's work rate over its GPU model's median (2.0 = twice as slow)."""
+        if self.s_per_unit is None or not self.gpu_median_s_per_unit:
             return None
-        return self.s_per_step / self.gpu_median_s_per_step
+        return self.s_per_unit / self.gpu_median_s_per_unit
 
     def to_dict(self) -> dict[str, Any]:
         def r(v: float | None, n: int = 4) -> float | None:
@@ -107,15 +118,18 @@ class HostStats:
             "samples": self.samples,
             "s_per_step": r(self.s_per_step),
             "s_per_frame": r(self.s_per_frame),
+            "s_per_step_frame_mp": r(self.s_per_unit, 6),
             "download_mbps": r(self.download_mbps, 1),
-            "gpu_median_s_per_step": r(self.gpu_median_s_per_step),
+            "gpu_median_s_per_step_frame_mp": r(self.gpu_median_s_per_unit, 6),
             "ratio": r(self.ratio, 2),
             "slow": self.slow,
         }
 
 
 class HostKnowledge:
-    """Pure statistics over samples (no I/O): per machine, per GPU model, slow machines, learnt speeds."""
+    """Pure statistics over samples (no I/O): per machine, per GPU model, slow machines, learnt speeds.
+    Speed comparisons use seconds per step per frame per megapixel (`HostSample.s_per_unit`), so jobs
+    of different sizes are comparable; s/step and s/frame are kept for people to read."""
 
     def __init__(self, samples: Iterable[HostSample] = (), *, slow_factor: float = 2.0) -> None:
         self.slow_factor = slow_factor
@@ -134,7 +148,7 @@ class HostKnowledge:
 
     def machines(self) -> dict[str, HostStats]:
         by_machine = self._by_machine()
-        machine_step = {m: _median(s.s_per_step for s in ss) for m, ss in by_machine.items()}
+        machine_step = {m: _median(s.s_per_unit for s in ss) for m, ss in by_machine.items()}
         gpu_of = {m: ss[-1].gpu_name for m, ss in by_machine.items()}
         # a GPU model's median is over its machines' medians (one busy machine does not dominate)
         per_gpu: dict[str | None, list[float]] = defaultdict(list)
@@ -158,10 +172,11 @@ class HostKnowledge:
                 machine_id=m,
                 gpu_name=g,
                 samples=len(ss),
-                s_per_step=step,
+                s_per_step=_median(s.s_per_step for s in ss),
                 s_per_frame=_median(s.s_per_frame for s in ss),
+                s_per_unit=step,
                 download_mbps=_median(s.download_mbps for s in ss),
-                gpu_median_s_per_step=med,
+                gpu_median_s_per_unit=med,
                 slow=slow,
             )
         return out
@@ -169,8 +184,8 @@ class HostKnowledge:
     def gpu_medians(self) -> dict[str, float]:
         per_gpu: dict[str, list[float]] = defaultdict(list)
         for st in self.machines().values():
-            if st.s_per_step is not None and st.gpu_name:
-                per_gpu[st.gpu_name].append(st.s_per_step)
+            if st.s_per_unit is not None and st.gpu_name:
+                per_gpu[st.gpu_name].append(st.s_per_unit)
         return {g: statistics.median(v) for g, v in per_gpu.items()}
 
     def slow_machines(self) -> set[str]:
@@ -195,8 +210,8 @@ class OfferEstimator:
         if self.k is None:
             return None
         st = self.machines.get(str(machine_id))
-        if st is not None and st.s_per_step:
-            return self.k / st.s_per_step
+        if st is not None and st.s_per_unit:
+            return self.k / st.s_per_unit
         med = self.gpu.get(gpu_name or "")
         return self.k / med if med else None
 
@@ -228,6 +243,7 @@ class HostBook:
                         gpu_s=r.gpu_s,
                         steps=r.steps,
                         frames=r.frames,
+                        megapixels=r.megapixels,
                         download_mbps=r.download_mbps,
                         provider=r.provider,
                         instance_id=r.instance_id,
@@ -258,6 +274,7 @@ class HostBook:
                         steps=sample.steps,
                         frames=sample.frames,
                         gpu_s=sample.gpu_s,
+                        megapixels=sample.megapixels,
                         s_per_step=sample.s_per_step,
                         s_per_frame=sample.s_per_frame,
                         download_mbps=sample.download_mbps,

@@ -394,7 +394,8 @@ def hosts_cmd(as_json: bool = typer.Option(False, "--json", help="Machine-readab
         typer.echo("no finished jobs yet: nothing learnt about hosts")
         return
     table = Table(
-        title=f"hosts (slow = more than {settings.host_slow_factor:g}x its GPU model's median s/step)"
+        title=f"hosts (slow: more than {settings.host_slow_factor:g}x its GPU model's median time per step, "
+        "frame and megapixel)"
     )
     for col in (
         "machine",
@@ -419,7 +420,6 @@ def hosts_cmd(as_json: bool = typer.Option(False, "--json", help="Machine-readab
             str(r["samples"]),
             fmt(r["s_per_step"]),
             fmt(r["s_per_frame"]),
-            fmt(r["gpu_median_s_per_step"]),
             fmt(r["ratio"], ".2f"),
             fmt(r["download_mbps"], ".0f"),
             "SLOW" if r["slow"] else "",

@@ -37,7 +37,10 @@ def offer(i: int, machine: int, gpu: str = "RTX 4090", price: float = 0.40) -> d
 def samples(
     machine: str, gpu: str, s_per_step: float, n: int = 2, mbps: float | None = None
 ) -> list[HostSample]:
-    return [HostSample(machine, gpu, gpu_s=s_per_step * 4, steps=4, frames=81, download_mbps=mbps)] * n
+    one = HostSample(
+        machine, gpu, gpu_s=s_per_step * 4, steps=4, frames=81, megapixels=0.4, download_mbps=mbps
+    )
+    return [one] * n
 
 
 def test_slow_host_found_against_its_gpu_models_median():
@@ -47,8 +50,20 @@ def test_slow_host_found_against_its_gpu_models_median():
     )
     assert k.slow_machines() == {"3"}
     st = k.machines()["3"]
-    assert st.gpu_median_s_per_step == pytest.approx(1.1) and st.ratio == pytest.approx(3.0 / 1.1)
-    assert st.s_per_frame == pytest.approx(12.0 / 81)
+    assert st.gpu_median_s_per_unit == pytest.approx(1.1 / 81 / 0.4) and st.ratio == pytest.approx(3.0 / 1.1)
+    assert st.s_per_step == pytest.approx(3.0) and st.s_per_frame == pytest.approx(12.0 / 81)
+
+
+def test_slow_host_jobs_of_different_sizes_are_compared_per_work():
+    """A machine that ran big jobs is not slow: its time per step, frame and megapixel is what counts."""
+    big = HostSample("1", "RTX 4090", gpu_s=40.0, steps=4, frames=81, megapixels=0.4)
+    small = HostSample(
+        "2", "RTX 4090", gpu_s=40.0 * (17 * 0.065) / (81 * 0.4), steps=4, frames=17, megapixels=0.065
+    )
+    slow = HostSample("3", "RTX 4090", gpu_s=3 * small.gpu_s, steps=4, frames=17, megapixels=0.065)
+    k = HostKnowledge([big, small, slow], slow_factor=2.0)
+    assert k.slow_machines() == {"3"}
+    assert k.machines()["1"].s_per_step > 5 * k.machines()["3"].s_per_step  # s/step alone would say "1"
 
 
 def test_slow_host_needs_peers_of_its_gpu_model():
@@ -155,6 +170,8 @@ class _Pool:
 class _Params:
     steps = 4
     num_frames = 81
+    width = 800
+    height = 500  # 0.4 megapixels, as samples() records
 
 
 async def test_slow_host_idle_instance_is_replaced_busy_one_kept():
@@ -167,13 +184,16 @@ async def test_slow_host_idle_instance_is_replaced_busy_one_kept():
     pool = _Pool({"a": _Member(busy=False), "b": _Member(busy=True)})
     record = HostRecorder(book, pool)
     slow = Instance(provider="vast", id="a", label="l", machine_id="3", gpu_name="RTX 4090")
-    slow.meta["download_mbps"] = 420.0
+    slow.meta.update(download_mbps=420.0, warmup={"wf": 1.0})
     await record(slow, "job-1", "wf", _Params(), 12.0)  # 3 s/step against a 1 s/step median
     assert pool.retired == [("a", "slow host: machine 3")] and slow.meta["slow_host"] is True
     assert book.knowledge.machines()["3"].download_mbps == 420.0
     busy = Instance(provider="vast", id="b", label="m", machine_id="4", gpu_name="RTX 4090")
+    busy.meta["warmup"] = {"wf": 1.0}
     await record(busy, "job-2", "wf", _Params(), 12.0)
     assert [r[0] for r in pool.retired] == ["a"]  # a busy instance is left to finish its job
-    fast = Instance(provider="vast", id="a", label="n", machine_id="5", gpu_name="RTX 4090")
-    await record(fast, "job-3", "wf", _Params(), 4.0)
-    assert "slow_host" not in fast.meta
+    fast = Instance(provider="vast", id="c", label="n", machine_id="5", gpu_name="RTX 4090")
+    await record(fast, "job-3", "wf", _Params(), 40.0)  # not warmed up: its first job paid the model load
+    assert "5" not in book.knowledge.machines()
+    await record(fast, "job-4", "wf", _Params(), 4.0)
+    assert book.knowledge.machines()["5"].samples == 1 and "slow_host" not in fast.meta

@@ -30,6 +30,7 @@ def upgrade() -> None:
         sa.Column("workflow", sa.String(length=128), nullable=True),
         sa.Column("steps", sa.Integer(), nullable=True),
         sa.Column("frames", sa.Integer(), nullable=True),
+        sa.Column("megapixels", sa.Float(), nullable=True),
         sa.Column("gpu_s", sa.Float(), nullable=False),
         sa.Column("s_per_step", sa.Float(), nullable=True),
         sa.Column("s_per_frame", sa.Float(), nullable=True),
