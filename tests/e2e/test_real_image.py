@@ -14,7 +14,8 @@ import pytest
 
 from tests.e2e.conftest import b64, sim_api
 
-pytestmark = pytest.mark.usefixtures("database")
+# SQLite only (the data dir's default database), to keep the suite's time; the database matters only to
+# the instance marked bad, which runs on both.
 
 LIGHTHOUSE = Path(__file__).resolve().parents[2] / "examples" / "lighthouse.png"
 
@@ -51,6 +52,7 @@ async def test_boot_race_workspace_copy_long_after_ssh_still_makes_the_video(tmp
         assert sim.instances_ever_created() == 1
 
 
+@pytest.mark.usefixtures("database")
 async def test_comfy_never_starts_instance_replaced_and_job_retried_elsewhere(tmp_path):
     async with sim_api(tmp_path / "data", comfy_start_timeout_s=2.0) as sim:
         backend = sim.world.backend
