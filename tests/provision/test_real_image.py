@@ -24,7 +24,7 @@ from app.pool.provider import SSHTarget
 from app.provision import Plan, PlannedNode, connect, run_provision
 from app.provision.errors import ImageBootTimeout, NodeInstallFailed
 from app.sim.image.layout import SIM_BOOT_MARKER, SIM_COMFY_DIR, SIM_COMFY_PYTHON, Layout
-from app.sim.image.venv import installed_version
+from app.sim.image.venv import build_index, installed_version, make_venv
 from app.sim.world import SimInstanceBackend
 from tests.support.gitrepos import make_node_repo
 from tests.support.sshd import sshd, unavailable_reason  # noqa: F401
@@ -233,3 +233,37 @@ async def test_boot_race_real_sshd_waits_for_main_py_and_marker(
         summary = await asyncio.wait_for(task, 30)
     assert summary.ok and (comfy / "models").is_dir()
     assert [e["event"] for e in events].count("boot_done") == 1
+
+
+async def test_torch_pin_real_sshd_keeps_the_venv_torch(tmp_path: Path, request: pytest.FixtureRequest):
+    """Against a real OpenSSH server: ComfyUI's own venv (made like the image's /venv/main) keeps torch."""
+    if unavailable_reason():
+        pytest.skip(unavailable_reason())
+    server = request.getfixturevalue("sshd")
+    venv = tmp_path / "venv" / "main"
+    python = make_venv(venv, build_index(tmp_path / "pypi"))
+    repo = make_node_repo(
+        tmp_path / "repos",
+        "ComfyUI-TorchHungry",
+        [{"__init__.py": "\n", "requirements.txt": "torch>=2.9\nsimnode-extra\n"}],
+    )
+    comfy = tmp_path / "ComfyUI"
+    plan = Plan(
+        workflow="t",
+        models=[],
+        nodes=[PlannedNode(repo.name, repo.url, repo.head)],
+        comfy_dir=str(comfy),
+        min_free_bytes=0,
+        restart_cmd=None,
+    )
+    settings = Settings(_env_file=None, comfy_python=str(python), comfy_boot_marker=str(tmp_path / "none"))
+    comfy.mkdir()
+    (comfy / "main.py").write_text("")
+    conn = await connect(server.target(), server.client_key_path)
+    async with conn:
+        summary = await run_provision(
+            conn, image_plan(plan, settings), remote_dir=str(tmp_path / "r"), timeout_s=120
+        )
+    assert summary.ok and summary.nodes_installed == [repo.name]
+    assert installed_version(venv, "torch") == "2.8.0+cu129"
+    assert installed_version(venv, "simnode-extra") == "1.0.0"
