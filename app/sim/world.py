@@ -4,8 +4,8 @@
 - behind each instance it rents: a sandbox that boots like Vast's ComfyUI image (`app.sim.image`: the
   workspace copy after SSH answers, the portal check, ComfyUI's own venv), a real SSH server running real
   shell commands (`app.sim.sshserver`) and a ComfyUI API emulator (`app.sim.comfyui`) listening on the
-  instance's "loopback" (the SSH server maps 127.0.0.1:<comfy_internal_port> to it, so the product's SSH tunnel is
-  the same as on Vast);
+  instance's "loopback" (the SSH server maps 127.0.0.1:<comfy_internal_port> to it, so the product's SSH
+  tunnel is the same as on Vast);
 - a model-file server standing in for Hugging Face (`app.sim.modelserver`), and local git repos standing
   in for the custom nodes' GitHub repos.
 
