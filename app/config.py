@@ -117,7 +117,10 @@ class Settings(BaseSettings):
     # --- Vast.ai ---------------------------------------------------------------------------------
     vast_api_key: SecretStr | None = None
     vast_api_url: str = "https://console.vast.ai"
-    vast_image: str = "vastai/comfy:@vastai-automatic-tag"
+    vast_image: str = Field(
+        "vastai/comfyui:v0.22.0-cuda-12.9-py312",
+        description="Vast's ComfyUI image, pinned to a concrete tag (base-image ADR-0011); see README",
+    )
     vast_min_gpu_ram_gb: float = 24.0
     vast_min_cuda: float = 12.4
     vast_min_reliability: float = 0.98
@@ -145,6 +148,37 @@ class Settings(BaseSettings):
     model_mirror_url: str | None = None
     provision_parallel: int = 4
     provision_timeout_s: float = 3600.0
+    comfy_python: str = Field(
+        "/venv/main/bin/python",
+        description="ComfyUI's own Python on the instance (Vast's image: /venv/main); custom-node "
+        "requirements are installed with it, keeping its torch family",
+    )
+    comfy_boot_marker: str = Field(
+        "/.provisioning", description="File Vast's image holds until its boot steps are done"
+    )
+    comfy_log_path: str = Field(
+        "/var/log/portal/comfyui.log",
+        description="ComfyUI's log on the instance (shown when it never starts)",
+    )
+    comfy_boot_timeout_s: float = Field(
+        600.0,
+        description="Wait this long for the image's boot (main.py there, marker gone) after SSH answers",
+    )
+    comfy_warmup: bool = Field(
+        True,
+        description="After provisioning, run the workflow's graph once at its smallest size so the first "
+        "job pays no model loading (its time is the instance's, not a job's)",
+    )
+    host_slow_factor: float = Field(
+        2.0,
+        description="A host measured this many times slower (s/step) than its GPU model's median is "
+        "excluded from ranking and, when idle, replaced",
+    )
+    comfy_start_timeout_s: float = Field(
+        300.0,
+        description="ComfyUI must answer this long after provisioning finished, else the instance is "
+        "marked bad, destroyed, and the job retried once on another machine",
+    )
     provision_connections_per_file: int = Field(
         8, ge=1, description="Connections one model file is downloaded over (byte ranges); 1 = one per file"
     )
@@ -237,6 +271,20 @@ class Settings(BaseSettings):
 
     # --- simulated world -------------------------------------------------------------------------
     sim_step_delay_s: float = Field(0.25, description="Emulated seconds per sampler step")
+    sim_model_load_s: float = Field(
+        1.0, description="Simulated ComfyUI: the first run after a start loads the models this long"
+    )
+    sim_slow_host_fraction: float = Field(
+        0.2, ge=0.0, le=1.0, description="Simulated market: the share of machines that are slow hosts"
+    )
+    sim_slow_host_factor: float = Field(
+        3.0, ge=1.0, description="Simulated market: how many times slower a slow host samples"
+    )
+    sim_workspace_sync_delay_s: float = Field(
+        0.2,
+        description="Simulated image: its first-boot steps take this long after SSH answers before ComfyUI "
+        "is copied into the workspace",
+    )
     sim_time_scale: float = Field(
         0.05, description="Emulated Vast.ai boot time multiplier (1 = as slow as the real thing, 0 = instant)"
     )

@@ -19,7 +19,8 @@
 # Keys (defaults): comfy_dir (/workspace/ComfyUI), parallel (4), python (auto), pip (1),
 #   restart (auto: $COMFY_DIR/.comfyfleet/restart hook if executable, else supervisorctl restart comfyui
 #   if present, else none; - = none), comfy_url (-: after a restart, wait until it answers),
-#   restart_timeout (300), min_free (1073741824), token_hosts
+#   restart_timeout (300), min_free (1073741824), boot_wait (0: seconds to wait for the image's boot:
+#   main.py present and boot_marker gone, before touching comfy_dir), boot_marker (-), token_hosts
 #   (huggingface.co), retries (6 consecutive attempts without progress), backoff (1 s, doubles, max 30),
 #   connect_timeout (20), stall_timeout (60 s below 1 KB/s), progress_interval (1), tool (auto|curl|wget),
 #   connections (8 per file), max_connections (16 for the whole run), segment_size (67108864 bytes):
@@ -29,13 +30,13 @@
 # restart*, comfy_ready, summary). Diagnostics on stderr. Exit codes:
 #   0 ok, 2 bad plan/usage, 10 not enough disk, 11 download failed, 12 verification failed,
 #   13 needs an HF token, 14 custom node install failed, 15 ComfyUI restart failed, 16 missing tool,
-#   17 another provisioning run holds the lock.
+#   17 another provisioning run holds the lock, 18 the image did not finish booting (boot_wait).
 # A verified model has a sidecar `.<name>.verified` next to it (size, sha256 or size-only, source, mtime).
 
 set -u -o pipefail
 umask 022
 
-E_USAGE=2 E_DISK=10 E_DOWNLOAD=11 E_VERIFY=12 E_TOKEN=13 E_NODE=14 E_RESTART=15 E_TOOL=16 E_LOCKED=17
+E_USAGE=2 E_DISK=10 E_DOWNLOAD=11 E_VERIFY=12 E_TOKEN=13 E_NODE=14 E_RESTART=15 E_TOOL=16 E_LOCKED=17 E_BOOT=18
 
 PLAN="" TOKEN_STDIN=0 COMFY_DIR_ARG=""
 while [ $# -gt 0 ]; do
@@ -85,6 +86,7 @@ fatal() { # code message
 COMFY_DIR=/workspace/ComfyUI PARALLEL=4 PY=auto PIP=1 RESTART=auto COMFY_URL=- RESTART_TIMEOUT=300
 MIN_FREE=1073741824 TOKEN_HOSTS=huggingface.co RETRIES=6 BACKOFF=1 CONNECT_TIMEOUT=20 STALL_TIMEOUT=60
 PROGRESS_INTERVAL=1 TOOL=auto CONNECTIONS=8 MAX_CONNECTIONS=16 SEGMENT_SIZE=67108864
+BOOT_WAIT=0 BOOT_MARKER=-
 M_FOLDER=() M_JFOLDER=() M_NAME=() M_SIZE=() M_EXACT=() M_SHA=() M_URL=() M_CRED=() M_FB_URL=() M_FB_CRED=()
 N_NAME=() N_URL=() N_COMMIT=()
 
@@ -144,6 +146,8 @@ while IFS= read -r line || [ -n "$line" ]; do
                 connections) CONNECTIONS=$f2 ;;
                 max_connections) MAX_CONNECTIONS=$f2 ;;
                 segment_size) SEGMENT_SIZE=$f2 ;;
+                boot_wait) BOOT_WAIT=$f2 ;;
+                boot_marker) BOOT_MARKER=${f2:--} ;;
                 *) log "plan line $lineno: unknown setting '$f1' ignored" ;;
             esac
             ;;
@@ -190,6 +194,30 @@ is_uint "$SEGMENT_SIZE" && [ "$SEGMENT_SIZE" -ge 65536 ] || SEGMENT_SIZE=6710886
 PROGRESS_US=$(awk -v s="$PROGRESS_INTERVAL" 'BEGIN { u = int(s * 1000000); print (u >= 100000 ? u : 1000000) }')
 MODELS="$COMFY_DIR/models"
 STATE_DIR="$COMFY_DIR/.comfyfleet"
+home_path() { case $1 in "~/"*) REPLY="$HOME/${1#"~/"}" ;; *) REPLY=$1 ;; esac; }
+home_path "$BOOT_MARKER"; BOOT_MARKER=$REPLY
+home_path "$PY"; PY=$REPLY
+
+# --- wait for the image's own boot --------------------------------------------------------------
+# Vast's ComfyUI image copies ComfyUI into the workspace only when the target folder does not exist yet,
+# and SSH answers before that copy: creating $COMFY_DIR/models now would leave the instance without
+# ComfyUI. Touch nothing until main.py is there and the image's provisioning marker is gone.
+is_uint "$BOOT_WAIT" || BOOT_WAIT=0
+if [ "$BOOT_WAIT" -gt 0 ]; then
+    now_us; boot_deadline=$(( REPLY + BOOT_WAIT * 1000000 )); boot_t0=$REPLY; boot_said=0
+    while [ ! -f "$COMFY_DIR/main.py" ] || { [ "$BOOT_MARKER" != - ] && [ -e "$BOOT_MARKER" ]; }; do
+        if [ "$boot_said" = 0 ]; then emit '{"event":"boot_wait"}'; boot_said=1; fi
+        now_us
+        if [ "$REPLY" -ge "$boot_deadline" ]; then
+            if [ -f "$COMFY_DIR/main.py" ]; then why="the image's boot marker $BOOT_MARKER is still there"
+            else why="$COMFY_DIR/main.py does not exist"; fi
+            fatal $E_BOOT "the image did not finish booting within ${BOOT_WAIT}s: $why"
+        fi
+        sleep 0.2
+    done
+    now_us
+    [ "$boot_said" = 1 ] && emit "{\"event\":\"boot_done\",\"ms\":$(( (REPLY - boot_t0) / 1000 ))}"
+fi
 
 mkdir -p "$MODELS" "$COMFY_DIR/custom_nodes" "$STATE_DIR/nodes" ||
     fatal $E_USAGE "cannot create directories under $COMFY_DIR"
@@ -1041,9 +1069,20 @@ install_node() {
     head=$("${git[@]}" -C "$dir" rev-parse HEAD 2>/dev/null)
     local req="$dir/requirements.txt" pip_ran=false
     if [ "$PIP" = 1 ] && [ -f "$req" ] && grep -qvE '^[[:space:]]*(#|$)' "$req"; then
-        if ! "$PY" -m pip install --disable-pip-version-check --no-input -q -r "$req" >>"$out" 2>&1; then
+        # As the image's own build does: the torch family is the image's CUDA build; a node's requirements
+        # must neither name it (lines stripped) nor pull another one in (constraint on the installed ones).
+        local torch_re='^[[:space:]]*(torch|torchvision|torchaudio)[[:space:]]*([<>=!~;[@]|$)' use=$req filtered=""
+        if grep -qiE "$torch_re" "$req"; then  # beside the original: nested -r/-c paths stay relative to it
+            filtered="$dir/.comfyfleet-requirements.txt"
+            grep -viE "$torch_re" "$req" >"$filtered"; use=$filtered
+        fi
+        local -a cons=()
+        [ -s "$WORK/torch-constraints.txt" ] && cons=(-c "$WORK/torch-constraints.txt")
+        if ! "$PY" -m pip install --disable-pip-version-check --no-input -q -r "$use" "${cons[@]}" >>"$out" 2>&1; then
+            [ -n "$filtered" ] && rm -f -- "$filtered"
             node_error "$j" "$name: pip install -r requirements.txt failed: $(tail -n 1 "$out")"; return
         fi
+        [ -n "$filtered" ] && rm -f -- "$filtered"
         pip_ran=true
     fi
     printf '%s\n' "$head" >"$marker"
@@ -1051,8 +1090,20 @@ install_node() {
     record node done "$name" 0 0 ""
 }
 
+torch_constraints() { # the installed torch family, pinned (pip -c): a node must not replace it
+    "$PY" - >"$WORK/torch-constraints.txt" 2>/dev/null <<'PYEOF' || : >"$WORK/torch-constraints.txt"
+import importlib.metadata as md
+for name in ("torch", "torchvision", "torchaudio"):
+    try:
+        print(f"{name}=={md.version(name)}")
+    except md.PackageNotFoundError:
+        pass
+PYEOF
+}
+
 install_nodes() {
     local j
+    [ "$PIP" = 1 ] && torch_constraints
     for j in "${!N_NAME[@]}"; do install_node "$j"; done
 }
 

@@ -17,6 +17,7 @@ if [ "$want_test" = 1 ]; then
   command -v ffprobe >/dev/null 2>&1 || need+=(ffmpeg)
   command -v aria2c >/dev/null 2>&1 || need+=(aria2)
   compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null || need+=(postgresql)
+  command -v chromium >/dev/null 2>&1 || need+=(chromium)  # the browser tests (console, offline /docs)
 fi
 if [ ${#need[@]} -gt 0 ]; then
   SUDO=""; [ "$(id -u)" = 0 ] || SUDO="sudo"

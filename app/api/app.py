@@ -2,7 +2,8 @@
 
 Auth (`app.api.auth`): when API_TOKEN or API_TOKENS is set, every route needs a token
 (`Authorization: Bearer <token>` or `X-API-Key: <token>`) except the probes (/healthz, /readyz), the API docs
-(/docs, /openapi.json: the schema is not a secret) and the local store's /files route, whose keys are
+(/docs, /redoc, /openapi.json: the schema is not a secret), the web console's page and assets (`/`,
+`/console`: they hold no secret; `app.api.console`) and the local store's /files route, whose keys are
 unguessable content hashes (anyone holding a result URL may fetch it, which is what a result URL is for).
 A token over its request rate or daily spend gets 429. Bad input answers 422 (413 for oversize images)
 with the offending field named, and creates no job. Every error status a route can answer is in the
@@ -25,10 +26,13 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
+from fastapi_offline import FastAPIOffline
 from sqlalchemy import text
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from app.api.auth import Refused, TokenGate
+from app.api.console import console_router, mount_console
+from app.api.docs import mount_redoc
 from app.api.groups import group_router, install_handlers
 from app.api.schemas import MAX_LIST_OFFSET, ErrorBody, GenerateVideoRequest, JobList, JobView
 from app.config import ApiToken
@@ -144,7 +148,9 @@ def create_app(services: Services, *, manage_lifecycle: bool = True) -> FastAPI:
             if manage_lifecycle:
                 await services.stop()
 
-    app = FastAPI(
+    # FastAPIOffline: /docs and /redoc load Swagger UI and ReDoc from the package, not a CDN (offline use)
+    app = FastAPIOffline(
+        redoc_url=None,  # app.api.docs serves /redoc (same assets, no request to any other host)
         title="comfyfleet",
         description="Wan 2.2 image-to-video on rented GPUs"
         + (" (SIMULATED WORLD)" if settings.simulated else ""),
@@ -393,6 +399,14 @@ def create_app(services: Services, *, manage_lifecycle: bool = True) -> FastAPI:
         responses={401: _ERROR, 429: _ERROR},
     )
     install_handlers(app)
+    # the web console: /workflows, rerun, the cleanup log (token like the rest) and its static pages
+    app.include_router(
+        console_router(services, full_view, within_budget),
+        dependencies=[Depends(caller)],
+        responses={401: _ERROR, 429: _ERROR},
+    )
+    mount_console(app)
+    mount_redoc(app)
     for router in services.routers:
         app.include_router(router)
     return app

@@ -76,6 +76,9 @@ class _RunState:
 
 
 class JobRunner:
+    # after a finished job: (instance, job id, workflow name, params, gpu_s) -> record host figures
+    host_recorder: Any = None
+
     def __init__(
         self,
         repo: JobRepo,
@@ -374,6 +377,14 @@ class JobRunner:
         if local is not None:
             await asyncio.to_thread(_copy, video, local)
         cost = round(inst.price_per_hour / 3600.0 * (gpu_s + provision_s), 6)
+        if "ttff_s" not in inst.meta:  # the instance's time to first frame: rented -> first video made
+            inst.meta["ttff_s"] = round(max(0.0, time.time() - inst.created_at), 3)
+            inst.meta["first_job_gpu_s"] = round(gpu_s, 3)
+        if self.host_recorder is not None:  # what this job measured about its host (app.pool.hosts)
+            try:
+                await self.host_recorder(inst, job.id, wf.name, params, gpu_s)
+            except Exception as exc:
+                log.warning("job %s: recording host figures failed: %s", job.id, redact(str(exc)))
         fresh = await self.repo.peek(job.id) or job
         timings = dict(fresh.timings or {})
         if fresh.stage_started_at is not None:  # the current state closes with the final transition

@@ -10,27 +10,33 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import functools
 import logging
+import shlex
 import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
 from app.comfy import ComfyClient, ExecutionError, PromptResult, find_outputs
+from app.comfy.errors import ComfyUnavailable
 from app.comfy.progress import Progress as ComfyProgress
 from app.config import Settings
 from app.db import init_db, make_engine, make_sessionmaker
 from app.errors import ConfigError
 from app.jobs.ports import ComfyTarget, Progress, ProgressFn
 from app.jobs.services import Services, assemble
+from app.pool.hosts import HostBook, HostSample
 from app.pool.ledger import InstanceLedger
 from app.pool.provider import Instance, Provider
 from app.pool.static import StaticProvider
 from app.provision import build_plan, connect, open_tunnel, run_provision
+from app.provision.errors import ComfyNeverStarted, ComfyRestartFailed
 from app.provision.mirror import apply_r2_mirror
 from app.provision.progress import ProvisionTracker
 from app.provision.verify import remove_models, verify_models
+from app.provision.warmup import warm_up
 from app.redact import redact, register_secret
 from app.store.factory import make_store
 from app.store.local import LocalStore
@@ -171,17 +177,65 @@ class SSHPreparer:
         s = self.settings
         deadline = time.monotonic() + s.provision_timeout_s
         conn = await self._connection(instance)
+        image = instance.provider == "vast"  # booted from Vast's ComfyUI image (or the simulated one)
+        restart_failed: ComfyRestartFailed | None = None
         if conn is not None:
             plan = await build_plan(workflow, s, comfy_dir=instance.comfy_dir)
-            await self._provision(instance, conn, plan, _ProvisionProgress(workflow, on_progress))
+            if image:
+                plan = image_plan(plan, s)
+            try:
+                await self._provision(instance, conn, plan, _ProvisionProgress(workflow, on_progress))
+            except ComfyRestartFailed as exc:
+                if not image:
+                    raise
+                restart_failed = exc  # a ComfyUI that never starts also fails its restart: tell them apart
         target = await self._target(instance, conn)
         async with ComfyClient(target.url, token=target.token, basic_auth=target.basic_auth) as client:
             on_progress(Progress("waiting for ComfyUI", 1.0))
-            await client.wait_ready(deadline)
+            if image:
+                await self._wait_comfy_started(instance, conn, client, deadline)
+                if restart_failed is not None:
+                    raise restart_failed
+            else:
+                await client.wait_ready(deadline)
             await client.check_capabilities(
                 workflow.node_types, workflow.models, custom_nodes=getattr(workflow, "custom_nodes", ())
             )
+            if s.comfy_warmup and hasattr(workflow, "render"):
+                on_progress(Progress("warming up", 1.0))
+                try:
+                    seconds = await warm_up(client, workflow, deadline=deadline)
+                except Exception as exc:  # a failed warm-up costs the first job the model load, no more
+                    log.warning("warm-up on %s failed: %s", instance.id, redact(str(exc)))
+                    instance.meta["warmup_error"] = redact(str(exc))[:300]
+                    return target
+                warm = dict(instance.meta.get("warmup") or {})
+                warm[workflow.name] = round(seconds, 3)
+                instance.meta["warmup"] = warm  # the instance's time, not the job's (Lease.ensure_ready)
+                instance.meta["warmup_s"] = round(sum(warm.values()), 3)
+                instance.meta["last_warmup_s"] = seconds
         return target
+
+    async def _wait_comfy_started(
+        self, instance: Instance, conn: Any | None, client: ComfyClient, deadline: float
+    ) -> None:
+        """ComfyUI must answer within COMFY_START_TIMEOUT_S, not the hour-long provisioning deadline: one
+        that never starts (e.g. skipped by the image's portal check) marks the host bad, so the job goes
+        to another machine instead of paying for this one until the provisioning deadline."""
+        limit = self.settings.comfy_start_timeout_s
+        try:
+            await client.wait_ready(min(deadline, time.monotonic() + limit))
+        except ComfyUnavailable as exc:
+            tail = await _log_tail(conn, self.settings.comfy_log_path)
+            reason = f"ComfyUI did not answer within {limit:.0f} s of provisioning ({exc})"
+            if tail:
+                reason += f"; its log ends: {tail}"
+            instance.meta["failure"] = reason[:1024]
+            instance.meta["machine_fault"] = True
+            if self.ledger is not None:
+                with contextlib.suppress(Exception):
+                    await self.ledger.update(instance)
+            raise ComfyNeverStarted(redact(reason)) from exc
 
     async def _provision(self, instance: Instance, conn: Any, plan: Any, on_event: Callable) -> None:
         """Run provision.sh with its events going to `on_event` and to the instance's per-file tracker.
@@ -196,7 +250,7 @@ class SSHPreparer:
             on_event(event)
 
         try:
-            await run_provision(
+            summary = await run_provision(
                 conn,
                 plan,
                 both,
@@ -207,6 +261,9 @@ class SSHPreparer:
             files.finish(redact(str(exc)) or type(exc).__name__)
             raise
         files.finish()
+        download_s = float((summary.summary or {}).get("ms") or 0) / 1000.0 or summary.seconds
+        if summary.bytes_downloaded >= 1 << 20 and download_s > 0:  # what this host's link really did
+            instance.meta["download_mbps"] = round(summary.bytes_downloaded * 8 / download_s / 1e6, 1)
 
     def provisioning_of(self, instance_id: str) -> list[dict[str, Any]]:
         """Per-file progress of every provisioning run on the instance (the latest per workflow)."""
@@ -293,6 +350,79 @@ class SSHPreparer:
                 await asyncio.wait_for(conn.wait_closed(), 5)
 
 
+class HostRecorder:
+    """After every finished job: one `host_samples` row (machine, GPU, s/step, s/frame, download Mb/s;
+    not the first job of an instance that was not warmed up: it paid the model load);
+    an idle instance on a host now measured slow (HOST_SLOW_FACTOR x its GPU model's median) is retired,
+    so the next job rents elsewhere (ranking excludes slow machines)."""
+
+    def __init__(self, hosts: HostBook, pool: Any) -> None:
+        self.hosts = hosts
+        self.pool = pool
+        self._seen: set[str] = set()  # instances whose first (cold) job was skipped
+
+    async def __call__(
+        self, instance: Instance, job_id: str, workflow: str, params: Any, gpu_s: float
+    ) -> None:
+        if not instance.machine_id or gpu_s <= 0:
+            return  # static endpoints: nothing to rent differently
+        if not instance.meta.get("warmup") and instance.id not in self._seen:
+            self._seen.add(instance.id)
+            return  # its first job after a start loaded the models: not the host's sampling speed
+        width, height = getattr(params, "width", None), getattr(params, "height", None)
+        sample = HostSample(
+            machine_id=str(instance.machine_id),
+            gpu_name=instance.gpu_name,
+            gpu_s=gpu_s,
+            steps=getattr(params, "steps", None) or None,
+            frames=getattr(params, "num_frames", None) or None,
+            megapixels=(width * height / 1e6) if width and height else None,
+            download_mbps=instance.meta.get("download_mbps"),
+            provider=instance.provider,
+            instance_id=instance.id,
+            job_id=job_id,
+            workflow=workflow,
+        )
+        await self.hosts.record(sample)
+        if sample.machine_id in self.hosts.knowledge.slow_machines():
+            instance.meta["slow_host"] = True
+            member = self.pool.members.get(instance.id)
+            if member is not None and not member.jobs:
+                await self.pool.retire(instance.id, reason=f"slow host: machine {sample.machine_id}")
+
+
+def image_plan(plan: Any, settings: Settings) -> Any:
+    """What an instance booted from Vast's ComfyUI image needs on top of the workflow's plan: wait for the
+    image's own boot before touching the ComfyUI folder, and install custom-node requirements with
+    ComfyUI's own Python (the script keeps its torch family)."""
+    return dataclasses.replace(
+        plan,
+        python=settings.comfy_python or plan.python,
+        boot_wait_s=max(1, int(settings.comfy_boot_timeout_s)),
+        boot_marker=settings.comfy_boot_marker or None,
+        restart_timeout_s=max(1, min(plan.restart_timeout_s, int(settings.comfy_start_timeout_s))),
+    )
+
+
+async def _log_tail(conn: Any | None, path: str, lines: int = 3) -> str:
+    """The last lines of ComfyUI's log on the instance (why it did not start), or ""."""
+    if conn is None or not path:
+        return ""
+    remote = f"~/{path[2:]}" if path.startswith("~/") else path
+    if remote.startswith("~/"):
+        quoted = '"$HOME"/' + shlex.quote(remote[2:])
+    else:
+        quoted = shlex.quote(remote)
+    try:
+        result = await asyncio.wait_for(conn.run(f"tail -n {lines} {quoted}", check=False), 10)
+    except Exception:
+        return ""
+    text = (
+        result.stdout if isinstance(result.stdout, str) else (result.stdout or b"").decode(errors="replace")
+    )
+    return redact(" | ".join(line.strip() for line in text.splitlines() if line.strip()))[:600]
+
+
 class _ProvisionProgress:
     """provision.sh's JSON events -> one byte-weighted fraction for the job and the CLI's byte bar."""
 
@@ -371,6 +501,11 @@ async def build_services(settings: Settings) -> Services:
     )
     if isinstance(store, LocalStore):
         services.routers.append(local_files_router(store))
+    hosts = HostBook(sessionmaker, slow_factor=settings.host_slow_factor)
+    services.hosts = hosts  # type: ignore[attr-defined]
+    if hasattr(provider, "hosts"):  # Vast (and the simulated world): learnt ranking
+        provider.hosts = hosts
+    services.runner.host_recorder = HostRecorder(hosts, services.pool)
     services.closers.extend(closers)
     if settings.replicas_enabled:
         from app.jobs.claims import enable_replicas

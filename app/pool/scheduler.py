@@ -81,7 +81,9 @@ class Lease:
                 if member.instance.ready_at is None:
                     member.instance.ready_at = self._pool._clock()
                 await self._pool._persist(member.instance)
-        self.provision_s = self._pool._mono() - t0
+        # a warm-up run during preparation is the instance's time (meta.warmup_s), not this job's
+        warmup_s = float(member.instance.meta.pop("last_warmup_s", 0.0) or 0.0)
+        self.provision_s = max(0.0, self._pool._mono() - t0 - warmup_s)
         return member.prepared[name]
 
     def needs_preparation(self, workflow: Any) -> bool:

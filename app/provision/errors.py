@@ -100,3 +100,19 @@ class SSHAuthFailed(ProvisionError):
     """The SSH key was refused. On Vast.ai keys attach late, so this is retryable for a while."""
 
     retryable = True
+
+
+class ImageBootTimeout(ProvisionError):
+    """The image did not finish its own boot (ComfyUI copied into the workspace, its provisioning marker
+    gone) within COMFY_BOOT_TIMEOUT_S of SSH answering. The host is at fault: replace it."""
+
+    retryable = True
+    instance_broken = True
+
+
+class ComfyNeverStarted(ProvisionError):
+    """ComfyUI did not answer within COMFY_START_TIMEOUT_S after provisioning. The instance is marked bad
+    (its machine avoided), destroyed, and the job retried once on another machine."""
+
+    retryable = True
+    instance_broken = True

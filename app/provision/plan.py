@@ -74,6 +74,8 @@ class Plan:
     connections: int = 8  # per file (segmented downloads)
     max_connections: int = 16  # for the whole run
     segment_bytes: int = 64 << 20
+    boot_wait_s: int = 0  # wait this long for the image's boot (main.py there, boot_marker gone); 0 = not
+    boot_marker: str | None = None
     lock_path: Path | None = field(default=None, repr=False)
 
     @property
@@ -108,6 +110,8 @@ class Plan:
             ("max_connections", self.max_connections),
             ("segment_size", self.segment_bytes),
         ]
+        if self.boot_wait_s > 0:
+            settings += [("boot_wait", int(self.boot_wait_s)), ("boot_marker", self.boot_marker or "-")]
         lines = [f"# comfyfleet provisioning plan v1: workflow {clean(self.workflow)}"]
         lines += [f"set\t{k}\t{clean(v)}" for k, v in settings]
         for m in self.models:

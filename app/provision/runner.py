@@ -28,6 +28,7 @@ from app.provision.errors import (
     ComfyRestartFailed,
     DiskFull,
     DownloadFailed,
+    ImageBootTimeout,
     MissingTool,
     NeedsHFToken,
     NodeInstallFailed,
@@ -95,6 +96,8 @@ def _error_for(code: int, errors: list[dict[str, Any]], stderr_tail: str) -> Pro
         return MissingTool(message)
     if code == 17:
         return ProvisionBusy(message)
+    if code == 18:
+        return ImageBootTimeout(message)
     return ProvisionError(f"provisioning failed (exit {code}): {message}")
 
 

@@ -153,7 +153,8 @@ class SandboxSSHServer:
     async def _handle(self, process: asyncssh.SSHServerProcess) -> None:
         command = process.command or "exec bash"
         self.commands.append(command)
-        env = dict(os.environ)
+        # a fresh instance has none of this machine's pip configuration (an index, wheel dirs)
+        env = {k: v for k, v in os.environ.items() if not k.startswith("PIP_")}
         env.update({str(k): str(v) for k, v in (process.env or {}).items()})
         env["HOME"] = str(self.sandbox)
         env["PWD"] = str(self.sandbox)

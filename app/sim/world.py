@@ -1,10 +1,11 @@
 """The simulated world: everything comfyfleet talks to, on this machine, with no account and no GPU.
 
 - a Vast.ai API emulator (`app.sim.vast`) with a default market of offers;
-- behind each instance it rents: a sandbox directory with a real SSH server running real shell commands
-  (`app.sim.sshserver`) and a ComfyUI API emulator (`app.sim.comfyui`) listening on the instance's
-  "loopback" (the SSH server maps 127.0.0.1:<comfy_internal_port> to it, so the product's SSH tunnel is
-  the same as on Vast);
+- behind each instance it rents: a sandbox that boots like Vast's ComfyUI image (`app.sim.image`: the
+  workspace copy after SSH answers, the portal check, ComfyUI's own venv), a real SSH server running real
+  shell commands (`app.sim.sshserver`) and a ComfyUI API emulator (`app.sim.comfyui`) listening on the
+  instance's "loopback" (the SSH server maps 127.0.0.1:<comfy_internal_port> to it, so the product's SSH
+  tunnel is the same as on Vast);
 - a model-file server standing in for Hugging Face (`app.sim.modelserver`), and local git repos standing
   in for the custom nodes' GitHub repos.
 
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import json
 import logging
 import os
@@ -33,60 +35,107 @@ from pydantic import SecretStr
 
 from app.config import Settings
 from app.sim.comfyui import ComfyEmulator, default_object_info
+from app.sim.comfyui.server import _free_port
+from app.sim.image import Layout, SimImage
+from app.sim.image.layout import SIM_BOOT_MARKER, SIM_COMFY_DIR, SIM_COMFY_LOG, SIM_COMFY_PYTHON
+from app.sim.image.venv import build_index, make_venv
 from app.sim.modelserver import ModelServer, default_files, sim_node_sources
-from app.sim.sshserver import SandboxSSHServer, install_restart_hook, sim_restart_command
+from app.sim.sshserver import SandboxSSHServer, sim_restart_command
 from app.sim.vast import BackendInfo, VastEmulator, default_market
 from app.workflows import load_workflows
 
 log = logging.getLogger(__name__)
 
-SIM_COMFY_DIR = "~/workspace/ComfyUI"  # as on Vast's image (/workspace/ComfyUI), under the sandbox home
-_COMFY_FOLDERS = ("models", "custom_nodes", "input", "output", "temp", "user")
+_PYPI_DIR = "pypi"  # the simulated package index (wheels standing in for PyPI)
+
+
+def is_slow_host(machine_id: str | None, fraction: float) -> bool:
+    """Whether the simulated market's machine is one of its slow hosts (a fixed, uniform pick by id)."""
+    if not machine_id or fraction <= 0:
+        return False
+    digest = hashlib.sha256(f"slow-host:{machine_id}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64 < fraction
 
 
 @dataclass
 class _Box:
-    """One running simulated instance: its SSH server and its ComfyUI emulator."""
+    """One running simulated instance: its SSH server, its image's boot, and its ComfyUI emulator (None
+    until the image's supervisor starts it)."""
 
     sandbox: Path
     ssh: SandboxSSHServer
-    comfy: ComfyEmulator
+    image: SimImage
+    comfy: ComfyEmulator | None = None
 
 
 class SimInstanceBackend:
-    """`app.sim.vast.InstanceBackend`: what boots "inside" each rented simulated instance."""
+    """`app.sim.vast.InstanceBackend`: what boots "inside" each rented simulated instance (an instance
+    that boots like Vast's ComfyUI image, `app.sim.image`)."""
 
-    def __init__(self, root: Path, *, internal_port: int, step_delay_s: float) -> None:
+    def __init__(
+        self,
+        root: Path,
+        *,
+        internal_port: int,
+        step_delay_s: float,
+        sync_delay_s: float = 0.0,
+        model_load_s: float = 0.0,
+        slow_fraction: float = 0.0,
+        slow_factor: float = 1.0,
+    ) -> None:
         self.root = root
+        self.model_load_s = model_load_s
+        self.slow_fraction = slow_fraction
+        self.slow_factor = slow_factor
+        # instance id -> its machine id (set by start_world from the emulator's instances)
+        self.machine_of: Any = lambda _instance_id: None
         self.internal_port = internal_port
         self.step_delay_s = step_delay_s
+        self.sync_delay_s = sync_delay_s
         self.object_info = default_object_info()
         self.boxes: dict[int, _Box] = {}
 
     async def boot(self, instance_id: int, create_body: dict[str, Any], ssh_keys: list[str]) -> BackendInfo:
         await self.teardown(instance_id)  # a restart boots again on the same disk
         sandbox = self.root / f"instance-{instance_id}"
-        comfy_dir = sandbox / "workspace" / "ComfyUI"
-        for folder in _COMFY_FOLDERS:
-            (comfy_dir / folder).mkdir(parents=True, exist_ok=True)
+        layout = Layout(sandbox)
         env = create_body.get("env") if isinstance(create_body.get("env"), dict) else {}
         published = any(k.startswith("-p ") and k.split(":")[-1].startswith("8188") for k in env)
         # On Vast's image ComfyUI's internal port (reached through the SSH tunnel) has no auth; Caddy checks
         # the WEB_PASSWORD token on the published port. One emulator stands for both: it requires the
         # token only when the port is published.
         token = (env.get("WEB_PASSWORD") or None) if published else None
-        comfy = ComfyEmulator(
-            comfy_dir, object_info=self.object_info, step_delay_s=self.step_delay_s, token=token
-        )
-        comfy_url = await comfy.start("127.0.0.1", 0)
-        comfy_port = int(comfy_url.rstrip("/").rsplit(":", 1)[1])
+        comfy_port = _free_port("127.0.0.1")  # fixed now, listened on once supervisor starts ComfyUI
+        step_delay_s = self.step_delay_s
+        if is_slow_host(self.machine_of(instance_id), self.slow_fraction):
+            step_delay_s *= self.slow_factor  # a slow host: thermals, a shared PCIe switch, a bad card
+        comfy_url = f"http://127.0.0.1:{comfy_port}"
         restart = sim_restart_command(comfy_url)
         if token:
             restart = restart.replace("curl ", f"curl -H 'Authorization: Bearer {token}' ", 1)
-        install_restart_hook(comfy_dir, restart)
+        index = self.root / _PYPI_DIR
+        await asyncio.to_thread(build_index, index)
+        await asyncio.to_thread(layout.bake, restart)
+        await asyncio.to_thread(make_venv, layout.venv, index)
+        box: _Box
+
+        async def start_comfy() -> None:
+            comfy = ComfyEmulator(
+                layout.comfy_dir,
+                object_info=self.object_info,
+                step_delay_s=step_delay_s,
+                token=token,
+                model_load_s=self.model_load_s,
+            )
+            await comfy.start("127.0.0.1", comfy_port)
+            box.comfy = comfy
+
+        image = SimImage(layout, create_body, start_comfy=start_comfy, sync_delay_s=self.sync_delay_s)
         ssh = SandboxSSHServer(sandbox, ssh_keys, port_map={self.internal_port: comfy_port})
         ssh_port = await ssh.start("127.0.0.1", 0)
-        self.boxes[instance_id] = _Box(sandbox, ssh, comfy)
+        box = _Box(sandbox, ssh, image)
+        self.boxes[instance_id] = box
+        image.start()  # onstart, once SSH answers
         ports = {"22/tcp": ssh_port}
         if published:
             ports["8188/tcp"] = comfy_port  # direct access: ComfyUI published, token required
@@ -102,9 +151,12 @@ class SimInstanceBackend:
         if box is None:
             return
         with contextlib.suppress(Exception):
-            await box.ssh.stop()
+            await box.image.stop()
         with contextlib.suppress(Exception):
-            await box.comfy.stop()
+            await box.ssh.stop()
+        if box.comfy is not None:
+            with contextlib.suppress(Exception):
+                await box.comfy.stop()
 
     async def close(self) -> None:
         for instance_id in list(self.boxes):
@@ -161,6 +213,9 @@ def world_settings(settings: Settings, endpoints: dict[str, Any]) -> Settings:
             "model_mirror_url": endpoints["model_mirror_url"],
             "custom_node_sources": {k: tuple(v) for k, v in endpoints["custom_node_sources"].items()},
             "comfy_dir": SIM_COMFY_DIR,
+            "comfy_python": SIM_COMFY_PYTHON,
+            "comfy_boot_marker": SIM_BOOT_MARKER,
+            "comfy_log_path": SIM_COMFY_LOG,
             "hf_token": None,
         }
     )
@@ -231,12 +286,24 @@ async def start_world(settings: Settings, *, attach: bool = True, fresh: bool = 
     mirror_url = await mirror.start("127.0.0.1", 0)
     node_sources = await asyncio.to_thread(sim_node_sources, base / "repos", _node_names(settings))
     backend = SimInstanceBackend(
-        root / "instances", internal_port=settings.comfy_internal_port, step_delay_s=settings.sim_step_delay_s
+        root / "instances",
+        internal_port=settings.comfy_internal_port,
+        step_delay_s=settings.sim_step_delay_s,
+        sync_delay_s=settings.sim_workspace_sync_delay_s,
+        model_load_s=settings.sim_model_load_s,
+        slow_fraction=settings.sim_slow_host_fraction,
+        slow_factor=settings.sim_slow_host_factor,
     )
     api_key = "sim-" + secrets.token_hex(16)
     emulator = VastEmulator(
         default_market(), api_key=api_key, time_scale=settings.sim_time_scale, backend=backend
     )
+
+    def machine_of(instance_id: int) -> str | None:
+        inst = emulator.instances.get(instance_id)
+        return str(inst.offer.get("machine_id")) if inst is not None else None
+
+    backend.machine_of = machine_of
     try:
         vast_url = await emulator.start("127.0.0.1", 0)
     except BaseException:

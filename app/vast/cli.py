@@ -367,3 +367,61 @@ def ssh_cmd(
         )
     else:
         typer.echo(command)
+
+
+@instances.command("hosts")
+def hosts_cmd(as_json: bool = typer.Option(False, "--json", help="Machine-readable output")) -> None:
+    """What finished jobs taught us about hosts: s/step, s/frame and download Mb/s per machine, against
+    its GPU model's median; slow ones (HOST_SLOW_FACTOR x the median) are not rented again."""
+    from app.db import init_db, make_engine, make_sessionmaker
+    from app.pool.hosts import HostBook
+
+    settings = get_settings()
+
+    async def go() -> list[dict[str, Any]]:
+        engine = make_engine(settings.effective_database_url)
+        try:
+            await init_db(engine)
+            return await HostBook(make_sessionmaker(engine), slow_factor=settings.host_slow_factor).report()
+        finally:
+            await engine.dispose()
+
+    rows = _run(go())
+    if as_json:
+        _echo_json({"hosts": rows, "slow_factor": settings.host_slow_factor, "simulated": settings.simulated})
+        return
+    if not rows:
+        typer.echo("no finished jobs yet: nothing learnt about hosts")
+        return
+    table = Table(
+        title=f"hosts (slow: more than {settings.host_slow_factor:g}x its GPU model's median time per step, "
+        "frame and megapixel)"
+    )
+    for col in (
+        "machine",
+        "GPU",
+        "jobs",
+        "s/step",
+        "s/frame",
+        "GPU median s/step",
+        "x median",
+        "Mb/s",
+        "slow",
+    ):
+        table.add_column(col)
+
+    def fmt(v: Any, spec: str = ".3f") -> str:
+        return "-" if v is None else format(v, spec)
+
+    for r in rows:
+        table.add_row(
+            r["machine_id"],
+            r["gpu_name"] or "?",
+            str(r["samples"]),
+            fmt(r["s_per_step"]),
+            fmt(r["s_per_frame"]),
+            fmt(r["ratio"], ".2f"),
+            fmt(r["download_mbps"], ".0f"),
+            "SLOW" if r["slow"] else "",
+        )
+    _console().print(table)

@@ -234,6 +234,11 @@ def rejection(offer: Mapping[str, Any], req: OfferRequirements) -> str | None:
     return None
 
 
+def table_speed(gpu_name: str | None) -> float:
+    """The static table's relative speed of a GPU model (0 when not in the table)."""
+    return GPU_SPEED.get(str(gpu_name or "").strip(), 0.0)
+
+
 def gpu_speed(offer: Mapping[str, Any]) -> float:
     """Relative clip throughput (RTX 4090 = 1). One clip runs on one GPU, so num_gpus does not help."""
     name = str(offer.get("gpu_name") or "").strip()
@@ -247,7 +252,12 @@ def gpu_speed(offer: Mapping[str, Any]) -> float:
 
 
 def expected_cost_per_clip(
-    offer: Mapping[str, Any], req: OfferRequirements, profile: ClipProfile
+    offer: Mapping[str, Any],
+    req: OfferRequirements,
+    profile: ClipProfile,
+    *,
+    speed: float | None = None,
+    mbps: float | None = None,
 ) -> RankedOffer:
     """USD per clip = $/s x (cold start / clips per rental + GPU seconds per clip).
 
@@ -255,8 +265,8 @@ def expected_cost_per_clip(
     reference seconds / relative speed (table, else dlperf). Ties are broken by the caller's sort.
     """
     price, bid = offer_price(offer, req)
-    speed = gpu_speed(offer)
-    mbps = max(1.0, _num(offer, "inet_down", 1.0))
+    speed = speed if speed is not None and speed > 0 else gpu_speed(offer)  # measured (hosts) or table
+    mbps = max(1.0, mbps if mbps is not None and mbps > 0 else _num(offer, "inet_down", 1.0))
     cold = profile.model_bytes * 8.0 / (mbps * 1e6) + profile.boot_overhead_s
     clip = profile.reference_clip_s / speed
     cost = price / 3600.0 * (cold / max(profile.clips_per_instance, 1e-9) + clip)
@@ -272,9 +282,12 @@ def expected_cost_per_clip(
 
 
 def rank_offers(
-    offers: Iterable[Mapping[str, Any]], req: OfferRequirements, profile: ClipProfile
+    offers: Iterable[Mapping[str, Any]], req: OfferRequirements, profile: ClipProfile, learnt: Any = None
 ) -> tuple[list[RankedOffer], dict[str, int]]:
-    """Qualifying offers, cheapest expected clip first; plus a count of rejections by reason kind."""
+    """Qualifying offers, cheapest expected clip first; plus a count of rejections by reason kind.
+
+    `learnt` (an `app.pool.hosts.OfferEstimator`): measured speed per machine, else per GPU model, and
+    measured download throughput, used instead of the static table and the advertised `inet_down`."""
     ranked: list[RankedOffer] = []
     rejected: dict[str, int] = {}
     for offer in offers:
@@ -285,7 +298,19 @@ def rank_offers(
             kind = why.split(" ")[0]
             rejected[kind] = rejected.get(kind, 0) + 1
             continue
-        ranked.append(expected_cost_per_clip(offer, req, profile))
+        if learnt is None:
+            ranked.append(expected_cost_per_clip(offer, req, profile))
+            continue
+        machine = str(offer.get("machine_id", ""))
+        ranked.append(
+            expected_cost_per_clip(
+                offer,
+                req,
+                profile,
+                speed=learnt.speed(machine, offer.get("gpu_name")),
+                mbps=learnt.download_mbps(machine),
+            )
+        )
     ranked.sort(key=lambda r: (r.cost_per_clip, -_reliability(r.offer), r.price_per_hour, r.id))
     return ranked, rejected
 

@@ -43,6 +43,7 @@ from app.vast.offers import (
     profile_from,
     rank_offers,
     requirements_from,
+    table_speed,
 )
 from app.vast.probes import Probe, ssh_banner_probe
 from app.vast.sshkey import ensure_keypair
@@ -133,6 +134,7 @@ class VastProvider:
         self.ambiguous_lookup_interval_s = ambiguous_lookup_interval_s
         self.reconcile_grace_s = reconcile_grace_s
         self.bad_machines: set[str] = set()
+        self.hosts: Any = None  # an app.pool.hosts.HostBook: measured hosts rank offers (set by wiring)
         self._bad_loaded = False
         self._account_key_checked = False
         self._public_key: str | None = None
@@ -166,11 +168,21 @@ class VastProvider:
     ) -> list[RankedOffer]:
         """Qualifying offers, best expected cost per clip first; logs why the winner won."""
         await self._load_bad_machines()
+        learnt = None
+        slow: set[str] = set()
+        if self.hosts is not None:  # measured hosts (app.pool.hosts): learnt speeds, slow ones excluded
+            knowledge = await self.hosts.load()
+            learnt = knowledge.estimator(table_speed)
+            slow = learnt.slow
         req = requirements_from(
-            self.settings, request, direct_ssh=self.require_direct_ssh, extra_exclude=self.bad_machines
+            self.settings,
+            request,
+            direct_ssh=self.require_direct_ssh,
+            extra_exclude=self.bad_machines | slow,
         )
         offers = await self.client.search_offers(build_query(req))
-        ranked, rejected = rank_offers(offers, req, self.clip_profile or profile_from(request, self.settings))
+        profile = self.clip_profile or profile_from(request, self.settings)
+        ranked, rejected = rank_offers(offers, req, profile, learnt)
         ranked = [r for r in ranked if r.id not in exclude_offers]
         self.last_search = {"returned": len(offers), "qualifying": len(ranked), "rejected": rejected}
         log.info(
@@ -228,9 +240,11 @@ class VastProvider:
             "WEB_PASSWORD": token,
             "COMFYUI_ARGS": f"--disable-auto-launch --port {internal} --enable-cors-header",
         }
+        # The image starts ComfyUI only when PORTAL_CONFIG names it (`exit_portal.sh`), in EVERY access
+        # mode; without the -p mapping Caddy publishes nothing for it, so tunnel mode stays closed.
+        env["PORTAL_CONFIG"] = f"localhost:8188:{internal}:/:ComfyUI"
         if self.settings.comfy_access == "direct":
             env["-p 8188:8188"] = "1"
-            env["PORTAL_CONFIG"] = f"localhost:8188:{internal}:/:ComfyUI"
         direct_ssh = float(ranked.offer.get("direct_port_count") or 0) > 0
         body: dict[str, Any] = {
             "client_id": "me",
@@ -514,7 +528,11 @@ class VastProvider:
     # --- destroy, list, reconcile ------------------------------------------------------------------
 
     async def destroy(self, instance: Instance) -> None:
-        """Destroy at Vast, then mark the ledger. Already gone is success. Unknown id -> by label."""
+        """Destroy at Vast, then mark the ledger. Already gone is success. Unknown id -> by label.
+        An instance whose host was found at fault (`meta.machine_fault`, e.g. ComfyUI never started) makes
+        later creates avoid that machine."""
+        if instance.meta.get("machine_fault") and instance.machine_id:
+            self.bad_machines.add(str(instance.machine_id))
         ids: list[str] = [instance.id] if instance.id else []
         if not ids:
             ids = [str(r["id"]) for r in await self.client.find_by_label(instance.label)]

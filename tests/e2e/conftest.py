@@ -69,6 +69,8 @@ def sim_settings(data_dir: Path, **overrides: Any) -> Settings:
         "allow_loopback_urls": True,
         "cleanup_interval_s": 0,
         "public_url": BASE_URL,
+        "comfy_warmup": False,  # tests/e2e/test_real_image.py covers the warm-up; the rest count prompts
+        "sim_model_load_s": 0.0,
     }
     values.update(overrides)
     return Settings(_env_file=None, **values)

@@ -5,7 +5,7 @@ lease it renews (app.jobs.claims); renting and the cleanup are decided under nam
 (app.pool.locks); the leader of an in-flight cache key holds its row in inflight_keys.
 
 Revision ID: 0005
-Revises: 0003 (the lead re-chains it after 0004 at merge)
+Revises: 0004
 Create Date: 2026-12-06 02:30:00
 """
 
@@ -17,7 +17,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0005"
-down_revision: str | Sequence[str] | None = "0003"
+down_revision: str | Sequence[str] | None = "0004"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

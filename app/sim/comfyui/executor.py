@@ -9,6 +9,7 @@ are cached by input signature like the classic cache, so a re-run reports its no
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from dataclasses import dataclass, field
@@ -208,6 +209,10 @@ class Executor:
         object_info = emu.install.effective_object_info()
         messages: list[tuple[str, dict[str, Any]]] = []
         await self._message(messages, "execution_start", {"prompt_id": pid}, False)
+        if not emu.models_loaded:  # the first run after a start loads the models from disk
+            if emu.model_load_s > 0:
+                await asyncio.sleep(emu.model_load_s)
+            emu.models_loaded = True
 
         sigs = self._signatures(prompt)
         self.cache = {s: v for s, v in self.cache.items() if s in set(sigs.values())}

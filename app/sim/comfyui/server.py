@@ -53,7 +53,10 @@ class ComfyEmulator:
         token: str | None = None,
         faults: ComfyFaults | None = None,
         video_pad_bytes: int | None = None,
+        model_load_s: float = 0.0,
     ) -> None:
+        self.model_load_s = model_load_s  # the first run after a (re)start loads the models this long
+        self.models_loaded = False
         self.install = ComfyInstall(Path(comfy_dir), object_info)
         self.step_delay_s = step_delay_s
         self.token = token
@@ -79,6 +82,7 @@ class ComfyEmulator:
         self.history: dict[str, dict[str, Any]] = {}
         self._history_visible_at: dict[str, float] = {}
         self.executor.reset_cache()
+        self.models_loaded = False  # a (re)started ComfyUI holds no model in memory
         self.started_at = time.monotonic()
 
     @property
