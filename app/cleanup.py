@@ -14,7 +14,7 @@ import contextlib
 import logging
 import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -72,6 +72,8 @@ class Cleaner:
         self._clock = clock
         self.on_action = on_action
         self._lock = asyncio.Lock()
+        # Replicas: the periodic pass runs only while this one holds the cleanup lease (app.pool.locks).
+        self.gate: Callable[[], Awaitable[bool]] | None = None
 
     async def run_once(self, *, dry_run: bool = False) -> list[Action]:
         async with self._lock:
@@ -98,6 +100,8 @@ class Cleaner:
         while True:
             await asyncio.sleep(interval_s)
             try:
+                if self.gate is not None and not await self.gate():
+                    continue  # another replica runs the cleanup
                 await self.run_once()
             except asyncio.CancelledError:
                 raise

@@ -258,6 +258,17 @@ class Settings(BaseSettings):
     cleanup_interval_s: float = 60.0
     static_endpoints: Annotated[list[StaticEndpoint], NoDecode] = Field(default_factory=list)
 
+    # --- replicas (several `comfyfleet serve` on one PostgreSQL; app.jobs.claims) ----------------------
+    replicas: Literal["off", "auto", "on"] = Field(
+        "auto", description="auto = on with PostgreSQL, off with SQLite (one process per SQLite file)"
+    )
+    replica_id: str | None = Field(None, description="This replica's name (default: host-pid-random)")
+    replica_lease_s: float = Field(30.0, description="How long a replica's claim on a job holds unrenewed")
+    replica_heartbeat_s: float = Field(5.0, description="How often a replica renews its claims and leases")
+    replica_poll_s: float = Field(
+        1.0, description="How often waits and SSE streams re-read jobs another replica runs"
+    )
+
     # --- simulated world -------------------------------------------------------------------------
     sim_step_delay_s: float = Field(0.25, description="Emulated seconds per sampler step")
     sim_model_load_s: float = Field(
@@ -310,6 +321,12 @@ class Settings(BaseSettings):
         if self.store_backend != "auto":
             return self.store_backend
         return "r2" if self.r2_bucket else "local"
+
+    @property
+    def replicas_enabled(self) -> bool:
+        if self.replicas == "auto":
+            return self.effective_database_url.startswith("postgresql")
+        return self.replicas == "on"
 
     @property
     def effective_database_url(self) -> str:

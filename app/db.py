@@ -16,7 +16,14 @@ from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async
 from sqlalchemy.orm import DeclarativeBase
 
 # Every room whose module defines tables; importing them registers the tables on `Base.metadata`.
-TABLE_MODULES = ("app.jobs.models", "app.jobs.groups", "app.pool.ledger", "app.pool.hosts")
+TABLE_MODULES = (
+    "app.jobs.models",
+    "app.jobs.groups",
+    "app.pool.ledger",
+    "app.pool.hosts",
+    "app.pool.locks",
+    "app.jobs.claims",
+)
 
 # Deterministic constraint names, so a later migration can drop or alter a constraint by name on every
 # database (SQLite's batch mode needs names too). Index names are SQLAlchemy's default (ix_<table>_<col>).

@@ -133,6 +133,8 @@ def _errors_are_error_body(schema: dict[str, Any]) -> dict[str, Any]:
 def create_app(services: Services, *, manage_lifecycle: bool = True) -> FastAPI:
     settings = services.settings
     gate = TokenGate.from_settings(settings)  # ConfigError on malformed API_TOKENS: refuse to start
+    if getattr(services, "replica", None) is not None:
+        gate.shared = services.replica.rates  # a token's rate counts requests to every replica
     if not gate.enabled:
         log.warning("API_TOKEN is not set: the API accepts requests without authentication")
 

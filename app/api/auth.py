@@ -4,7 +4,8 @@ the rule that keeps a server able to rent real GPUs off the network unless it as
 - A token arrives as `Authorization: Bearer <token>` or `X-API-Key: <token>` and is compared in constant
   time with every configured one (API_TOKEN is the token named "default"; API_TOKENS adds named ones).
 - A token's `rate` ("60/minute") counts every authenticated request it makes, in a moving window
-  (the `limits` library, in this process's memory: each replica counts its own requests).
+  (the `limits` library, in this process's memory), or with replicas on, in the database for all
+  replicas together (`rate_counters`, a sliding-window estimate; app.jobs.claims.SharedRates).
 - A token's `daily_spend_usd` is checked when a job is submitted: the GPU cost recorded on the jobs it
   submitted since 00:00 UTC. Jobs already running finish, so the day's spend can pass the limit by the cost
   of the jobs in flight when it was reached.
@@ -54,6 +55,8 @@ class TokenGate:
         self._clock = clock
         self._rates = {t.name: limits.parse(t.rate) for t in tokens if t.rate}
         self._limiter = MovingWindowRateLimiter(MemoryStorage()) if self._rates else None
+        # Replicas: rates counted in the database by every replica together (app.jobs.claims.SharedRates)
+        self.shared = None
 
     @classmethod
     def from_settings(cls, settings: Settings) -> TokenGate:
@@ -88,10 +91,16 @@ class TokenGate:
         if token is None or self._limiter is None or token.name not in self._rates:
             return
         item = self._rates[token.name]
-        if await self._limiter.hit(item, token.name):
+        if self.shared is not None:
+            ok, wait_s = await self.shared.hit(token.name, item.amount, item.get_expiry())
+            if ok:
+                return
+            retry = max(1, math.ceil(wait_s))
+        elif await self._limiter.hit(item, token.name):
             return
-        stats = await self._limiter.get_window_stats(item, token.name)
-        retry = max(1, math.ceil(stats.reset_time - time.time()))
+        else:
+            stats = await self._limiter.get_window_stats(item, token.name)
+            retry = max(1, math.ceil(stats.reset_time - time.time()))
         raise Refused(
             429,
             f"token {token.name!r} is over its request rate of {token.rate}: retry in {retry} s",

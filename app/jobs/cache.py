@@ -27,5 +27,12 @@ class Coalescer:
         if fut is not None and not fut.done():
             fut.set_result(ok)
 
+    async def aclaim(self, key: str) -> asyncio.Future | None:
+        """`claim` as the runner calls it (a replica's coalescer also asks the database)."""
+        return self.claim(key)
+
+    async def afinish(self, key: str, ok: bool) -> None:
+        self.finish(key, ok)
+
     def in_flight(self) -> int:
         return len(self._leaders)

@@ -63,5 +63,9 @@ class EventHub:
                 if not subs:
                     self._subs.pop(job_id, None)
 
+    def watched(self) -> set[str]:
+        """Jobs someone streams or waits for (a replica polls those that run elsewhere)."""
+        return set(self._subs) | set(self._end_waiters)
+
     def subscribers(self, job_id: str) -> int:
         return len(self._subs.get(job_id, ()))

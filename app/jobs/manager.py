@@ -28,6 +28,7 @@ class JobManager:
         self.repo, self.runner, self.events = repo, runner, events
         self.tasks: dict[str, asyncio.Task] = {}
         self._stopping = False
+        self.claims: Any = None  # app.jobs.claims.JobClaims when replicas share the database
 
     # --- lifecycle ---------------------------------------------------------------------------------
     async def start(self) -> list[tuple[str, str]]:
@@ -46,47 +47,60 @@ class JobManager:
 
     async def recover(self) -> list[tuple[str, str]]:
         actions: list[tuple[str, str]] = []
-        for job in await self.repo.active():
+        if self.claims is not None:  # replicas: only jobs whose replica is gone (claimed here now)
+            ids = await self.claims.claim_orphans(limit=100_000, own=True)
+            jobs = sorted(
+                (j for j in (await self.repo.many(ids)).values() if not j.terminal),
+                key=lambda j: j.created_at,
+            )
+        else:
+            jobs = await self.repo.active()
+        for job in jobs:
             if job.id in self.tasks:
                 continue
-            state = JobState(job.state)
-            try:
-                if state is JobState.QUEUED:
-                    actions.append((job.id, "resumed"))
-                    self.spawn(job.id)
-                elif state in (JobState.ACQUIRING, JobState.PROVISIONING):
-                    # Nothing ran on a GPU yet: waiting again is always safe.
-                    await self.repo.transition(job.id, JobState.QUEUED, stage="requeued after restart")
-                    actions.append((job.id, "requeued"))
-                    self.spawn(job.id)
-                elif job.comfy_prompt_id and job.instance_id:
-                    actions.append((job.id, "reattaching"))
-                    self.spawn(job.id, reattach=True)
-                elif job.attempts + 1 < MAX_ATTEMPTS:
-                    await self.repo.transition(
-                        job.id, JobState.QUEUED, attempts=job.attempts + 1, stage="requeued after restart"
-                    )
-                    actions.append((job.id, "requeued"))
-                    self.spawn(job.id)
-                else:
-                    ended = await self.repo.transition(
-                        job.id,
-                        JobState.FAILED,
-                        error_kind="lost_on_restart",
-                        error_message="the service restarted while the job was on a GPU, and it had already "
-                        "been retried once; submit it again",
-                    )
-                    await self._ended(ended)
-                    actions.append((job.id, "failed"))
-            except Exception as exc:  # one bad row must not stop recovery of the others
-                log.error("recovery of job %s failed: %s", job.id, redact(str(exc)))
-                actions.append((job.id, f"error: {redact(str(exc))}"))
+            actions.append((job.id, await self.recover_job(job)))
         for job_id, action in actions:
             log.info("recovery: job %s %s", job_id, action)
         return actions
 
+    async def recover_job(self, job: Job) -> str:
+        """Resume one job a previous process (or a dead replica) left active; returns what was done."""
+        state = JobState(job.state)
+        try:
+            if state is JobState.QUEUED:
+                self.spawn(job.id)
+                return "resumed"
+            if state in (JobState.ACQUIRING, JobState.PROVISIONING):
+                # Nothing ran on a GPU yet: waiting again is always safe.
+                await self.repo.transition(job.id, JobState.QUEUED, stage="requeued after restart")
+                self.spawn(job.id)
+                return "requeued"
+            if job.comfy_prompt_id and job.instance_id:
+                self.spawn(job.id, reattach=True)
+                return "reattaching"
+            if job.attempts + 1 < MAX_ATTEMPTS:
+                await self.repo.transition(
+                    job.id, JobState.QUEUED, attempts=job.attempts + 1, stage="requeued after restart"
+                )
+                self.spawn(job.id)
+                return "requeued"
+            ended = await self.repo.transition(
+                job.id,
+                JobState.FAILED,
+                error_kind="lost_on_restart",
+                error_message="the service restarted while the job was on a GPU, and it had already "
+                "been retried once; submit it again",
+            )
+            await self._ended(ended)
+            return "failed"
+        except Exception as exc:  # one bad row must not stop recovery of the others
+            log.error("recovery of job %s failed: %s", job.id, redact(str(exc)))
+            return f"error: {redact(str(exc))}"
+
     # --- jobs --------------------------------------------------------------------------------------
     async def submit(self, *, local_copy: Path | None = None, **fields: Any) -> Job:
+        if self.claims is not None:
+            fields.update(self.claims.fresh())
         job = await self.repo.create(**fields)
         if local_copy is not None:
             self.runner.local_copies[job.id] = local_copy
@@ -196,7 +210,8 @@ class JobManager:
                 left = deadline - time.monotonic()
                 if left <= 0:
                     return job
-                # Re-read every 5 s: a job ended by another process publishes nothing here.
+                # Re-read every 5 s: a job ended by another process publishes nothing here (replicas
+                # publish other replicas' ends here too: app.jobs.claims.Replica.poll_rows).
                 done, _ = await asyncio.wait([end], timeout=min(left, 5.0))
                 if done:
                     ended = end.result().get("_job")

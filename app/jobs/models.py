@@ -98,6 +98,10 @@ class Job(Base):
     cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
     # The name of the API token that submitted the job (never the token); None for local CLI runs.
     submitted_by: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    # Replicas (app.jobs.claims): which `comfyfleet serve` runs the job, and until when its lease holds
+    # (renewed by that replica's heartbeat; another replica re-claims the job once it lapses).
+    claimed_by: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    claim_until: Mapped[float | None] = mapped_column(Float, nullable=True)
     created_at: Mapped[float] = mapped_column(Float, default=time.time, index=True)
     updated_at: Mapped[float] = mapped_column(Float, default=time.time, onupdate=time.time)
     finished_at: Mapped[float | None] = mapped_column(Float, nullable=True)
@@ -105,6 +109,7 @@ class Job(Base):
     __table_args__ = (
         Index("ix_jobs_state_created", "state", "created_at"),
         Index("ix_jobs_submitted_by_created", "submitted_by", "created_at"),  # a token's spend today
+        Index("ix_jobs_claimed_by", "claimed_by"),  # a replica's heartbeat renews its own claims
     )
 
     @property

@@ -103,6 +103,8 @@ class JobRunner:
         self.forced_failures: dict[str, tuple[str, str]] = {}  # job id -> (kind, message) set by the cleanup
         self.requeue_reasons: dict[str, str] = {}  # job id -> why it leaves its instance (destroyed)
         self._files = FileOps()  # stat/mkdir/rmtree of concurrent jobs share thread hops
+        # Replicas: whether this replica still holds the job's claim (app.jobs.claims.JobClaims.owns)
+        self.owns: Callable[[str], Awaitable[bool]] | None = None
 
     # --- entry point -------------------------------------------------------------------------------
     async def run(self, job_id: str, *, reattach: bool = False) -> Job | None:
@@ -154,6 +156,13 @@ class JobRunner:
                 ),
             )
         except Exception as exc:
+            if self.owns is not None and not await self._owned(job_id):
+                # Replicas: another replica took the job over (this one was too slow to renew its claim)
+                # and moved the row on; its prompt is theirs now. Leave both alone.
+                log.warning(
+                    "job %s: taken over by another replica; leaving it (%s)", job_id, redact(str(exc))
+                )
+                return None
             await self._stop_gpu_work(rs)
             return await self._end(rs, JobState.FAILED, error=exc)
         finally:
@@ -162,6 +171,12 @@ class JobRunner:
             self.requeue_reasons.pop(job_id, None)
             if rs.write_task is not None and not rs.write_task.done():
                 rs.write_task.cancel()
+
+    async def _owned(self, job_id: str) -> bool:
+        try:
+            return await self.owns(job_id)
+        except Exception:  # cannot tell: behave as without replicas
+            return True
 
     async def _requeue(self, rs: _RunState, reason: str) -> Job | None:
         """The job's instance is being taken away (DELETE /instances/{id}): stop its prompt there and put
@@ -199,7 +214,7 @@ class JobRunner:
             hit = await self._cache_hit(rs, job, params, key)
             if hit is not None:
                 return hit
-            while (fut := self.coalescer.claim(key)) is not None:
+            while (fut := await self.coalescer.aclaim(key)) is not None:
                 self._progress(rs, Progress("waiting for an identical request"))
                 if await asyncio.shield(fut):
                     hit = await self._cache_hit(rs, job, params, key)
@@ -213,7 +228,7 @@ class JobRunner:
             return result
         finally:
             if leader and key:
-                self.coalescer.finish(key, ok)
+                await self.coalescer.afinish(key, ok)
 
     async def _cache_hit(self, rs: _RunState, job: Job, params: Any, key: str) -> Job | None:
         found = self._usable(await self.results.lookup(key))

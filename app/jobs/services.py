@@ -70,6 +70,7 @@ class Services:
     # `comfyfleet generate` sharing the database must not run the server's jobs a second time.
     recover_on_start: bool = True
     started: bool = False
+    replica: Any = None  # app.jobs.claims.Replica when several replicas share the database
     _cleanup_task: asyncio.Task | None = None
 
     async def start(self) -> None:
@@ -79,6 +80,12 @@ class Services:
         # threads) would queue dozens of concurrent jobs behind each other.
         asyncio.get_running_loop().set_default_executor(ThreadPoolExecutor(16, thread_name_prefix="io"))
         await self.pool.start()
+        if self.replica is not None:
+            # heartbeat; the pool learns the fleet before jobs are resumed
+            await self.replica.start(
+                adopt=self.recover_on_start,
+                cleanup=self.run_cleanup_loop and self.settings.cleanup_interval_s > 0,
+            )
         await self.webhooks.start()
         if self.recover_on_start:
             await self.webhooks.resume_never_enqueued()
@@ -100,7 +107,11 @@ class Services:
                 await self._cleanup_task
         if self.stories is not None:
             await self.stories.stop()
+        if self.replica is not None:
+            await self.replica.stop()
         await self.manager.stop()
+        if self.replica is not None:
+            await self.replica.after_jobs_stopped()  # other replicas take its jobs now
         await self.webhooks.stop()
         await self.pool.stop()
         for close in reversed(self.closers):

@@ -124,6 +124,8 @@ class WebhookSender:
         self.fresh_result = fresh_result
         self._warned_unsigned = False
         self.sources: list[WebhookSource] = []  # batches: one webhook per batch, same delivery
+        # Replicas: one replica takes each due delivery (app.jobs.claims.JobClaims.take_webhook)
+        self.take: Callable[[Job], Awaitable[bool]] | None = None
 
     def wake(self) -> None:
         """Something became due (a batch ended): scan now instead of at the next poll."""
@@ -169,7 +171,7 @@ class WebhookSender:
         while True:
             try:
                 for job in await self.repo.webhooks_due(time.time()):
-                    if job.id not in self._inflight:
+                    if job.id not in self._inflight and (self.take is None or await self.take(job)):
                         task = asyncio.get_running_loop().create_task(self._deliver_guarded(job))
                         self._inflight[job.id] = task
                         task.add_done_callback(lambda _t, jid=job.id: self._inflight.pop(jid, None))

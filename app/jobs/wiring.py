@@ -507,6 +507,10 @@ async def build_services(settings: Settings) -> Services:
         provider.hosts = hosts
     services.runner.host_recorder = HostRecorder(hosts, services.pool)
     services.closers.extend(closers)
+    if settings.replicas_enabled:
+        from app.jobs.claims import enable_replicas
+
+        enable_replicas(services, settings, engine)
     log.info(
         "services built: provider=%s store=%s simulated=%s",
         provider.name,

@@ -141,6 +141,11 @@ class Pool:
         self.rents_started = 0
         self._closed = False
         self._adopt_task: asyncio.Task | None = None  # background re-adoption after a failed list
+        # Replicas: renting is decided under a fleet-wide lease (app.pool.locks.FleetGate); after a
+        # refusal this pool rents nothing until `_gate_retry_at` (the replica's next `sync` retries).
+        self.gate: Any = None
+        self._gate_retry_at = 0.0
+        self.gate_retry_s = 2.0
 
     # --- lifecycle ---------------------------------------------------------------------------------
     async def start(self, retry_s: float = 30.0) -> None:
@@ -298,6 +303,8 @@ class Pool:
             return
         if self._adopt_task is not None and not self._adopt_task.done():
             return  # the provider's list failed: what already runs is unknown, so rent nothing (jobs wait)
+        if self.gate is not None and self._mono() < self._gate_retry_at:
+            return  # the fleet said no a moment ago
         plain = [w for w in self._waiters if w.instance_id is None]
         if not plain and self._demand() == 0:
             return
@@ -344,13 +351,22 @@ class Pool:
         inst: Instance | None = None
         try:
             request = self._create_request(workflow)
-            inst = await self._provider.create(request)
+            if self.gate is not None:
+                async with self.gate.admit(self._provider.name) as refusal:
+                    if refusal is None:
+                        inst = await self._provider.create(request)
+                if inst is None:  # the fleet (all replicas together) is full: wait for a slot
+                    log.info("pool: not renting: %s", refusal)
+                    self._gate_retry_at = self._mono() + self.gate_retry_s
+                    return
+            else:
+                inst = await self._provider.create(request)
             log.info("pool: rented %s (%s) at $%.3f/h", inst.id, inst.label, inst.price_per_hour)
             inst = await self._provider.wait_ready(inst, self._mono() + self.ready_timeout_s)
             if inst.state not in (InstanceState.READY, InstanceState.PROVISIONING):
                 inst.state = InstanceState.PROVISIONING
             self._rent_failures = 0
-            self.members[inst.id] = PoolMember(inst)
+            self.members.setdefault(inst.id, PoolMember(inst))  # a replica's sync may have adopted it
         except asyncio.CancelledError:
             if inst is not None and inst.id not in self.members:
                 # Booting instances are not adopted after a restart: do not leave this one billing.
@@ -400,6 +416,29 @@ class Pool:
                 await self._ledger.update(inst)
             except Exception as exc:  # bookkeeping must not fail a job
                 log.warning("pool: ledger update for %s failed: %s", inst.id, redact(str(exc)))
+
+    async def sync(self, fleet: list[Instance]) -> None:
+        """Replicas: take in the fleet as the ledger (shared by all replicas) shows it. Ready instances
+        another replica rented become usable here (re-attaching its jobs needs them too), "last used" is
+        the latest any replica wrote, and instances gone from the fleet (destroyed by the replica running
+        the cleanup) leave this pool once no job here holds them."""
+        live = {i.id: i for i in fleet if i.id and i.provider == self._provider.name}
+        for inst in live.values():
+            m = self.members.get(inst.id)
+            if m is not None:
+                if inst.last_used_at and (m.instance.last_used_at or 0) < inst.last_used_at:
+                    m.instance.last_used_at = inst.last_used_at
+            elif inst.state in (InstanceState.READY, InstanceState.PROVISIONING) and inst.ready_at:
+                self.members[inst.id] = PoolMember(inst)
+                log.info("pool: took in instance %s from the fleet", inst.id)
+        if self._provider.can_create:
+            for m in list(self.members.values()):
+                if m.id not in live and m.leases == 0 and not m.retiring:
+                    self.members.pop(m.id, None)
+                    with contextlib.suppress(Exception):
+                        await self._preparer.release(m.instance)
+                    log.info("pool: instance %s left the fleet", m.id)
+        self._dispatch()
 
     # --- retirement (the cleanup calls these) -------------------------------------------------------
     async def touch_busy(self) -> None:
