@@ -229,6 +229,9 @@ class Settings(BaseSettings):
     sim_time_scale: float = Field(
         0.05, description="Emulated Vast.ai boot time multiplier (1 = as slow as the real thing, 0 = instant)"
     )
+    sim_keep_world: bool = Field(
+        False, description="Keep a simulated world's folder (data/sim/world-<pid>) when the world stops"
+    )
 
     @field_validator("vast_gpu_names", "vast_regions", mode="before")
     @classmethod
