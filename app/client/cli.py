@@ -20,6 +20,7 @@ from app.client.aio import AsyncComfyfleet
 from app.client.errors import ClientError
 from app.config import Settings, get_settings
 from app.errors import ComfyfleetError
+from app.outdir import default_output
 from app.redact import register_secret
 
 SERVER_HELP = "comfyfleet server URL (default COMFYFLEET_SERVER)"
@@ -106,7 +107,7 @@ def remote_generate(
                     await asyncio.shield(cf.cancel(job.job_id))
                 raise
             _check_ended("job", job.job_id, final)
-            out = output or Path(f"{job.job_id}.mp4")
+            out = output or default_output(job.job_id)  # out/ (gitignored), never the current folder
             await cf.download(final.result["video_url"], out)
             return final, out
 
@@ -206,7 +207,7 @@ def story(
                     await asyncio.shield(cf.cancel_story(view.story_id))
                 raise
             _check_ended("story", view.story_id, final)
-            out = output or Path(f"{view.story_id}.mp4")
+            out = output or default_output(view.story_id)
             await cf.download(final.result["video_url"], out)
             return final, out
 

@@ -7,7 +7,6 @@ import contextlib
 import json
 import logging
 import shutil
-import time
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +14,7 @@ import typer
 
 from app.config import Settings, get_settings
 from app.errors import ComfyfleetError
+from app.outdir import resolve_output
 from app.workflows.params import request_from_cli
 
 
@@ -120,7 +120,7 @@ def generate(
         seed=seed,
         fps=fps,
     )
-    out = output or Path(f"comfyfleet-{time.strftime('%Y%m%d-%H%M%S')}.mp4")
+    out, defaulted = resolve_output(output)  # no --output: out/ (gitignored), never the current folder
     if not image.startswith(("http://", "https://")):
         image = str(Path(image).expanduser())
     job = asyncio.run(_generate(settings, image, raw, workflow, out.resolve(), quiet=as_json))
@@ -131,7 +131,8 @@ def generate(
         local_store = settings.effective_store_backend == "local"
         hint = "  (served while `comfyfleet serve` runs)" if local_store else ""
         typer.echo(f"video: {r['video_url']}{hint}")
-        typer.echo(f"local: {job['local_path']}")
+        where = "  (no --output given: written under out/)" if defaulted else ""
+        typer.echo(f"local: {job['local_path']}{where}")
         typer.echo(
             f"seed {r['seed']}, {r['num_frames']} frames @ {r['fps']} fps, {r['resolution']}, "
             f"{r['video_size_bytes']} bytes, cached={r['cached']}, cost ${r['cost_usd']:.4f}"

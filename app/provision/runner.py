@@ -8,7 +8,6 @@ hosts, and an exported variable would reach every child process), and is masked 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import inspect
 import json
@@ -297,5 +296,5 @@ async def _stop_remote(conn: asyncssh.SSHClientConnection, pid: int | None, pgid
     try:
         result = await asyncio.wait_for(conn.run(command, check=False), timeout=20)
         log.info("stopping the remote provisioning run: %s", str(result.stdout or "").strip())
-    except Exception as exc:  # noqa: BLE001 - best effort: the connection may be gone already
+    except Exception as exc:
         log.warning("could not stop the remote provisioning run (pid %s): %s", pid, exc)

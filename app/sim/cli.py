@@ -20,7 +20,7 @@ def world(
     ctx: typer.Context,
     as_json: bool = typer.Option(False, "--json", help="Print the endpoints as JSON."),
     keep: bool = typer.Option(
-        False, "--keep", help="Keep the world's folder (data/sim/world-<pid>) when it stops (default SIM_KEEP_WORLD)."
+        False, "--keep", help="Keep data/sim/world-<pid> when the world stops (default SIM_KEEP_WORLD)."
     ),
     max_seconds: float | None = typer.Option(None, "--max-seconds", hidden=True, help="Stop after N seconds"),
 ) -> None:

@@ -264,7 +264,12 @@ async def start_world(settings: Settings, *, attach: bool = True, fresh: bool = 
         "instances_dir": str(root / "instances"),
     }
     world = World(
-        world_settings(settings, endpoints), endpoints, emulator, mirror, backend, root,
+        world_settings(settings, endpoints),
+        endpoints,
+        emulator,
+        mirror,
+        backend,
+        root,
         keep=settings.sim_keep_world,
     )
     return world
