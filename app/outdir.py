@@ -10,10 +10,14 @@ OUT_DIR = Path("out")
 
 
 def default_output(stem: str | None = None, suffix: str = ".mp4") -> Path:
-    """`out/<stem>.mp4` (default stem `comfyfleet-<date>-<time>`); creates `out/`."""
+    """`out/<stem>.mp4` (default stem `comfyfleet-<date>-<time>`, then `-2`, `-3`...); creates `out/`."""
     name = stem or f"comfyfleet-{time.strftime('%Y%m%d-%H%M%S')}"
     OUT_DIR.mkdir(parents=True, exist_ok=True)
-    return OUT_DIR / f"{name}{suffix}"
+    path, n = OUT_DIR / f"{name}{suffix}", 1
+    while path.exists():  # two runs within one second must not overwrite each other
+        n += 1
+        path = OUT_DIR / f"{name}-{n}{suffix}"
+    return path
 
 
 def resolve_output(output: Path | None, stem: str | None = None) -> tuple[Path, bool]:
