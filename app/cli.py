@@ -6,6 +6,7 @@ from __future__ import annotations
 import sys
 import warnings
 from collections.abc import Sequence
+from typing import Any
 
 import typer
 
@@ -43,12 +44,19 @@ def _register_rooms() -> None:
 _register_rooms()
 
 
+def root_command() -> Any:
+    """The click command tree, with every option's help and default shown (`app.cli_help`)."""
+    from app.cli_help import polish
+
+    return polish(typer.main.get_command(cli))
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     """Entry point: typed errors become a one-line message and exit code 2, never a traceback."""
     # asyncssh's process.redirect leaves this harmless warning behind when channels close.
     warnings.filterwarnings("ignore", message="coroutine 'Queue.join' was never awaited")
     try:
-        cli(args=list(argv) if argv is not None else None, standalone_mode=True)
+        root_command().main(args=list(argv) if argv is not None else None, standalone_mode=True)
     except ComfyfleetError as exc:
         typer.secho(f"error: {redact(str(exc))}", err=True, fg=typer.colors.RED)
         sys.exit(2)

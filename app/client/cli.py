@@ -155,7 +155,9 @@ def story(
         None, "--seed", help="Story seed; segment i uses seed + i unless it sets one."
     ),
     workflow: str | None = typer.Option(None, "--workflow", help="An image-to-video workflow."),
-    output: Path | None = typer.Option(None, "--output", help="Where to write the joined MP4."),
+    output: Path | None = typer.Option(
+        None, "--output", help="Where to write the joined MP4 (default: out/<story id>.mp4)."
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print the finished story as JSON."),
     server: str | None = typer.Option(None, "--server", help=SERVER_HELP),
     token: str | None = typer.Option(None, "--token", help=TOKEN_HELP),
@@ -291,7 +293,7 @@ def batch(
 @jobs_app.command("list")
 def jobs_list(
     state: list[str] = typer.Option(None, "--state", help="Only jobs in this state (repeatable)."),
-    limit: int = typer.Option(20, "--limit"),
+    limit: int = typer.Option(20, "--limit", help="How many jobs to list, newest first."),
     as_json: bool = typer.Option(False, "--json"),
     server: str | None = typer.Option(None, "--server", help=SERVER_HELP),
     token: str | None = typer.Option(None, "--token", help=TOKEN_HELP),
@@ -337,7 +339,9 @@ def jobs_show(
 @jobs_app.command("watch")
 def jobs_watch(
     job_id: str = typer.Argument(...),
-    output: Path | None = typer.Option(None, "--output", help="Download the video here when it succeeds."),
+    output: Path | None = typer.Option(
+        None, "--output", help="Download the video here when it succeeds (default: no download)."
+    ),
     server: str | None = typer.Option(None, "--server", help=SERVER_HELP),
     token: str | None = typer.Option(None, "--token", help=TOKEN_HELP),
 ) -> None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import logging
 import shutil
 from pathlib import Path
 from typing import Any
@@ -40,7 +39,6 @@ def serve(
     settings = _with(get_settings(), host=host, port=port)
     check_listen_policy(settings, settings.host)  # before anything starts: no token, no open real provider
     setup_logging(settings.log_level)
-    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per ComfyUI poll is noise
     _banner(settings, f"serving on http://{settings.host}:{settings.port} (docs at /docs)")
 
     async def main() -> None:
@@ -71,7 +69,9 @@ def generate(
     seed: int | None = typer.Option(None, "--seed", help="-1 = random (the seed used is printed)."),
     fps: int | None = typer.Option(None, "--fps"),
     workflow: str | None = typer.Option(None, "--workflow"),
-    output: Path | None = typer.Option(None, "--output", help="Where to write the MP4."),
+    output: Path | None = typer.Option(
+        None, "--output", help="Where to write the MP4 (default: out/comfyfleet-<date>-<time>.mp4)."
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print the finished job as JSON."),
     server: str | None = typer.Option(
         None, "--server", help="Run on a deployed comfyfleet server (default COMFYFLEET_SERVER) instead."
