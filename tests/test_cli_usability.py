@@ -36,8 +36,12 @@ def _options(command):
 
 def _help(capsys, monkeypatch, *args: str) -> str:
     monkeypatch.setenv("COLUMNS", "200")
-    with pytest.raises(SystemExit) as exc:
-        main([*args, "--help"])
+    sigterm = signal.getsignal(signal.SIGTERM)  # main() installs its own; this test process keeps its
+    try:
+        with pytest.raises(SystemExit) as exc:
+            main([*args, "--help"])
+    finally:
+        signal.signal(signal.SIGTERM, sigterm)
     assert exc.value.code == 0
     return capsys.readouterr().out
 
