@@ -314,3 +314,58 @@ async def test_webhook_retried_later_carries_fresh_result_urls(tmp_path):
         assert result["last_frame_url"].startswith("http://fresh.test/")
     finally:
         await rx.stop()
+
+
+class _SlowScans:
+    """The job repo, but a scan that reads a webhook while its delivery is in flight returns only after
+    that delivery ended: the read predates the delivery's record, as a slow query on a loaded machine does."""
+
+    def __init__(self, repo, sender) -> None:
+        self._repo, self._sender = repo, sender
+        self.read_during_delivery = asyncio.Event()
+        self.scans = 0
+
+    def __getattr__(self, name):
+        return getattr(self._repo, name)
+
+    async def webhooks_due(self, now):
+        self.scans += 1
+        rows = await self._repo.webhooks_due(now)
+        delivering = [self._sender._inflight[r.id] for r in rows if r.id in self._sender._inflight]
+        if delivering:
+            self.read_during_delivery.set()
+            await asyncio.wait(delivering)
+        return rows
+
+
+async def test_webhook_read_by_a_scan_before_its_delivery_ended_is_not_sent_twice(tmp_path):
+    """The cause of `..._retried_until_delivered[postgresql]` receiving two POSTs: a scan's stale row."""
+    scans: list[_SlowScans] = []
+
+    async def handle(request: web.Request) -> web.Response:
+        await asyncio.wait_for(scans[0].read_during_delivery.wait(), 10)  # a scan reads meanwhile
+        rx.received.append((dict(request.headers), await request.read()))
+        return web.Response(status=200)
+
+    rx = Receiver(free_port())
+    rx.handle = handle
+    await rx.start()
+    try:
+        async with world(tmp_path, webhook_secret=SECRET, intake=loopback_intake(tmp_path)) as w:
+            sender = w.services.webhooks
+            sender.poll_interval_s = 0.01
+            scans.append(_SlowScans(sender.repo, sender))
+            sender.repo = scans[0]
+            job = await w.wait((await w.submit(seed=1, webhook_url=f"http://127.0.0.1:{rx.port}/hook")).id)
+            await _wait_job(w, job.id, lambda j: j.webhook_status == "delivered")
+            assert scans[0].read_during_delivery.is_set()
+            # five more scans, each free to start the stale delivery again
+            seen = scans[0].scans
+            deadline = time.monotonic() + 10
+            while scans[0].scans < seen + 5 and time.monotonic() < deadline:
+                sender.wake()
+                await asyncio.sleep(0.01)
+            assert scans[0].scans >= seen + 5 and not sender._inflight
+        assert len(rx.received) == 1, [h["webhook-id"] for h, _ in rx.received]
+    finally:
+        await rx.stop()
