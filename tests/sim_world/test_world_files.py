@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import multiprocessing
 import os
+import signal
 import sys
 from pathlib import Path
 
@@ -114,3 +115,19 @@ def test_id_sequence_is_unique_across_processes_taking_ids_at_once(tmp_path):
         p.join(30)
     assert sorted(taken) == list(range(1000, 1200))
     assert IdSequence(path, 1000)() == 1200
+
+
+def test_comfyfleet_sim_stopped_by_sigterm_removes_its_world_folder(tmp_path):
+    """`comfyfleet sim` ends on SIGTERM (how services and the e2e tests stop it) as on Ctrl-C: cleanly."""
+    from tests.e2e import procs
+
+    data = tmp_path / "data"
+    log = tmp_path / "sim.log"
+    with procs.spawn(["sim"], procs.sim_env(data), log) as proc:
+        world = procs.wait_world(proc, data, log)
+        assert Path(world["instances_dir"]).parent.is_dir()
+        os.kill(proc.pid, signal.SIGTERM)
+        assert proc.wait(30) == 0, procs.tail(log)
+    assert not Path(world["instances_dir"]).parent.exists()
+    assert not (data / "sim" / "world.json").exists()
+    assert "Traceback" not in log.read_text()
