@@ -3,9 +3,11 @@
 
 from __future__ import annotations
 
+import signal
 import sys
 import warnings
 from collections.abc import Sequence
+from typing import Any
 
 import typer
 
@@ -43,15 +45,41 @@ def _register_rooms() -> None:
 _register_rooms()
 
 
+_terminated = False
+
+
+def _on_sigterm(_signum: int, _frame: object) -> None:
+    """SIGTERM is handled like Ctrl-C: asyncio cancels the command's main task, so its `finally` blocks
+    run (stop the simulated world, destroy its instances and record that, cancel a local job) instead
+    of the process dying mid-way; a second SIGTERM ends it at once."""
+    global _terminated
+    _terminated = True
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.raise_signal(signal.SIGINT)
+
+
+def root_command() -> Any:
+    """The click command tree, with every option's help and default shown (`app.cli_help`)."""
+    from app.cli_help import polish
+
+    return polish(typer.main.get_command(cli))
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     """Entry point: typed errors become a one-line message and exit code 2, never a traceback."""
     # asyncssh's process.redirect leaves this harmless warning behind when channels close.
     warnings.filterwarnings("ignore", message="coroutine 'Queue.join' was never awaited")
+    signal.signal(signal.SIGTERM, _on_sigterm)  # `serve` (uvicorn) installs its own, graceful one
     try:
-        cli(args=list(argv) if argv is not None else None, standalone_mode=True)
+        root_command().main(args=list(argv) if argv is not None else None, standalone_mode=True)
     except ComfyfleetError as exc:
         typer.secho(f"error: {redact(str(exc))}", err=True, fg=typer.colors.RED)
         sys.exit(2)
+    except SystemExit as exc:
+        if _terminated and exc.code != 0:  # Typer turns the interrupt into exit 130: say what happened
+            typer.secho("terminated (SIGTERM); stopped cleanly", err=True)
+            sys.exit(143)
+        raise
     except KeyboardInterrupt:
         typer.secho("interrupted", err=True)
         sys.exit(130)

@@ -15,6 +15,7 @@ from urllib.parse import unquote, urlsplit
 
 import limits
 from pydantic import (
+    AliasChoices,
     BaseModel,
     ConfigDict,
     Field,
@@ -231,7 +232,11 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = 8000
     public_url: str | None = Field(
-        None, description="How clients reach this server; default http://host:port"
+        None,
+        validation_alias=AliasChoices("public_base_url", "public_url"),
+        description="PUBLIC_BASE_URL (or PUBLIC_URL): how clients reach this server, used for every URL it "
+        "gives out (status_url, video_url, story and batch URLs); default: the base URL each request came in "
+        "on (http://host:port outside a request)",
     )
     webhook_secret: SecretStr | None = None
     max_image_bytes: int = 20 * 1024 * 1024
@@ -287,6 +292,9 @@ class Settings(BaseSettings):
     )
     sim_time_scale: float = Field(
         0.05, description="Emulated Vast.ai boot time multiplier (1 = as slow as the real thing, 0 = instant)"
+    )
+    sim_keep_world: bool = Field(
+        False, description="Keep a simulated world's folder (data/sim/world-<pid>) when the world stops"
     )
 
     @field_validator("vast_gpu_names", "vast_regions", mode="before")

@@ -34,3 +34,30 @@ class ValidationError(ComfyfleetError):
         super().__init__(f"{field}: {message}")
         self.field = field
         self.reason = message
+
+    @property
+    def problems(self) -> list[ValidationError]:
+        """Every invalid field (one here; several in `ValidationErrors`)."""
+        return [self]
+
+
+class ValidationErrors(ValidationError):
+    """Several request parameters are invalid: all of them are reported at once, not only the first."""
+
+    def __init__(self, errors: list[ValidationError]) -> None:
+        flat = [p for e in errors for p in e.problems]
+        super().__init__(flat[0].field, flat[0].reason)
+        self.args = ("; ".join(f"{e.field}: {e.reason}" for e in flat),)
+        self.errors = flat
+
+    @property
+    def problems(self) -> list[ValidationError]:
+        return list(self.errors)
+
+    @staticmethod
+    def raise_if(errors: list[ValidationError]) -> None:
+        """Raise nothing, the one error, or all of them."""
+        if len(errors) == 1:
+            raise errors[0]
+        if errors:
+            raise ValidationErrors(errors)

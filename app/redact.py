@@ -56,6 +56,18 @@ class RedactingFilter(logging.Filter):
         return True
 
 
+NOISY_LOGGERS = (
+    "asyncssh",
+    "httpx",
+    "httpcore",
+    "botocore",
+    "boto3",
+    "s3transfer",
+    "urllib3",
+    "aiohttp.access",
+)
+
+
 def setup_logging(level: str = "INFO") -> None:
     """Configure root logging once, with redaction on every handler."""
     root = logging.getLogger()
@@ -65,3 +77,8 @@ def setup_logging(level: str = "INFO") -> None:
         handler.addFilter(RedactingFilter())
         root.addHandler(handler)
     root.setLevel(level.upper())
+    # Third-party libraries log every connection and request at INFO (asyncssh was two thirds of `serve`'s
+    # log): WARNING for them unless LOG_LEVEL=DEBUG asks for everything.
+    quiet = logging.NOTSET if level.upper() == "DEBUG" else logging.WARNING
+    for name in NOISY_LOGGERS:
+        logging.getLogger(name).setLevel(quiet)

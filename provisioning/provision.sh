@@ -240,15 +240,17 @@ kill_tree() { # TERM every descendant of pid $1 (children first, then the proces
     [ "$1" = "$$" ] || kill -TERM "$1" 2>/dev/null
 }
 on_term() {
-    trap '' TERM INT
-    log "provisioning interrupted"
+    # Stop the downloads first, and ignore PIPE/HUP: the control plane may have closed the channel
+    # already, and a log line written into a closed pipe would kill us (SIGPIPE) before the kill below.
+    trap '' TERM INT PIPE HUP
     kill_tree $$
     kill -TERM $(jobs -p) 2>/dev/null
     rm -rf "$WORK"
+    log "provisioning interrupted" 2>/dev/null
     exit 143
 }
 trap on_exit EXIT
-trap on_term TERM INT
+trap on_term TERM INT HUP PIPE  # PIPE/HUP: the control plane went away
 
 # One provisioning run at a time per ComfyUI dir (a retried job must not race a still-running one).
 if command -v flock >/dev/null 2>&1; then
@@ -1109,8 +1111,12 @@ install_nodes() {
 
 # --- main ---------------------------------------------------------------------------------------
 now_us; T_START=$REPLY
+# Our process group (0 if unknown): the control plane stops the whole group on cancel, so it needs it
+# even after we are gone (a closed channel kills this shell by SIGPIPE, but not the curl it started).
+PGID=0
+if read -r _stat </proc/$$/stat 2>/dev/null; then set -- ${_stat##*) }; PGID=${3:-0}; set --; fi
 jstr "$COMFY_DIR"
-emit "{\"event\":\"begin\",\"pid\":$$,\"version\":1,\"comfy_dir\":$REPLY,\"tool\":\"$TOOL\",\"parallel\":$PARALLEL,\"connections\":$CONNECTIONS,\"max_connections\":$MAX_CONNECTIONS,\"models\":${#M_NAME[@]},\"nodes\":${#N_NAME[@]}}"
+emit "{\"event\":\"begin\",\"pid\":$$,\"pgid\":$PGID,\"version\":1,\"comfy_dir\":$REPLY,\"tool\":\"$TOOL\",\"parallel\":$PARALLEL,\"connections\":$CONNECTIONS,\"max_connections\":$MAX_CONNECTIONS,\"models\":${#M_NAME[@]},\"nodes\":${#N_NAME[@]}}"
 
 TODO=()
 NEED=0

@@ -21,6 +21,7 @@ if [ "$want_test" = 1 ]; then
 fi
 if [ ${#need[@]} -gt 0 ]; then
   SUDO=""; [ "$(id -u)" = 0 ] || SUDO="sudo"
+  echo "setup: installing system packages with apt-get${SUDO:+ (via sudo)}: ${need[*]}" >&2
   $SUDO apt-get update -q
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q --no-install-recommends "${need[@]}"
 fi

@@ -35,6 +35,7 @@ from app.api.console import console_router, mount_console
 from app.api.docs import mount_redoc
 from app.api.groups import group_router, install_handlers
 from app.api.schemas import MAX_LIST_OFFSET, ErrorBody, GenerateVideoRequest, JobList, JobView
+from app.api.urls import RequestBaseURL, public_url_for
 from app.config import ApiToken
 from app.errors import ComfyfleetError, ValidationError
 from app.jobs.metrics import CONTENT_TYPE
@@ -159,6 +160,7 @@ def create_app(services: Services, *, manage_lifecycle: bool = True) -> FastAPI:
     )
     app.state.services = services
     app.add_middleware(BodyLimit, limit=services.intake.max_bytes * 4 // 3 + BODY_OVERHEAD_BYTES)
+    app.add_middleware(RequestBaseURL, settings=settings)  # one base URL for every URL we give out
 
     async def caller(
         bearer: HTTPAuthorizationCredentials | None = Depends(_BEARER),
@@ -219,7 +221,8 @@ def create_app(services: Services, *, manage_lifecycle: bool = True) -> FastAPI:
     @app.exception_handler(ValidationError)
     async def _invalid(_req: Request, exc: ValidationError) -> JSONResponse:
         status = 413 if "byte limit" in exc.reason else 422
-        body = {"detail": redact(str(exc)), "errors": [{"field": exc.field, "message": redact(exc.reason)}]}
+        errors = [{"field": e.field, "message": redact(e.reason)} for e in exc.problems]  # every bad field
+        body = {"detail": redact(str(exc)), "errors": errors}
         return JSONResponse(body, status_code=status)
 
     @app.exception_handler(JobNotFound)
@@ -257,8 +260,8 @@ def create_app(services: Services, *, manage_lifecycle: bool = True) -> FastAPI:
 
     def view(request: Request, job: Job, position: int | None) -> dict[str, Any]:
         out = job.to_public(position)
-        out["status_url"] = str(request.url_for("get_job", job_id=job.id))
-        out["events_url"] = str(request.url_for("job_events", job_id=job.id))
+        out["status_url"] = public_url_for(request, settings, "get_job", job_id=job.id)
+        out["events_url"] = public_url_for(request, settings, "job_events", job_id=job.id)
         return out
 
     async def full_view(request: Request, job: Job) -> dict[str, Any]:

@@ -36,8 +36,9 @@ from app.api.group_schemas import (
 )
 from app.api.images import InputImage
 from app.api.schemas import MAX_LIST_OFFSET, ErrorBody, GenerateVideoRequest
+from app.api.urls import public_url_for
 from app.config import ApiToken
-from app.errors import ValidationError
+from app.errors import ValidationError, ValidationErrors
 from app.jobs.fleet import FleetConflict, InstanceNotFound
 from app.jobs.groups import GroupNotFound, Story, StoryState, new_batch_id
 from app.jobs.models import Job
@@ -62,7 +63,8 @@ def field_prefix(prefix: str) -> Iterator[None]:
     try:
         yield
     except ValidationError as exc:
-        raise ValidationError(f"{prefix}.{exc.field}", exc.reason) from None
+        ValidationErrors.raise_if([ValidationError(f"{prefix}.{e.field}", e.reason) for e in exc.problems])
+        raise  # not reached: problems is never empty
 
 
 def install_handlers(app: FastAPI) -> None:
@@ -163,8 +165,8 @@ def group_router(services: Any, job_view: JobViewFn, within_budget: BudgetDep) -
             "created_at": story.created_at,
             "updated_at": story.updated_at,
             "finished_at": story.finished_at,
-            "status_url": str(request.url_for("get_story", story_id=story.id)),
-            "events_url": str(request.url_for("story_events", story_id=story.id)),
+            "status_url": public_url_for(request, services.settings, "get_story", story_id=story.id),
+            "events_url": public_url_for(request, services.settings, "story_events", story_id=story.id),
         }
 
     async def read_story_body(request: Request) -> tuple[StoryRequest, InputImage | None]:
@@ -411,7 +413,7 @@ def group_router(services: Any, job_view: JobViewFn, within_budget: BudgetDep) -
             return await job_view(request, job)
 
         out = await services.batches.view(batch, one)
-        out["status_url"] = str(request.url_for("get_batch", batch_id=batch.id))
+        out["status_url"] = public_url_for(request, services.settings, "get_batch", batch_id=batch.id)
         return out
 
     @router.post(

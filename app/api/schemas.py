@@ -43,14 +43,15 @@ class GenerateVideoRequest(BaseModel):
     image_url: str | None = Field(None, description="http(s) URL of the input image (public addresses only)")
     image_base64: str | None = Field(None, description="The input image as base64 (a data: URL is fine)")
     prompt: str = Field(..., description="What should happen in the video")
-    negative_prompt: str = ""
-    num_frames: int = Field(81, description="4n+1 frames")
+    # Defaults: one source, the workflow's manifest (`comfyfleet workflow show NAME`), as for the CLI.
+    negative_prompt: str | None = Field(None, description="Default: the workflow's negative prompt")
+    num_frames: int | None = Field(None, description="4n+1 frames. Default: the workflow's (81)")
     width: int | None = Field(None, description="Default: the image's aspect ratio at 480p, multiple of 16")
     height: int | None = None
-    steps: int = 4
-    cfg_scale: float = 1.0
-    seed: int = Field(-1, description="-1 = random (the seed used is reported)")
-    fps: int = 16
+    steps: int | None = Field(None, description="Default: the workflow's (4)")
+    cfg_scale: float | None = Field(None, description="Default: the workflow's (1.0)")
+    seed: int | None = Field(None, description="-1 = random (the seed used is reported). Default: -1")
+    fps: int | None = Field(None, description="Default: the workflow's (16)")
     workflow: str | None = Field(None, description="Default: the server's DEFAULT_WORKFLOW")
     webhook_url: str | None = Field(None, description="POSTed a signed Standard Webhooks message when done")
     reuse_cached: bool = Field(

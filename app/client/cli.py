@@ -20,6 +20,7 @@ from app.client.aio import AsyncComfyfleet
 from app.client.errors import ClientError
 from app.config import Settings, get_settings
 from app.errors import ComfyfleetError
+from app.outdir import default_output
 from app.redact import register_secret
 
 SERVER_HELP = "comfyfleet server URL (default COMFYFLEET_SERVER)"
@@ -106,7 +107,7 @@ def remote_generate(
                     await asyncio.shield(cf.cancel(job.job_id))
                 raise
             _check_ended("job", job.job_id, final)
-            out = output or Path(f"{job.job_id}.mp4")
+            out = output or default_output(job.job_id)  # out/ (gitignored), never the current folder
             await cf.download(final.result["video_url"], out)
             return final, out
 
@@ -154,7 +155,9 @@ def story(
         None, "--seed", help="Story seed; segment i uses seed + i unless it sets one."
     ),
     workflow: str | None = typer.Option(None, "--workflow", help="An image-to-video workflow."),
-    output: Path | None = typer.Option(None, "--output", help="Where to write the joined MP4."),
+    output: Path | None = typer.Option(
+        None, "--output", help="Where to write the joined MP4 (default: out/<story id>.mp4)."
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print the finished story as JSON."),
     server: str | None = typer.Option(None, "--server", help=SERVER_HELP),
     token: str | None = typer.Option(None, "--token", help=TOKEN_HELP),
@@ -206,7 +209,7 @@ def story(
                     await asyncio.shield(cf.cancel_story(view.story_id))
                 raise
             _check_ended("story", view.story_id, final)
-            out = output or Path(f"{view.story_id}.mp4")
+            out = output or default_output(view.story_id)
             await cf.download(final.result["video_url"], out)
             return final, out
 
@@ -290,7 +293,7 @@ def batch(
 @jobs_app.command("list")
 def jobs_list(
     state: list[str] = typer.Option(None, "--state", help="Only jobs in this state (repeatable)."),
-    limit: int = typer.Option(20, "--limit"),
+    limit: int = typer.Option(20, "--limit", help="How many jobs to list, newest first."),
     as_json: bool = typer.Option(False, "--json"),
     server: str | None = typer.Option(None, "--server", help=SERVER_HELP),
     token: str | None = typer.Option(None, "--token", help=TOKEN_HELP),
@@ -336,7 +339,9 @@ def jobs_show(
 @jobs_app.command("watch")
 def jobs_watch(
     job_id: str = typer.Argument(...),
-    output: Path | None = typer.Option(None, "--output", help="Download the video here when it succeeds."),
+    output: Path | None = typer.Option(
+        None, "--output", help="Download the video here when it succeeds (default: no download)."
+    ),
     server: str | None = typer.Option(None, "--server", help=SERVER_HELP),
     token: str | None = typer.Option(None, "--token", help=TOKEN_HELP),
 ) -> None:

@@ -339,6 +339,16 @@ class ComfyClient:
         await self._events.register(job)
         try:
             prompt_id = await self._submit(graph, client_id, proposed, extra_data, deadline)
+        except asyncio.CancelledError:
+            # Cancelled while the POST was in flight: ComfyUI may have queued it under the id we proposed.
+            # Never leave an unknown prompt on the GPU: record it for re-attachment, or cancel it.
+            if keep_running_on_cancel is not None and keep_running_on_cancel():
+                if on_submitted is not None:
+                    on_submitted(proposed)
+            else:
+                await self._cancel_quietly(proposed)
+                self._cancelled.discard(proposed)
+            raise
         finally:
             self._events.unregister(proposed)
         job.prompt_id = job.tracker.prompt_id = prompt_id

@@ -5,9 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import logging
 import shutil
-import time
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +13,7 @@ import typer
 
 from app.config import Settings, get_settings
 from app.errors import ComfyfleetError
+from app.outdir import resolve_output
 from app.workflows.params import request_from_cli
 
 
@@ -40,7 +39,6 @@ def serve(
     settings = _with(get_settings(), host=host, port=port)
     check_listen_policy(settings, settings.host)  # before anything starts: no token, no open real provider
     setup_logging(settings.log_level)
-    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per ComfyUI poll is noise
     _banner(settings, f"serving on http://{settings.host}:{settings.port} (docs at /docs)")
 
     async def main() -> None:
@@ -71,7 +69,9 @@ def generate(
     seed: int | None = typer.Option(None, "--seed", help="-1 = random (the seed used is printed)."),
     fps: int | None = typer.Option(None, "--fps"),
     workflow: str | None = typer.Option(None, "--workflow"),
-    output: Path | None = typer.Option(None, "--output", help="Where to write the MP4."),
+    output: Path | None = typer.Option(
+        None, "--output", help="Where to write the MP4 (default: out/comfyfleet-<date>-<time>.mp4)."
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print the finished job as JSON."),
     server: str | None = typer.Option(
         None, "--server", help="Run on a deployed comfyfleet server (default COMFYFLEET_SERVER) instead."
@@ -120,7 +120,7 @@ def generate(
         seed=seed,
         fps=fps,
     )
-    out = output or Path(f"comfyfleet-{time.strftime('%Y%m%d-%H%M%S')}.mp4")
+    out, defaulted = resolve_output(output)  # no --output: out/ (gitignored), never the current folder
     if not image.startswith(("http://", "https://")):
         image = str(Path(image).expanduser())
     job = asyncio.run(_generate(settings, image, raw, workflow, out.resolve(), quiet=as_json))
@@ -131,7 +131,8 @@ def generate(
         local_store = settings.effective_store_backend == "local"
         hint = "  (served while `comfyfleet serve` runs)" if local_store else ""
         typer.echo(f"video: {r['video_url']}{hint}")
-        typer.echo(f"local: {job['local_path']}")
+        where = "  (no --output given: written under out/)" if defaulted else ""
+        typer.echo(f"local: {job['local_path']}{where}")
         typer.echo(
             f"seed {r['seed']}, {r['num_frames']} frames @ {r['fps']} fps, {r['resolution']}, "
             f"{r['video_size_bytes']} bytes, cached={r['cached']}, cost ${r['cost_usd']:.4f}"

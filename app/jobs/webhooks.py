@@ -126,6 +126,7 @@ class WebhookSender:
         self.sources: list[WebhookSource] = []  # batches: one webhook per batch, same delivery
         # Replicas: one replica takes each due delivery (app.jobs.claims.JobClaims.take_webhook)
         self.take: Callable[[Job], Awaitable[bool]] | None = None
+        self._finished: dict[str, float] = {}  # delivery id -> when its last attempt ended (monotonic)
 
     def wake(self) -> None:
         """Something became due (a batch ended): scan now instead of at the next poll."""
@@ -167,20 +168,36 @@ class WebhookSender:
             self._wake.set()
         return len(ids)
 
+    def _startable(self, delivery_id: str, scanned_at: float) -> bool:
+        """Not in flight, and its last attempt did not end after this scan read the rows: such a row is a
+        stale snapshot (it may still say "pending" for a webhook just delivered, which would then be sent
+        twice). The next scan reads it fresh."""
+        return delivery_id not in self._inflight and self._finished.get(delivery_id, -1.0) < scanned_at
+
+    def _track(self, delivery_id: str, task: asyncio.Task[None]) -> None:
+        self._inflight[delivery_id] = task
+
+        def done(_t: asyncio.Task[None]) -> None:
+            self._inflight.pop(delivery_id, None)
+            self._finished[delivery_id] = time.monotonic()
+
+        task.add_done_callback(done)
+
     async def _loop(self) -> None:
         while True:
             try:
+                scanned_at = time.monotonic()
+                self._finished = {k: t for k, t in self._finished.items() if t >= scanned_at - 60}
                 for job in await self.repo.webhooks_due(time.time()):
-                    if job.id not in self._inflight and (self.take is None or await self.take(job)):
-                        task = asyncio.get_running_loop().create_task(self._deliver_guarded(job))
-                        self._inflight[job.id] = task
-                        task.add_done_callback(lambda _t, jid=job.id: self._inflight.pop(jid, None))
+                    if self._startable(job.id, scanned_at) and (self.take is None or await self.take(job)):
+                        self._track(
+                            job.id, asyncio.get_running_loop().create_task(self._deliver_guarded(job))
+                        )
                 for source in self.sources:
                     for item in await source.webhooks_due(time.time()):
-                        if item.id not in self._inflight:
+                        if self._startable(item.id, scanned_at):
                             task = asyncio.get_running_loop().create_task(self._deliver_item_guarded(item))
-                            self._inflight[item.id] = task
-                            task.add_done_callback(lambda _t, iid=item.id: self._inflight.pop(iid, None))
+                            self._track(item.id, task)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # a database hiccup must not end webhook delivery for good

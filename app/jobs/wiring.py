@@ -456,6 +456,7 @@ class _ProvisionProgress:
 async def build_services(settings: Settings) -> Services:
     """Real database, ledger, provider, store, workflows, ComfyUI client and provisioning."""
     closers: list[Callable[[], Any]] = []
+    world = None
     if settings.effective_provider == "sim":
         # The simulated world (lead-owned) starts the Vast emulator, simulated instances and the model
         # server, and returns the settings that point the real product code at them.
@@ -478,6 +479,8 @@ async def build_services(settings: Settings) -> Services:
         client = client_from_settings(settings)
         closers.append(client.aclose)
         provider = VastProvider(client, ledger, settings)
+        if world is not None and not world.attached:  # runs before client.aclose and world.stop
+            closers.append(functools.partial(destroy_world_instances, provider))
     store = make_store(settings)
     if hasattr(store, "close"):
         closers.append(store.close)
@@ -518,6 +521,21 @@ async def build_services(settings: Settings) -> Services:
         settings.simulated,
     )
     return services
+
+
+async def destroy_world_instances(provider: Provider) -> None:
+    """A simulated world this process started ends with it, and so do the instances it holds: destroy
+    them through the provider, so the ledger records it (no `ready` row outlives its world)."""
+    try:
+        instances = await provider.list()  # what this world's emulator holds: never another world's
+    except Exception as exc:
+        log.warning("simulated world: could not list its instances to destroy them: %s", exc)
+        return
+    for inst in instances:
+        try:
+            await provider.destroy(inst)
+        except Exception as exc:
+            log.warning("simulated world: could not destroy instance %s: %s", inst.id, exc)
 
 
 def describe(settings: Settings) -> str:

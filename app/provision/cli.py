@@ -159,9 +159,13 @@ def provision_command(
     ssh: str = typer.Option(..., "--ssh", help="root@HOST:PORT of the machine"),
     key: Path | None = typer.Option(None, "--key", help="SSH private key (default: the comfyfleet key)"),
     workflow: str | None = typer.Option(None, "--workflow", help="workflow name (default: DEFAULT_WORKFLOW)"),
-    comfy_dir: str | None = typer.Option(None, "--comfy-dir", help="ComfyUI dir on the machine"),
+    comfy_dir: str | None = typer.Option(
+        None, "--comfy-dir", help="ComfyUI dir on the machine (default: COMFY_DIR)"
+    ),
     models_from: str | None = typer.Option(
-        None, "--models-from", help="mirror URL: models come from <URL>/<folder>/<file> (MODEL_MIRROR_URL)"
+        None,
+        "--models-from",
+        help="mirror URL: models come from <URL>/<folder>/<file> (default: MODEL_MIRROR_URL)",
     ),
     host_key: str | None = typer.Option(None, "--host-key", help="pin this host key ('ssh-ed25519 AAAA...')"),
     node_source: list[str] = typer.Option(
@@ -171,7 +175,9 @@ def provision_command(
         None, "--restart-cmd", help="how to restart ComfyUI after node changes ('' = don't)"
     ),
     python: str | None = typer.Option(None, "--python", help="ComfyUI's Python for pip (default: detected)"),
-    parallel: int | None = typer.Option(None, "--parallel", help="parallel downloads (PROVISION_PARALLEL)"),
+    parallel: int | None = typer.Option(
+        None, "--parallel", help="parallel downloads (default: PROVISION_PARALLEL)"
+    ),
     json_out: bool = typer.Option(False, "--json", help="print the event lines as JSON"),
 ) -> None:
     """Download the workflow's models and install its custom nodes on a machine over SSH."""

@@ -8,7 +8,6 @@ hosts, and an exported variable would reach every child process), and is masked 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import inspect
 import json
@@ -155,9 +154,10 @@ async def run_provision(
     errors: list[dict[str, Any]] = []
     stderr_tail: deque[str] = deque(maxlen=40)
     remote_pid: int | None = None
+    remote_pgid: int | None = None
 
     async def read_stdout(proc: asyncssh.SSHClientProcess) -> None:
-        nonlocal remote_pid
+        nonlocal remote_pid, remote_pgid
         async for line in proc.stdout:
             line = line.strip()
             if not line:
@@ -172,6 +172,7 @@ async def run_provision(
             kind = event.get("event")
             if kind == "begin":
                 remote_pid = event.get("pid")
+                remote_pgid = event.get("pgid") or None
             elif kind == "done":
                 summary.downloaded.append(event["file"])
                 summary.bytes_downloaded += int(event.get("bytes", 0))
@@ -208,10 +209,10 @@ async def run_provision(
             await asyncio.gather(read_stdout(proc), read_stderr(proc))
             completed = await proc.wait()
     except TimeoutError:
-        await _stop_remote(conn, remote_pid)
+        await _stop_remote(conn, remote_pid, remote_pgid)
         raise ProvisionTimeout(f"provisioning did not finish within {total_s:.0f} s; stopped it") from None
     except asyncio.CancelledError:
-        await _stop_remote(conn, remote_pid)
+        await _stop_remote(conn, remote_pid, remote_pgid)
         raise
     except (OSError, asyncssh.Error) as exc:
         raise SSHUnavailable(f"the SSH connection dropped during provisioning: {exc}") from exc
@@ -253,9 +254,50 @@ def _record_lock(plan: Plan, summary: ProvisionSummary) -> None:
             log.warning("could not update the lock file %s: %s", plan.lock_path, exc)
 
 
-async def _stop_remote(conn: asyncssh.SSHClientConnection, pid: int | None) -> None:
-    """Without a PTY the remote script outlives the channel; stop it explicitly (its trap stops curl)."""
+# Stop a provisioning run and wait until none of its processes is left. sshd (and the simulated SSH
+# server) start each command in a session of its own, so the script's process group holds the script, its
+# download subshells and every curl/tail they started, even after the script itself died (a closed
+# channel kills it by SIGPIPE and orphans its curl). TERM the whole group (no walk of the process tree
+# that a subshell could race by starting its next download), wait until no live (non-zombie) process of
+# it remains, KILL what is left after 10 s. The group is signalled only when every member is in the
+# session that group leads (a group we started); otherwise only the script's pid gets TERM.
+_STOP_SCRIPT = r"""
+p=%d g=%d
+if [ "$g" -le 1 ] && read -r s </proc/$p/stat 2>/dev/null; then set -- ${s##*) }; g=$3; fi
+members() {  # live members of group $g; returns 2 if one of them is outside session $g
+    local f l n=0
+    for f in /proc/[0-9]*/stat; do
+        read -r l <"$f" 2>/dev/null || continue
+        set -- ${l##*) }
+        [ "$3" = "$g" ] && [ "$1" != Z ] || continue
+        [ "$4" = "$g" ] || return 2
+        n=$((n + 1))
+    done
+    [ "$n" -gt 0 ]
+}
+[ "$g" -gt 1 ] 2>/dev/null || { kill -TERM "$p" 2>/dev/null; echo "no group; sent TERM to $p"; exit 0; }
+members; rc=$?
+[ "$rc" = 2 ] && { kill -TERM "$p" 2>/dev/null; echo "group $g is not a session; sent TERM to $p"; exit 0; }
+[ "$rc" = 0 ] || { echo "group $g: nothing left"; exit 0; }
+kill -TERM -- "-$g" 2>/dev/null
+n=0
+while members; do
+    n=$((n + 1))
+    if [ "$n" -ge 100 ]; then kill -KILL -- "-$g" 2>/dev/null; echo "group $g: killed after 10 s"; exit 0; fi
+    sleep 0.1
+done
+echo "group $g: stopped"
+"""
+
+
+async def _stop_remote(conn: asyncssh.SSHClientConnection, pid: int | None, pgid: int | None = None) -> None:
+    """Without a PTY the remote script outlives the channel: stop its whole process group, and return
+    once no process of it is left (a cancelled provision leaves nothing running on the machine)."""
     if not pid:
         return
-    with contextlib.suppress(Exception):
-        await asyncio.wait_for(conn.run(f"kill -TERM {int(pid)}", check=False), timeout=10)
+    command = f"bash --norc -c {shlex.quote(_STOP_SCRIPT % (int(pid), int(pgid or 0)))}"
+    try:
+        result = await asyncio.wait_for(conn.run(command, check=False), timeout=20)
+        log.info("stopping the remote provisioning run: %s", str(result.stdout or "").strip())
+    except Exception as exc:
+        log.warning("could not stop the remote provisioning run (pid %s): %s", pid, exc)

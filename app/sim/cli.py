@@ -18,7 +18,10 @@ sim = typer.Typer(
 @sim.callback()
 def world(
     ctx: typer.Context,
-    as_json: bool = typer.Option(False, "--json", help="Print the endpoints as JSON"),
+    as_json: bool = typer.Option(False, "--json", help="Print the endpoints as JSON."),
+    keep: bool = typer.Option(
+        False, "--keep", help="Keep data/sim/world-<pid> when the world stops (default SIM_KEEP_WORLD)."
+    ),
     max_seconds: float | None = typer.Option(None, "--max-seconds", hidden=True, help="Stop after N seconds"),
 ) -> None:
     """Start the simulated world alone (until Ctrl-C); `serve` and `generate` then attach to it."""
@@ -28,7 +31,10 @@ def world(
     from app.sim.world import publish, start_world
 
     async def run() -> None:
-        w = await start_world(get_settings(), attach=False)
+        settings = get_settings()
+        if keep:
+            settings = settings.model_copy(update={"sim_keep_world": True})
+        w = await start_world(settings, attach=False)
         try:
             marker = publish(w)
             if as_json:

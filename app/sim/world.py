@@ -39,6 +39,7 @@ from app.sim.comfyui.server import _free_port
 from app.sim.image import Layout, SimImage
 from app.sim.image.layout import SIM_BOOT_MARKER, SIM_COMFY_DIR, SIM_COMFY_LOG, SIM_COMFY_PYTHON
 from app.sim.image.venv import build_index, make_venv
+from app.sim.idseq import IdSequence
 from app.sim.modelserver import ModelServer, default_files, sim_node_sources
 from app.sim.sshserver import SandboxSSHServer, sim_restart_command
 from app.sim.vast import BackendInfo, VastEmulator, default_market
@@ -174,6 +175,7 @@ class World:
     backend: SimInstanceBackend | None = None
     root: Path | None = None
     attached: bool = False
+    keep: bool = False  # keep the world's folder (its instances' sandboxes) when it stops
     _stopped: bool = field(default=False, repr=False)
 
     async def stop(self) -> None:
@@ -192,6 +194,10 @@ class World:
             with contextlib.suppress(OSError, ValueError):
                 if json.loads(marker.read_text()).get("pid") == os.getpid():
                     marker.unlink()
+            if self.keep:
+                log.info("simulated world: kept its files in %s", self.root)
+            else:  # ~30 MB of sandboxes per world; a world's files go with it
+                await asyncio.to_thread(shutil.rmtree, self.root, True)
 
     def describe(self) -> list[tuple[str, str]]:
         e = self.endpoints
@@ -281,6 +287,8 @@ async def start_world(settings: Settings, *, attach: bool = True, fresh: bool = 
     root = base / f"world-{os.getpid()}"
     if root.exists():
         shutil.rmtree(root, ignore_errors=True)
+    if not settings.sim_keep_world:
+        await asyncio.to_thread(_sweep_dead_worlds, base)
     root.mkdir(parents=True)
     mirror = ModelServer(base / "models", _model_specs(settings))
     mirror_url = await mirror.start("127.0.0.1", 0)
@@ -296,7 +304,11 @@ async def start_world(settings: Settings, *, attach: bool = True, fresh: bool = 
     )
     api_key = "sim-" + secrets.token_hex(16)
     emulator = VastEmulator(
-        default_market(), api_key=api_key, time_scale=settings.sim_time_scale, backend=backend
+        default_market(),
+        api_key=api_key,
+        time_scale=settings.sim_time_scale,
+        backend=backend,
+        ids=IdSequence(base / "instance-ids", 27_400_001),  # unique for this data dir, as on Vast
     )
 
     def machine_of(instance_id: int) -> str | None:
@@ -318,8 +330,31 @@ async def start_world(settings: Settings, *, attach: bool = True, fresh: bool = 
         "custom_node_sources": {k: list(v) for k, v in node_sources.items()},
         "instances_dir": str(root / "instances"),
     }
-    world = World(world_settings(settings, endpoints), endpoints, emulator, mirror, backend, root)
+    world = World(
+        world_settings(settings, endpoints),
+        endpoints,
+        emulator,
+        mirror,
+        backend,
+        root,
+        keep=settings.sim_keep_world,
+    )
     return world
+
+
+def _sweep_dead_worlds(base: Path) -> None:
+    """Remove `world-<pid>` folders whose process is gone (killed before it could clean up)."""
+    for path in base.glob("world-*"):
+        pid = path.name.removeprefix("world-")
+        if not pid.isdigit() or int(pid) == os.getpid():
+            continue
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            log.info("simulated world: removing %s (its process %s is gone)", path, pid)
+            shutil.rmtree(path, ignore_errors=True)
+        except PermissionError:  # alive, another user's
+            continue
 
 
 def publish(world: World) -> Path:

@@ -19,4 +19,8 @@ def make_store(settings: Settings) -> Store:
     whose URLs point at this server's `/files/` route (`effective_public_url`)."""
     if settings.effective_store_backend == "r2":
         return R2Store.from_settings(settings)
-    return LocalStore(local_store_root(settings), settings.effective_public_url)
+    return LocalStore(
+        local_store_root(settings),
+        settings.effective_public_url,
+        follow_request_base=not settings.public_url,  # no PUBLIC_BASE_URL: the request's own base
+    )

@@ -14,6 +14,7 @@ import json
 import os
 import shutil
 import uuid
+from contextvars import ContextVar
 from pathlib import Path
 from urllib.parse import quote
 
@@ -29,10 +30,24 @@ from app.store.base import (
 _CHUNK = 1024 * 1024
 
 
+# The base URL the current HTTP request came in on (set by the API for each request). With no
+# PUBLIC_BASE_URL configured, URLs made while answering a request use it, so `video_url` names the same
+# host as `status_url` (what the client used), not a bind address.
+REQUEST_BASE_URL: ContextVar[str | None] = ContextVar("request_base_url", default=None)
+
+
 class LocalStore:
     """`Store` on a directory; URLs are `<public_base_url>/files/<key>` (see `local_files_router`)."""
 
-    def __init__(self, root: Path, public_base_url: str, *, files_prefix: str = "/files") -> None:
+    def __init__(
+        self,
+        root: Path,
+        public_base_url: str,
+        *,
+        files_prefix: str = "/files",
+        follow_request_base: bool = False,
+    ) -> None:
+        self.follow_request_base = follow_request_base  # no PUBLIC_BASE_URL: URLs use the request's base
         self.root = Path(root).resolve()
         self.public_base_url = public_base_url.rstrip("/")
         self.files_prefix = "/" + files_prefix.strip("/")
@@ -138,7 +153,8 @@ class LocalStore:
 
     async def url(self, key: str) -> str:
         validate_key(key)
-        return f"{self.public_base_url}{self.files_prefix}/{quote(key)}"
+        base = (REQUEST_BASE_URL.get() if self.follow_request_base else None) or self.public_base_url
+        return f"{base}{self.files_prefix}/{quote(key)}"
 
     async def delete(self, key: str) -> None:
         target = self.path_for(key)

@@ -73,7 +73,9 @@ def render(
     image_size: str | None = typer.Option(
         None, "--image-size", help="WIDTHxHEIGHT of the image: default width/height follow its aspect."
     ),
-    filename_prefix: str = typer.Option("comfyfleet/render", "--filename-prefix"),
+    filename_prefix: str = typer.Option(
+        "comfyfleet/render", "--filename-prefix", help="SaveVideo filename prefix."
+    ),
     as_json: bool = typer.Option(
         False,
         "--json",
@@ -116,7 +118,9 @@ def check(
     object_info: Path = typer.Option(
         ..., "--object-info", help="A saved GET /object_info JSON of the server."
     ),
-    image_name: str = typer.Option("comfyfleet_check.png", "--image-name"),
+    image_name: str = typer.Option(
+        "comfyfleet_check.png", "--image-name", help="Input image name to check with."
+    ),
 ) -> None:
     """Render with default parameters and validate against a server's node schemas, as ComfyUI would."""
     from app.comfy.graph_check import files_in_combo_lists, validate_prompt

@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, replace
 from typing import Any, Literal
 
-from app.errors import ValidationError
+from app.errors import ValidationError, ValidationErrors
 
 # The API's request fields and the type each one has. Which of them a workflow accepts, their limits
 # and defaults come from its manifest ([params.<field>]).
@@ -217,23 +217,28 @@ def validate_params(
     """Check `raw` request fields against the workflow's specs; defaults fill what is missing."""
     if not isinstance(raw, Mapping):
         raise ValidationError("params", f"must be an object (got {type(raw).__name__})")
+    errors: list[ValidationError] = []  # every bad field is reported at once, not only the first
     for key in raw:
         if key not in API_FIELDS:
-            raise ValidationError(str(key), f"unknown field; accepted fields: {', '.join(specs)}")
-        if key not in specs and raw[key] is not None:
-            raise ValidationError(key, f"is not used by workflow {workflow_name}")
+            errors.append(ValidationError(str(key), f"unknown field; accepted fields: {', '.join(specs)}"))
+        elif key not in specs and raw[key] is not None:
+            errors.append(ValidationError(key, f"is not used by workflow {workflow_name}"))
 
     given = {k: v for k, v in raw.items() if v is not None}
     values: dict[str, Any] = {}
     for name, spec in specs.items():
         if name in given:
-            values[name] = spec.coerce(given[name])
+            try:
+                values[name] = spec.coerce(given[name])
+            except ValidationError as exc:
+                errors.append(exc)
         elif name in ("width", "height"):
             continue  # below: they may come from the image
         elif spec.required:
-            raise ValidationError(name, "is required")
+            errors.append(ValidationError(name, "is required"))
         else:
             values[name] = spec.default
+    ValidationErrors.raise_if(errors)
 
     _fill_size(values, specs, image_size, auto_area)
     return WorkflowParams(**values)

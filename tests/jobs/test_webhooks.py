@@ -1,6 +1,7 @@
 import asyncio
 import json
 import socket
+import time
 
 import pytest
 from aiohttp import web
@@ -12,6 +13,16 @@ from tests.jobs.harness import world
 pytestmark = pytest.mark.usefixtures("database")  # runs on SQLite and on PostgreSQL
 
 SECRET = "whsec_" + "c2VjcmV0LWtleS1mb3ItdGVzdHM="
+
+
+async def _wait_job(w, job_id: str, pred, within_s: float = 30.0) -> None:
+    """Until `pred(job)` holds, or `within_s` passed (the test's assertions then say what is wrong): a
+    condition with a generous deadline, not a count of short sleeps that a loaded machine runs out of."""
+    deadline = time.monotonic() + within_s
+    while time.monotonic() < deadline:
+        if pred(await w.services.repo.require(job_id)):
+            return
+        await asyncio.sleep(0.01)
 
 
 def free_port() -> int:
@@ -66,10 +77,7 @@ async def test_webhook_is_signed_and_delivered_on_completion(tmp_path):
         async with world(tmp_path, webhook_secret=SECRET, intake=loopback_intake(tmp_path)) as w:
             job = await w.submit(seed=1, webhook_url=f"http://127.0.0.1:{rx.port}/hook")
             await w.wait(job.id)
-            for _ in range(200):
-                if (await w.services.repo.require(job.id)).webhook_status == "delivered":
-                    break
-                await asyncio.sleep(0.01)
+            await _wait_job(w, job.id, lambda j: j.webhook_status == "delivered")
             job = await w.services.repo.require(job.id)
             assert job.webhook_status == "delivered" and job.webhook_attempts == 1
         [(headers, body)] = rx.received
@@ -91,17 +99,11 @@ async def test_webhook_receiver_down_then_up_is_retried_until_delivered(tmp_path
         ) as w:
             w.services.webhooks.poll_interval_s = 0.05
             job = await w.wait((await w.submit(seed=1, webhook_url=f"http://127.0.0.1:{port}/hook")).id)
-            for _ in range(200):
-                if (await w.services.repo.require(job.id)).webhook_attempts >= 2:
-                    break
-                await asyncio.sleep(0.01)
+            await _wait_job(w, job.id, lambda j: j.webhook_attempts >= 2)
             down = await w.services.repo.require(job.id)
             assert down.webhook_status == "pending" and down.webhook_last_error
             await rx.start()
-            for _ in range(300):
-                if (await w.services.repo.require(job.id)).webhook_status == "delivered":
-                    break
-                await asyncio.sleep(0.01)
+            await _wait_job(w, job.id, lambda j: j.webhook_status == "delivered")
             up = await w.services.repo.require(job.id)
             assert up.webhook_status == "delivered" and up.webhook_attempts >= 3
             assert len(rx.received) == 1
@@ -117,10 +119,7 @@ async def test_webhook_delivery_continues_after_restart(tmp_path):
     ) as w:
         w.services.webhooks.poll_interval_s = 0.05
         job = await w.wait((await w.submit(seed=1, webhook_url=f"http://127.0.0.1:{port}/hook")).id)
-        for _ in range(200):
-            if (await w.services.repo.require(job.id)).webhook_attempts >= 1:
-                break
-            await asyncio.sleep(0.01)
+        await _wait_job(w, job.id, lambda j: j.webhook_attempts >= 1)
     rx = Receiver(port)
     await rx.start()
     try:
@@ -129,10 +128,7 @@ async def test_webhook_delivery_continues_after_restart(tmp_path):
         ) as w2:
             w2.services.webhooks.poll_interval_s = 0.05
             await w2.services.start()
-            for _ in range(300):
-                if (await w2.services.repo.require(job.id)).webhook_status == "delivered":
-                    break
-                await asyncio.sleep(0.01)
+            await _wait_job(w2, job.id, lambda j: j.webhook_status == "delivered")
             assert (await w2.services.repo.require(job.id)).webhook_status == "delivered"
     finally:
         await rx.stop()
@@ -148,10 +144,7 @@ async def test_failing_receiver_gives_up_after_max_attempts_and_never_blocks_job
             job = await w.wait((await w.submit(seed=1, webhook_url=f"http://127.0.0.1:{rx.port}/hook")).id)
             other = await w.wait((await w.submit(seed=2)).id)
             assert other.state == "succeeded"
-            for _ in range(300):
-                if (await w.services.repo.require(job.id)).webhook_status == "failed":
-                    break
-                await asyncio.sleep(0.01)
+            await _wait_job(w, job.id, lambda j: j.webhook_status == "failed")
             job = await w.services.repo.require(job.id)
             assert job.webhook_status == "failed" and job.webhook_attempts == 3
             assert "HTTP 500" in job.webhook_last_error
@@ -196,29 +189,19 @@ async def test_webhook_host_that_turns_private_after_submit_is_not_called(tmp_pa
             job = await w.submit(seed=1, webhook_url=f"http://hooks.example.com:{rx.port}/hook")
             answers["hooks.example.com"] = ["10.0.0.7"]  # DNS rebinding after the check at submit
             await w.services.runner.run(job.id)
-            for _ in range(200):
-                if (await w.services.repo.require(job.id)).webhook_attempts >= 1:
-                    break
-                await asyncio.sleep(0.01)
+            await _wait_job(w, job.id, lambda j: j.webhook_attempts >= 1)
             job = await w.services.repo.require(job.id)
             assert job.webhook_status == "pending" and "private address" in job.webhook_last_error
             assert rx.received == []
             answers["hooks.example.com"] = ["127.0.0.1"]
-            for _ in range(300):
-                if (await w.services.repo.require(job.id)).webhook_status == "delivered":
-                    break
-                await asyncio.sleep(0.01)
+            await _wait_job(w, job.id, lambda j: j.webhook_status == "delivered")
             assert len(rx.received) == 1 and rx.received[0][0]["Host"] == f"hooks.example.com:{rx.port}"
     finally:
         await rx.stop()
 
 
 async def _wait_webhook_status(w, job_id: str, *wanted: str) -> str | None:
-    for _ in range(300):
-        status = (await w.services.repo.require(job_id)).webhook_status
-        if status in wanted:
-            return status
-        await asyncio.sleep(0.01)
+    await _wait_job(w, job_id, lambda j: j.webhook_status in wanted)
     return (await w.services.repo.require(job_id)).webhook_status
 
 
@@ -329,5 +312,60 @@ async def test_webhook_retried_later_carries_fresh_result_urls(tmp_path):
         result = json.loads(body)["data"]["result"]
         assert result["video_url"].startswith("http://fresh.test/")
         assert result["last_frame_url"].startswith("http://fresh.test/")
+    finally:
+        await rx.stop()
+
+
+class _SlowScans:
+    """The job repo, but a scan that reads a webhook while its delivery is in flight returns only after
+    that delivery ended: the read predates the delivery's record, as a slow query on a loaded machine does."""
+
+    def __init__(self, repo, sender) -> None:
+        self._repo, self._sender = repo, sender
+        self.read_during_delivery = asyncio.Event()
+        self.scans = 0
+
+    def __getattr__(self, name):
+        return getattr(self._repo, name)
+
+    async def webhooks_due(self, now):
+        self.scans += 1
+        rows = await self._repo.webhooks_due(now)
+        delivering = [self._sender._inflight[r.id] for r in rows if r.id in self._sender._inflight]
+        if delivering:
+            self.read_during_delivery.set()
+            await asyncio.wait(delivering)
+        return rows
+
+
+async def test_webhook_read_by_a_scan_before_its_delivery_ended_is_not_sent_twice(tmp_path):
+    """The cause of `..._retried_until_delivered[postgresql]` receiving two POSTs: a scan's stale row."""
+    scans: list[_SlowScans] = []
+
+    async def handle(request: web.Request) -> web.Response:
+        await asyncio.wait_for(scans[0].read_during_delivery.wait(), 10)  # a scan reads meanwhile
+        rx.received.append((dict(request.headers), await request.read()))
+        return web.Response(status=200)
+
+    rx = Receiver(free_port())
+    rx.handle = handle
+    await rx.start()
+    try:
+        async with world(tmp_path, webhook_secret=SECRET, intake=loopback_intake(tmp_path)) as w:
+            sender = w.services.webhooks
+            sender.poll_interval_s = 0.01
+            scans.append(_SlowScans(sender.repo, sender))
+            sender.repo = scans[0]
+            job = await w.wait((await w.submit(seed=1, webhook_url=f"http://127.0.0.1:{rx.port}/hook")).id)
+            await _wait_job(w, job.id, lambda j: j.webhook_status == "delivered")
+            assert scans[0].read_during_delivery.is_set()
+            # five more scans, each free to start the stale delivery again
+            seen = scans[0].scans
+            deadline = time.monotonic() + 10
+            while scans[0].scans < seen + 5 and time.monotonic() < deadline:
+                sender.wake()
+                await asyncio.sleep(0.01)
+            assert scans[0].scans >= seen + 5 and not sender._inflight
+        assert len(rx.received) == 1, [h["webhook-id"] for h, _ in rx.received]
     finally:
         await rx.stop()

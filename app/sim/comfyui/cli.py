@@ -31,8 +31,12 @@ def comfy(
     comfy_dir: Path = typer.Option(..., "--dir", help="ComfyUI dir (models/, custom_nodes/, input/)"),
     port: int = typer.Option(8188, "--port", help="Port to listen on (0 = any free port)"),
     host: str = typer.Option("127.0.0.1", "--host", help="Interface to bind"),
-    object_info: Path | None = typer.Option(None, "--object-info", help="object_info JSON to emulate"),
-    step_delay: float | None = typer.Option(None, "--step-delay", help="Seconds per sampler step"),
+    object_info: Path | None = typer.Option(
+        None, "--object-info", help="object_info JSON to emulate (default: the built-in one)"
+    ),
+    step_delay: float | None = typer.Option(
+        None, "--step-delay", help="Seconds per sampler step (default: SIM_STEP_DELAY_S)"
+    ),
     token: str | None = typer.Option(None, "--token", help="Require this bearer token (like a proxy)"),
     as_json: bool = typer.Option(False, "--json", help="Print the URL as JSON"),
     max_seconds: float | None = typer.Option(None, "--max-seconds", hidden=True, help="Stop after N seconds"),

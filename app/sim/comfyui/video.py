@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import math
 import struct
+import threading
 from fractions import Fraction
 from pathlib import Path
 
@@ -103,22 +104,39 @@ class Mp4Writer:
         self.stream.width, self.stream.height = self.width, self.height
         self.stream.pix_fmt = "yuv420p"
         self.stream.options = {"preset": "ultrafast", "crf": str(max(0, min(51, int(crf))))}
+        self._lock = threading.Lock()
+        self._closed = False
+
+    # One lock around every use of the container: a cancelled render calls abort() while the frame its
+    # worker thread is encoding is still in flight, and closing the container under libav's feet crashed
+    # the whole process (segfault). abort() now waits for that frame; later calls find it closed.
 
     def add(self, image: Image.Image) -> None:
         if image.size != (self.width, self.height):
             image = image.resize((self.width, self.height))
         frame = av.VideoFrame.from_image(image.convert("RGB"))
-        for packet in self.stream.encode(frame):
-            self.container.mux(packet)
+        with self._lock:
+            if self._closed:
+                raise RuntimeError("the MP4 writer is closed")
+            for packet in self.stream.encode(frame):
+                self.container.mux(packet)
 
     def close(self) -> None:
-        for packet in self.stream.encode():
-            self.container.mux(packet)
-        self.container.close()
+        with self._lock:
+            if self._closed:
+                raise RuntimeError("the MP4 writer is closed")
+            self._closed = True
+            for packet in self.stream.encode():
+                self.container.mux(packet)
+            self.container.close()
 
     def abort(self) -> None:
-        with contextlib.suppress(Exception):  # already broken; the file is removed by the caller
-            self.container.close()
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            with contextlib.suppress(Exception):  # already broken; the file is removed by the caller
+                self.container.close()
 
 
 def pad_with_free_box(path: Path, target_size: int) -> None:

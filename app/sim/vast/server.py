@@ -70,6 +70,7 @@ class VastEmulator:
         timings: Timings | None = None,
         public_host: str = "127.0.0.1",
         tick_s: float = 0.05,
+        ids: Callable[[], int] | None = None,
     ) -> None:
         self.api_key = api_key
         self.market: dict[int, dict[str, Any]] = {
@@ -95,7 +96,9 @@ class VastEmulator:
         self.calls: list[Call] = []
         self.dropped: set[int] = set()  # ids of requests whose connection a fault dropped
         self.url = ""
+        # instance ids: in memory by default; the simulated world passes a persisted sequence (app.sim.idseq)
         self._ids = itertools.count(27_400_001)
+        self._next_id: Callable[[], int] = ids or (lambda: next(self._ids))
         self._key_ids = itertools.count(41_001)
         self._billed_at = time.monotonic()
         self._runner: web.AppRunner | None = None
@@ -280,7 +283,7 @@ class VastEmulator:
 
     # ------------------------------------------------------------------ state helpers
     def next_instance_id(self) -> int:
-        return next(self._ids)
+        return self._next_id()
 
     def new_key_record(self, key: str) -> dict[str, Any]:
         return {
