@@ -36,10 +36,10 @@ from pydantic import SecretStr
 from app.config import Settings
 from app.sim.comfyui import ComfyEmulator, default_object_info
 from app.sim.comfyui.server import _free_port
+from app.sim.idseq import IdSequence
 from app.sim.image import Layout, SimImage
 from app.sim.image.layout import SIM_BOOT_MARKER, SIM_COMFY_DIR, SIM_COMFY_LOG, SIM_COMFY_PYTHON
 from app.sim.image.venv import build_index, make_venv
-from app.sim.idseq import IdSequence
 from app.sim.modelserver import ModelServer, default_files, sim_node_sources
 from app.sim.sshserver import SandboxSSHServer, sim_restart_command
 from app.sim.vast import BackendInfo, VastEmulator, default_market
