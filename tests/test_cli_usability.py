@@ -106,7 +106,8 @@ def test_every_cli_error_exits_non_zero(tmp_path, args):
 # --- SIGTERM ---------------------------------------------------------------------------------------
 def test_sigterm_is_handled_cleanly_generate_stops_its_world_and_records_its_instance(tmp_path):
     data = tmp_path / "data"
-    env = procs.sim_env(data, sim_step_delay_s=30)  # sampling takes minutes: SIGTERM lands mid-job
+    # Sampling takes minutes, so SIGTERM lands mid-job; no warm-up, or the warm-up itself would sample for minutes.
+    env = procs.sim_env(data, sim_step_delay_s=30, comfy_warmup=0)
     env.pop("DATABASE_URL", None)
     image = tmp_path / "in.png"
     image.write_bytes(png_bytes())
