@@ -202,6 +202,8 @@ class Settings(BaseSettings):
     webhook_secret: SecretStr | None = None
     max_image_bytes: int = 20 * 1024 * 1024
     max_image_pixels: int = 4096 * 4096
+    max_audio_bytes: int = Field(50 * 1024 * 1024, description="Largest audio input (audio_url/audio_base64)")
+    max_audio_seconds: float = Field(120.0, gt=0, description="Longest audio input, measured by decoding it")
     allow_loopback_urls: bool = Field(
         False, description="image_url/webhook_url may reach loopback (tests, local use); never private"
     )

@@ -18,7 +18,10 @@ EXAMPLE_IMAGE_BASE64 = (
 
 
 class GenerateVideoRequest(BaseModel):
-    """One image-to-video request. Give exactly one of `image_url` and `image_base64`."""
+    """One video request. The workflow's manifest says which files it takes: a start image (`image_url` or
+    `image_base64`), an end image (`end_image_url` / `end_image_base64`), audio (`audio_url` /
+    `audio_base64`); at most one source per file. multipart/form-data works too (file parts `image`,
+    `end_image`, `audio`)."""
 
     # strict: JSON types as documented (no true -> 1.0, no "81" -> 81); unknown fields are refused;
     # NaN and Infinity (which Python's JSON parser accepts) are not numbers a render can use
@@ -42,6 +45,10 @@ class GenerateVideoRequest(BaseModel):
 
     image_url: str | None = Field(None, description="http(s) URL of the input image (public addresses only)")
     image_base64: str | None = Field(None, description="The input image as base64 (a data: URL is fine)")
+    end_image_url: str | None = Field(None, description="http(s) URL of the last frame (first-last-frame workflows)")
+    end_image_base64: str | None = Field(None, description="The last frame as base64")
+    audio_url: str | None = Field(None, description="http(s) URL of the audio (sound-to-video workflows)")
+    audio_base64: str | None = Field(None, description="The audio (MP3, WAV, FLAC, OGG, M4A) as base64")
     prompt: str = Field(..., description="What should happen in the video")
     negative_prompt: str = ""
     num_frames: int = Field(81, description="4n+1 frames")

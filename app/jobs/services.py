@@ -10,7 +10,7 @@ import asyncio
 import contextlib
 import logging
 import random
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,6 +37,8 @@ from app.pool.provider import CreateRequest, Provider
 from app.pool.scheduler import Pool
 from app.redact import register_secret
 from app.store.cache import ResultCache, cache_key, last_frame_key, seedless_key, video_key
+from app.workflows.inputs import inputs_digest
+from app.workflows.plan import Plan, plan_request
 
 log = logging.getLogger(__name__)
 
@@ -143,20 +145,52 @@ class Services:
     async def submit(
         self,
         raw: dict[str, Any],
-        image: InputImage,
+        image: InputImage | None,
         *,
         workflow: str | None = None,
         webhook_url: str | None = None,
         local_copy: Path | None = None,
         reuse_cached: bool = False,
         submitted_by: str | None = None,
+        files: Mapping[str, Any] | None = None,
+        given: Mapping[str, str] | None = None,
     ) -> Job:
         """Validate parameters against the workflow and create the job. Raises ValidationError (no job).
-        `submitted_by` is the name of the API token that asked (recorded on the job; never the token)."""
+        `submitted_by` is the name of the API token that asked (recorded on the job; never the token).
+        `files` holds the other file inputs (`end_image`: InputImage, `audio`: InputAudio); `given` maps
+        each input to the request field that carried it (for error messages)."""
         prepared = await self.prepare(
-            raw, image, workflow=workflow, webhook_url=webhook_url, reuse_cached=reuse_cached
+            raw,
+            image,
+            workflow=workflow,
+            webhook_url=webhook_url,
+            reuse_cached=reuse_cached,
+            files=files,
+            given=given,
         )
         return await self.create(prepared, local_copy=local_copy, submitted_by=submitted_by)
+
+    def plan(
+        self,
+        raw: Mapping[str, Any],
+        *,
+        workflow: str | None = None,
+        given: Mapping[str, str] | None = None,
+        image_size: tuple[int, int] | None = None,
+        audio_seconds: float | None = None,
+        prefix: str = "",
+    ) -> Plan:
+        """The request resolved by `app.workflows.plan_request` (one planner for API, CLI, stories, batches)."""
+        return plan_request(
+            self.workflows,
+            workflow or self.settings.default_workflow,
+            raw,
+            given=given,
+            image_size=image_size,
+            audio_seconds=audio_seconds,
+            max_audio_seconds=self.settings.max_audio_seconds,
+            prefix=prefix,
+        )
 
     def check_params(
         self, raw: dict[str, Any], image_size: tuple[int, int] | None, *, workflow: str | None = None
@@ -164,59 +198,94 @@ class Services:
         """(workflow, validated params) for a request, without touching any image: what a batch or a
         story checks up front for every request before anything is fetched or created."""
         wf = self.workflows(workflow or self.settings.default_workflow)
-        return wf, wf.validate(raw, image_size)
+        return wf, wf.validate(raw, image_size if wf.inputs.image.taken else None)
 
     async def prepare(
         self,
         raw: dict[str, Any],
-        image: InputImage,
+        image: InputImage | None,
         *,
         workflow: str | None = None,
         webhook_url: str | None = None,
         reuse_cached: bool = False,
         drop_first_frames: int = 0,
         tags: dict[str, Any] | None = None,
+        files: Mapping[str, Any] | None = None,
+        given: Mapping[str, str] | None = None,
+        prefix: str = "",
     ) -> PreparedJob:
         """Everything `submit` checks, without creating the job: the validated request, its cache key and
-        the staged image. The image is discarded when the request is refused.
+        the staged files. The files are discarded when the request is refused.
 
         `drop_first_frames` renders the workflow with its first frames cut before the encoder (a story's
         later segments); it is part of the cache key. `tags` (story or batch membership) go into the
         job's request record as they are."""
+        staged: dict[str, Any] = {k: v for k, v in (files or {}).items() if v is not None}
+        if image is not None:
+            staged["image"] = image
+        given = dict(given or {name: name for name in staged})
+        audio = staged.get("audio")
         try:
-            wf, params = self.check_params(raw, (image.width, image.height), workflow=workflow)
+            plan = self.plan(
+                raw,
+                workflow=workflow,
+                given=given,
+                image_size=(image.width, image.height) if image is not None else None,
+                audio_seconds=getattr(audio, "duration_s", None),
+                prefix=prefix,
+            )
+            wf, params = plan.workflow, plan.params
             params = params.with_resolved_seed(random.SystemRandom()) if params.seed == -1 else params
             if webhook_url is not None:
                 await self.intake.guard(webhook_url)
         except BaseException:
-            image.discard()
+            for f in staged.values():
+                f.discard()
             raise
-        resolved_raw = {**raw, "seed": params.seed, "width": params.width, "height": params.height}
+        resolved_raw = {**raw, "seed": params.seed}
+        if params.width is not None:
+            resolved_raw.update(width=params.width, height=params.height)
         normalized = params.normalized()
         keyed = {**normalized, "drop_first_frames": drop_first_frames} if drop_first_frames else normalized
-        key = cache_key(wf.name, wf.graph_sha256, keyed, image.sha256, params.seed)
+        digest = inputs_digest({k: f.sha256 for k, f in staged.items()})
+        key = cache_key(wf.name, wf.graph_sha256, keyed, digest, params.seed)
         request = {
             "raw_params": resolved_raw,
             "params": normalized,
             "seed_requested": raw.get("seed", -1),
-            "image_sha256": image.sha256,
-            "image_size": [image.width, image.height],
-            "seedless_key": seedless_key(wf.name, wf.graph_sha256, keyed, image.sha256),
+            "seedless_key": seedless_key(wf.name, wf.graph_sha256, keyed, digest),
             # seed -1 is a cache hit only when asked: then any earlier seed's result for these inputs
             "reuse_cached": bool(reuse_cached) and raw.get("seed", -1) == -1,
+            **plan.request_record(),
         }
+        if image is not None:
+            request["image_sha256"] = image.sha256
+            request["image_size"] = [image.width, image.height]
+        others = {k: {"sha256": f.sha256} for k, f in staged.items() if k != "image"}
+        if others:
+            request["files"] = others
         if drop_first_frames:
             request["drop_first_frames"] = int(drop_first_frames)
         request.update(tags or {})
-        return PreparedJob(wf.name, request, key, webhook_url, image)
+        return PreparedJob(wf.name, request, key, webhook_url, image, staged)
 
     async def create(
         self, prepared: PreparedJob, *, local_copy: Path | None = None, submitted_by: str | None = None
     ) -> Job:
-        """Commit the prepared request's image and create (and start) its job; `submitted_by` names the
+        """Commit the prepared request's files and create (and start) its job; `submitted_by` names the
         API token it is created for (a story's segments and a batch's jobs carry the story's or batch's)."""
-        path = await asyncio.to_thread(prepared.image.commit, self.intake.inputs_dir)
-        request = {**prepared.request, "image_path": str(path)}
+        request = dict(prepared.request)
+        if prepared.image is not None:
+            path = await asyncio.to_thread(prepared.image.commit, self.intake.inputs_dir)
+            request["image_path"] = str(path)
+        files = {k: dict(v) for k, v in (request.get("files") or {}).items()}
+        for name, staged in prepared.files.items():
+            if name == "image":
+                continue
+            path = await asyncio.to_thread(staged.commit, self.intake.inputs_dir)
+            files.setdefault(name, {})["path"] = str(path)
+        if files:
+            request["files"] = files
         return await self.manager.submit(
             workflow=prepared.workflow,
             request=request,
@@ -235,7 +304,8 @@ class PreparedJob:
     request: dict[str, Any]
     cache_key: str
     webhook_url: str | None
-    image: InputImage
+    image: InputImage | None
+    files: dict[str, Any] = field(default_factory=dict)  # every staged input by name (image too)
 
 
 def create_request_factory(settings: Settings) -> Callable[[Any], CreateRequest]:
@@ -291,6 +361,8 @@ def assemble(
         max_bytes=settings.max_image_bytes,
         max_pixels=settings.max_image_pixels,
         allow_loopback=settings.allow_loopback_urls,
+        max_audio_bytes=settings.max_audio_bytes,
+        max_audio_seconds=settings.max_audio_seconds,
     )
     webhooks = WebhookSender(
         repo,

@@ -16,11 +16,12 @@ from typing import Any
 
 from app.errors import ConfigError
 from app.workflows.derive import ExpressionError, parse_expression
+from app.workflows.inputs import INPUT_NAMES, MODES, Inputs, InputSpec
 from app.workflows.model import Binding, CustomNode, ModelFile, Workflow
 from app.workflows.params import API_FIELDS, ParamSpec
 
 MANIFEST = "manifest.toml"
-JOB_FIELDS = ("image", "filename_prefix")  # bound from the job, not from request params
+JOB_FIELDS = ("image", "end_image", "audio", "filename_prefix")  # bound from the job, not request params
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
 _SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
 _COMMIT_RE = re.compile(r"^[0-9a-f]{7,40}$")
@@ -36,6 +37,7 @@ _TOP_KEYS = {
     "params",
     "models",
     "custom_nodes",
+    "inputs",
 }
 _PARAM_KEYS = {"type", "default", "min", "max", "multiple_of", "remainder", "min_length", "max_length"}
 
@@ -128,7 +130,8 @@ def _build(path: Path, source: str, manifest: dict, graph: dict, graph_name: str
 
     limits = _params(manifest.get("params", {}))
     derived, trees = _derived(manifest.get("derived", {}), limits)
-    bindings = _bindings(manifest.get("bindings"), graph, limits, derived, graph_name)
+    inputs = _inputs(manifest.get("inputs", {}), graph, graph_name)
+    bindings = _bindings(manifest.get("bindings"), graph, limits, derived, graph_name, inputs)
     video, last_frame, progress = _outputs(manifest.get("outputs"), graph, graph_name)
     auto_area = _auto_size(manifest.get("auto_size"), limits)
     models = _models(manifest.get("models", []))
@@ -153,6 +156,7 @@ def _build(path: Path, source: str, manifest: dict, graph: dict, graph_name: str
         derived=derived,
         auto_area=auto_area,
         source=source,
+        inputs=inputs,
         _graph=graph,
         _derived_trees=trees,
     )
@@ -235,9 +239,65 @@ def _derived(section: Any, limits: dict[str, ParamSpec]) -> tuple[dict[str, str]
     return exprs, trees
 
 
+def _inputs(section: Any, graph: dict, graph_name: str) -> Inputs:
+    """`[inputs]`: image / end_image / audio = "required" | "optional" | "none" (image defaults to required,
+    the others to none), `max_audio_seconds`, and `[inputs.when_absent]` (per optional input, the
+    [node_id, input_name] links to cut when it is not given)."""
+    _require(isinstance(section, dict), "inputs", "must be a table")
+    unknown = set(section) - set(INPUT_NAMES) - {"max_audio_seconds", "when_absent"}
+    _require(not unknown, "inputs", f"unknown keys {sorted(unknown)}")
+    absent = section.get("when_absent", {})
+    _require(isinstance(absent, dict), "inputs.when_absent", "must be a table of input = [[node_id, input]]")
+    specs: dict[str, InputSpec] = {}
+    for name in INPUT_NAMES:
+        mode = section.get(name, "required" if name == "image" else "none")
+        _require(mode in MODES, f"inputs.{name}", f"must be one of {', '.join(MODES)} (got {mode!r})")
+        cuts: list[tuple[str, str]] = []
+        for i, target in enumerate(absent.get(name, [])):
+            w = f"inputs.when_absent.{name}[{i}]"
+            _require(
+                isinstance(target, list) and len(target) == 2 and all(isinstance(t, str) for t in target),
+                w,
+                'must be ["node_id", "input_name"]',
+            )
+            node_id, input_name = target
+            _require(node_id in graph, w, f"node {node_id!r} is not in {graph_name}")
+            _require(
+                isinstance(graph[node_id]["inputs"].get(input_name), list),
+                w,
+                f"input {input_name!r} of node {node_id!r} is not a link",
+            )
+            cuts.append((node_id, input_name))
+        if cuts:
+            _require(mode == "optional", f"inputs.when_absent.{name}", "applies only to an optional input")
+        specs[name] = InputSpec(name, mode, tuple(cuts))
+    unknown_absent = set(absent) - set(INPUT_NAMES)
+    _require(not unknown_absent, "inputs.when_absent", f"unknown inputs {sorted(unknown_absent)}")
+    seconds = section.get("max_audio_seconds")
+    if seconds is not None:
+        _require(
+            isinstance(seconds, int | float) and not isinstance(seconds, bool) and seconds > 0,
+            "inputs.max_audio_seconds",
+            "must be a positive number",
+        )
+        _require(specs["audio"].taken, "inputs.max_audio_seconds", "the workflow takes no audio")
+    return Inputs(
+        image=specs["image"],
+        end_image=specs["end_image"],
+        audio=specs["audio"],
+        max_audio_seconds=float(seconds) if seconds is not None else None,
+    )
+
+
 def _bindings(
-    section: Any, graph: dict, limits: dict[str, ParamSpec], derived: dict[str, str], graph_name: str
+    section: Any,
+    graph: dict,
+    limits: dict[str, ParamSpec],
+    derived: dict[str, str],
+    graph_name: str,
+    inputs: Inputs | None = None,
 ) -> dict[str, list[Binding]]:
+    inputs = inputs or Inputs()
     _require(
         isinstance(section, dict) and section, "bindings", "must be a table of field = [[node_id, input]]"
     )
@@ -282,8 +342,16 @@ def _bindings(
             seen[(node_id, input_name)] = field_name
             out.append((node_id, input_name))
         bindings[field_name] = out
-    for required in ("prompt", "image"):
-        _require(required in bindings, f"bindings.{required}", "is required")
+    _require("prompt" in bindings, "bindings.prompt", "is required")
+    for spec in inputs.all:
+        if spec.taken:
+            _require(spec.name in bindings, f"bindings.{spec.name}", f"is required ([inputs] {spec.name} = {spec.mode!r})")
+        else:
+            _require(
+                spec.name not in bindings,
+                f"bindings.{spec.name}",
+                f"is bound, but [inputs] {spec.name} is 'none'; declare it required or optional",
+            )
     for field_name in list(limits) + list(derived):
         _require(
             field_name in bindings,

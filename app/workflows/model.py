@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from app.workflows.derive import evaluate
+from app.workflows.inputs import Inputs
 from app.workflows.params import ParamSpec, WorkflowParams, validate_params
 
 Binding = tuple[str, str]  # (node_id, input_name)
@@ -72,6 +73,7 @@ class Workflow:
     derived: dict[str, str]
     auto_area: int | None
     source: str  # "shipped" | "user"
+    inputs: Inputs
     _graph: dict[str, Any] = field(repr=False)
     _derived_trees: dict[str, ast.Expression] = field(repr=False)
 
@@ -92,20 +94,38 @@ class Workflow:
         """Strictly validate request fields; raises `ValidationError(field, msg)` naming the field."""
         return validate_params(self.name, self.limits, raw, image_size, self.auto_area)
 
-    def render(self, params: WorkflowParams, image_name: str, filename_prefix: str) -> dict[str, Any]:
-        """The API graph for one job: a copy of the graph with every bound input set."""
+    def render(
+        self,
+        params: WorkflowParams,
+        image_name: str | None,
+        filename_prefix: str,
+        *,
+        end_image_name: str | None = None,
+        audio_name: str | None = None,
+        audio_seconds: float | None = None,
+    ) -> dict[str, Any]:
+        """The API graph for one job: a copy of the graph with every bound input set. File inputs are the
+        names ComfyUI gave the uploads; an optional input left out cuts its `when_absent` links and the
+        nodes that no longer lead to the video."""
         if not params.seed_resolved:
             raise ValueError(
                 "seed -1 (random) must be resolved before rendering: use params.with_resolved_seed()"
             )
-        if not isinstance(image_name, str) or not image_name:
-            raise ValueError("image_name must be the name ComfyUI gave the uploaded image")
         if not isinstance(filename_prefix, str) or not filename_prefix:
             raise ValueError("filename_prefix must be a non-empty string")
+        names = {"image": image_name, "end_image": end_image_name, "audio": audio_name}
+        for spec in self.inputs.all:
+            given = names[spec.name]
+            if given is not None and (not isinstance(given, str) or not given):
+                raise ValueError(f"{spec.name}_name must be the name ComfyUI gave the uploaded file")
+            if spec.required and given is None:
+                raise ValueError(f"{spec.name}_name must be the name ComfyUI gave the uploaded {spec.name}")
+            if not spec.taken and given is not None:
+                raise ValueError(f"workflow {self.name} takes no {spec.name}")
         values: dict[str, Any] = {k: v for k, v in params.normalized().items()}
         for name, tree in self._derived_trees.items():
             values[name] = evaluate(tree, values)
-        values["image"] = image_name
+        values.update({k: v for k, v in names.items() if v is not None})
         values["filename_prefix"] = filename_prefix
         graph = copy.deepcopy(self._graph)
         for name, targets in self.bindings.items():
@@ -113,7 +133,13 @@ class Workflow:
                 continue
             for node_id, input_name in targets:
                 graph[node_id]["inputs"][input_name] = values[name]
-        return graph
+        cut = False
+        for spec in self.inputs.all:
+            if spec.mode == "optional" and names[spec.name] is None:
+                for node_id, input_name in spec.when_absent:
+                    graph[node_id]["inputs"].pop(input_name, None)
+                    cut = True
+        return prune(graph, [self.video_node, *([self.last_frame_node] if self.last_frame_node else [])]) if cut else graph
 
     def summary(self) -> dict[str, Any]:
         """What `workflow list --json` and the API show about a workflow."""
@@ -132,4 +158,20 @@ class Workflow:
             "models": [m.to_dict() for m in self.models],
             "custom_nodes": [c.to_dict() for c in self.custom_nodes],
             "params": {name: spec.to_dict() for name, spec in self.limits.items()},
+            "inputs": self.inputs.to_dict(),
         }
+
+
+def prune(graph: dict[str, Any], output_nodes: list[str]) -> dict[str, Any]:
+    """The graph without the nodes whose outputs no longer reach an output node (after links were cut)."""
+    keep: set[str] = set()
+    stack = list(output_nodes)
+    while stack:
+        node_id = stack.pop()
+        if node_id in keep or node_id not in graph:
+            continue
+        keep.add(node_id)
+        for value in graph[node_id]["inputs"].values():
+            if isinstance(value, list) and len(value) == 2 and isinstance(value[0], str):
+                stack.append(value[0])
+    return {k: v for k, v in graph.items() if k in keep}
