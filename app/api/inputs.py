@@ -94,10 +94,10 @@ async def read_body(
         return body, uploads
     try:
         data = await request.json()
-    except ValueError:
-        raise ValidationError("body", "is not JSON") from None
     except UnicodeDecodeError:
         raise ValidationError("body", "not valid JSON: the body is not UTF-8 text") from None
+    except ValueError as exc:
+        raise ValidationError("body", f"not valid JSON ({exc})") from None
     try:
         return model.model_validate(data), uploads
     except PydanticValidationError as exc:

@@ -17,7 +17,7 @@ from typing import Any
 from app.errors import ConfigError
 from app.workflows.derive import ExpressionError, parse_expression
 from app.workflows.inputs import INPUT_NAMES, MODES, Inputs, InputSpec
-from app.workflows.model import Binding, CustomNode, ModelFile, Workflow
+from app.workflows.model import MEASURED_NAMES, Binding, CustomNode, ModelFile, Repeat, Workflow
 from app.workflows.params import API_FIELDS, ParamSpec
 
 MANIFEST = "manifest.toml"
@@ -38,6 +38,7 @@ _TOP_KEYS = {
     "models",
     "custom_nodes",
     "inputs",
+    "repeat",
 }
 _PARAM_KEYS = {"type", "default", "min", "max", "multiple_of", "remainder", "min_length", "max_length"}
 
@@ -129,9 +130,12 @@ def _build(path: Path, source: str, manifest: dict, graph: dict, graph_name: str
     _require(isinstance(description, str), "description", "must be a string")
 
     limits = _params(manifest.get("params", {}))
-    derived, trees = _derived(manifest.get("derived", {}), limits)
     inputs = _inputs(manifest.get("inputs", {}), graph, graph_name)
-    bindings = _bindings(manifest.get("bindings"), graph, limits, derived, graph_name, inputs)
+    extra_names = set(MEASURED_NAMES) if inputs.audio.taken else set()
+    derived, trees = _derived(manifest.get("derived", {}), limits, extra_names)
+    repeat = _repeat(manifest.get("repeat"), graph, derived, graph_name)
+    unbound = {repeat.count} if repeat else set()
+    bindings = _bindings(manifest.get("bindings"), graph, limits, derived, graph_name, inputs, unbound)
     video, last_frame, progress = _outputs(manifest.get("outputs"), graph, graph_name)
     auto_area = _auto_size(manifest.get("auto_size"), limits)
     models = _models(manifest.get("models", []))
@@ -157,6 +161,7 @@ def _build(path: Path, source: str, manifest: dict, graph: dict, graph_name: str
         auto_area=auto_area,
         source=source,
         inputs=inputs,
+        repeat=repeat,
         _graph=graph,
         _derived_trees=trees,
     )
@@ -222,9 +227,11 @@ def _params(section: Any) -> dict[str, ParamSpec]:
     return specs
 
 
-def _derived(section: Any, limits: dict[str, ParamSpec]) -> tuple[dict[str, str], dict]:
+def _derived(
+    section: Any, limits: dict[str, ParamSpec], extra_names: set[str] | None = None
+) -> tuple[dict[str, str], dict]:
     _require(isinstance(section, dict), "derived", 'must be a table of name = "expression"')
-    numeric = {n for n, s in limits.items() if s.type != "string"}
+    numeric = {n for n, s in limits.items() if s.type != "string"} | (extra_names or set())
     exprs: dict[str, str] = {}
     trees = {}
     for name, text in section.items():
@@ -296,8 +303,10 @@ def _bindings(
     derived: dict[str, str],
     graph_name: str,
     inputs: Inputs | None = None,
+    unbound: set[str] | None = None,
 ) -> dict[str, list[Binding]]:
     inputs = inputs or Inputs()
+    unbound = unbound or set()
     _require(
         isinstance(section, dict) and section, "bindings", "must be a table of field = [[node_id, input]]"
     )
@@ -352,13 +361,59 @@ def _bindings(
                 f"bindings.{spec.name}",
                 f"is bound, but [inputs] {spec.name} is 'none'; declare it required or optional",
             )
-    for field_name in list(limits) + list(derived):
+    for field_name in list(limits) + [d for d in derived if d not in unbound]:
         _require(
             field_name in bindings,
             f"bindings.{field_name}",
             "is missing: the field is declared but sets nothing in the graph",
         )
     return bindings
+
+
+def _repeat(section: Any, graph: dict, derived: dict[str, str], graph_name: str) -> Repeat | None:
+    """`[repeat]`: a block of nodes (`nodes`) repeated `count` times (a [derived] name), each copy fed by
+    the previous copy's `output` on its `chain` inputs; consumers of `output` outside the block read the
+    last copy. count 0 removes the block (its chain inputs' source feeds the consumers)."""
+    if section is None:
+        return None
+    _require(isinstance(section, dict), "repeat", "must be a table")
+    unknown = set(section) - {"nodes", "output", "chain", "count", "max"}
+    _require(not unknown, "repeat", f"unknown keys {sorted(unknown)}")
+    nodes = section.get("nodes")
+    _require(
+        isinstance(nodes, list) and nodes and all(isinstance(n, str) and n in graph for n in nodes),
+        "repeat.nodes",
+        f"must be a list of node ids in {graph_name}",
+    )
+    output = section.get("output")
+    _require(
+        isinstance(output, list) and len(output) == 2 and output[0] in nodes and type(output[1]) is int,
+        "repeat.output",
+        '["node_id", slot] of a node in repeat.nodes',
+    )
+    chain = section.get("chain")
+    _require(isinstance(chain, list) and chain, "repeat.chain", "must be a list of [node_id, input_name]")
+    sources = set()
+    for i, target in enumerate(chain):
+        w = f"repeat.chain[{i}]"
+        _require(isinstance(target, list) and len(target) == 2 and target[0] in nodes, w, "must be [node_id in repeat.nodes, input_name]")
+        value = graph[target[0]]["inputs"].get(target[1])
+        _require(isinstance(value, list), w, f"input {target[1]!r} of node {target[0]!r} is not a link")
+        _require(value[0] not in nodes, w, "must link to a node outside the block (what feeds the first copy)")
+        sources.add((value[0], value[1]))
+    _require(len(sources) == 1, "repeat.chain", "every chain input must link to the same output")
+    count = section.get("count")
+    _require(isinstance(count, str) and count in derived, "repeat.count", "must name a [derived] value")
+    most = section.get("max", 64)
+    _require(type(most) is int and most >= 1, "repeat.max", "must be a positive integer")
+    return Repeat(
+        nodes=tuple(nodes),
+        output=(output[0], output[1]),
+        chain=tuple((c[0], c[1]) for c in chain),
+        source=next(iter(sources)),
+        count=count,
+        max=most,
+    )
 
 
 def _outputs(section: Any, graph: dict, graph_name: str) -> tuple[str, str | None, list[str]]:

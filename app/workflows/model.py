@@ -14,6 +14,65 @@ from app.workflows.inputs import Inputs
 from app.workflows.params import ParamSpec, WorkflowParams, validate_params
 
 Binding = tuple[str, str]  # (node_id, input_name)
+# Values measured from the request's files that [derived] expressions may use (integers).
+MEASURED_NAMES = ("audio_ms",)
+
+
+@dataclass(frozen=True)
+class Repeat:
+    """A block of nodes the graph holds once and a job needs `count` times (S2V's Extend chunks)."""
+
+    nodes: tuple[str, ...]
+    output: tuple[str, int]
+    chain: tuple[Binding, ...]
+    source: tuple[str, int]  # what the block's chain inputs read in graph.json (feeds the first copy)
+    count: str  # a [derived] name
+    max: int = 64
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "nodes": list(self.nodes),
+            "output": list(self.output),
+            "chain": [list(c) for c in self.chain],
+            "count": self.count,
+            "max": self.max,
+        }
+
+    def apply(self, graph: dict[str, Any], count: int) -> dict[str, Any]:
+        """The graph with the block present `count` times, chained. Node ids of copy k (k >= 2) are
+        `"<id>#k"`; the original ids stay for copy 1. Cost is linear in graph size times count."""
+        count = max(0, int(count))
+        block = set(self.nodes)
+        out_id, out_slot = self.output
+        if count == 0:
+            last: list[Any] = [self.source[0], self.source[1]]
+            graph = {k: v for k, v in graph.items() if k not in block}
+        else:
+            prev = out_id
+            for k in range(2, count + 1):
+                ids = {n: f"{n}#{k}" for n in self.nodes}
+                for n in self.nodes:
+                    node = copy.deepcopy(graph[n])
+                    for name, value in node["inputs"].items():
+                        if isinstance(value, list) and value and value[0] in block:
+                            node["inputs"][name] = [ids[value[0]], value[1]]
+                    for c_node, c_input in self.chain:
+                        if c_node == n:
+                            node["inputs"][c_input] = [prev, out_slot]
+                    meta = node.get("_meta")
+                    if isinstance(meta, dict) and "title" in meta:
+                        node["_meta"] = {**meta, "title": f"{meta['title']} ({k})"}
+                    graph[ids[n]] = node
+                prev = ids[out_id]
+            last = [prev, out_slot]
+        if last != [out_id, out_slot]:
+            for node_id, node in graph.items():
+                if node_id in block or "#" in node_id:
+                    continue
+                for name, value in node["inputs"].items():
+                    if isinstance(value, list) and value == [out_id, out_slot]:
+                        node["inputs"][name] = list(last)
+        return graph
 
 
 @dataclass(frozen=True)
@@ -74,6 +133,7 @@ class Workflow:
     auto_area: int | None
     source: str  # "shipped" | "user"
     inputs: Inputs
+    repeat: Repeat | None
     _graph: dict[str, Any] = field(repr=False)
     _derived_trees: dict[str, ast.Expression] = field(repr=False)
 
@@ -123,6 +183,10 @@ class Workflow:
             if not spec.taken and given is not None:
                 raise ValueError(f"workflow {self.name} takes no {spec.name}")
         values: dict[str, Any] = {k: v for k, v in params.normalized().items()}
+        if self.inputs.audio.taken:
+            if audio_seconds is None and audio_name is not None:
+                raise ValueError(f"workflow {self.name} needs the audio's length (audio_seconds) to render")
+            values["audio_ms"] = round((audio_seconds or 0.0) * 1000)
         for name, tree in self._derived_trees.items():
             values[name] = evaluate(tree, values)
         values.update({k: v for k, v in names.items() if v is not None})
@@ -133,6 +197,11 @@ class Workflow:
                 continue
             for node_id, input_name in targets:
                 graph[node_id]["inputs"][input_name] = values[name]
+        if self.repeat is not None:
+            count = int(values[self.repeat.count])
+            if not 0 <= count <= self.repeat.max:
+                raise ValueError(f"repeat count {count} is outside 0..{self.repeat.max}")
+            graph = self.repeat.apply(graph, count)
         cut = False
         for spec in self.inputs.all:
             if spec.mode == "optional" and names[spec.name] is None:
@@ -159,6 +228,7 @@ class Workflow:
             "custom_nodes": [c.to_dict() for c in self.custom_nodes],
             "params": {name: spec.to_dict() for name, spec in self.limits.items()},
             "inputs": self.inputs.to_dict(),
+            "repeat": self.repeat.to_dict() if self.repeat else None,
         }
 
 
