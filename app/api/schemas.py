@@ -50,14 +50,15 @@ class GenerateVideoRequest(BaseModel):
     audio_url: str | None = Field(None, description="http(s) URL of the audio (sound-to-video workflows)")
     audio_base64: str | None = Field(None, description="The audio (MP3, WAV, FLAC, OGG, M4A) as base64")
     prompt: str = Field(..., description="What should happen in the video")
-    negative_prompt: str = ""
-    num_frames: int = Field(81, description="4n+1 frames")
+    # None = the workflow's default (its manifest); a field the workflow does not take is refused
+    negative_prompt: str | None = Field(None, description="Default: the workflow's negative prompt")
+    num_frames: int | None = Field(None, description="4n+1 frames (default: the workflow's, e.g. 81)")
     width: int | None = Field(None, description="Default: the image's aspect ratio at 480p, multiple of 16")
     height: int | None = None
-    steps: int = 4
-    cfg_scale: float = 1.0
+    steps: int | None = Field(None, description="Default: the workflow's (4 with the LightX2V LoRAs)")
+    cfg_scale: float | None = Field(None, description="Default: the workflow's")
     seed: int = Field(-1, description="-1 = random (the seed used is reported)")
-    fps: int = 16
+    fps: int | None = Field(None, description="Default: the workflow's (16; 24 for the 5B)")
     workflow: str | None = Field(None, description="Default: the server's DEFAULT_WORKFLOW")
     webhook_url: str | None = Field(None, description="POSTed a signed Standard Webhooks message when done")
     reuse_cached: bool = Field(
