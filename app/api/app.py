@@ -31,6 +31,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from app.api.auth import Refused, TokenGate
 from app.api.groups import group_router, install_handlers
 from app.api.inputs import gather_inputs, multipart_openapi, read_body
+from app.workflows.plan import resolve_workflow
 from app.api.schemas import MAX_LIST_OFFSET, ErrorBody, GenerateVideoRequest, JobList, JobView
 from app.config import ApiToken
 from app.errors import ComfyfleetError, ValidationError
@@ -283,7 +284,7 @@ def create_app(services: Services, *, manage_lifecycle: bool = True) -> FastAPI:
             if body.webhook_url is not None:
                 await services.intake.check_url(body.webhook_url, "webhook_url")
             # unknown workflow, or a file it does not take: 422 before fetching anything
-            wf = services.workflows(body.workflow or settings.default_workflow)
+            wf = resolve_workflow(services.workflows, body.workflow or settings.default_workflow, body.params())
         except BaseException:
             for upload in uploads.values():
                 upload.discard()

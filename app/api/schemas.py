@@ -59,6 +59,20 @@ class GenerateVideoRequest(BaseModel):
     cfg_scale: float | None = Field(None, description="Default: the workflow's")
     seed: int = Field(-1, description="-1 = random (the seed used is reported)")
     fps: int | None = Field(None, description="Default: the workflow's (16; 24 for the 5B)")
+    crf: int | None = Field(None, description="Encoder quality, lower = better (default 18; 0-51)")
+    output_format: str | None = Field(None, description="mp4 (H.264, default) or webm (VP9)")
+    camera_motion: str | None = Field(
+        None,
+        description="pan_left, pan_right, pan_up, pan_down, zoom_in, zoom_out, dolly_in, dolly_out, orbit_left, "
+        "orbit_right, crane_up, crane_down, static, handheld (a camera pose where the workflow has one, "
+        "otherwise prompt phrasing)",
+    )
+    quality_preset: str | None = Field(
+        None, description="draft, standard, high or ultra (the workflow's manifest maps it; your fields win)"
+    )
+    enhance_prompt: bool = Field(
+        False, description="Restructure the prompt (subject, scene, motion, aesthetic, style) before rendering"
+    )
     workflow: str | None = Field(None, description="Default: the server's DEFAULT_WORKFLOW")
     webhook_url: str | None = Field(None, description="POSTed a signed Standard Webhooks message when done")
     reuse_cached: bool = Field(
@@ -81,8 +95,14 @@ class GenerateVideoRequest(BaseModel):
             "cfg_scale",
             "seed",
             "fps",
+            "crf",
+            "output_format",
+            "camera_motion",
+            "quality_preset",
         )
         out = {k: getattr(self, k) for k in keys}
+        if self.enhance_prompt:
+            out["enhance_prompt"] = True
         return {k: v for k, v in out.items() if v is not None}
 
 

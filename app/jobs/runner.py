@@ -236,6 +236,7 @@ class JobRunner:
             instance_id=None,
             store_key=found.key,
         )
+        result.update(_reported(request))
         return await self._end(rs, JobState.SUCCEEDED, result=result, cost_usd=0.0)
 
     def _usable(self, found: Any) -> Any:
@@ -380,6 +381,7 @@ class JobRunner:
             instance_id=inst.id,
             store_key=stored.key,
         )
+        result.update(_reported(job.request or {}))
         return await self._end(rs, JobState.SUCCEEDED, result=result, cost_usd=cost)
 
     async def _prompt(
@@ -605,5 +607,24 @@ def _file_inputs(request: dict[str, Any]) -> list[tuple[str, Path]]:
 
 
 def _render_extras(request: dict[str, Any]) -> dict[str, Any]:
-    """What the plan fixed at submit time that rendering needs again (the measured audio length)."""
-    return {"audio_seconds": request["audio_seconds"]} if request.get("audio_seconds") is not None else {}
+    """What the plan fixed at submit time that rendering needs again (audio length, camera pose)."""
+    out: dict[str, Any] = {}
+    if request.get("audio_seconds") is not None:
+        out["audio_seconds"] = request["audio_seconds"]
+    if request.get("camera_pose") is not None:
+        out["camera_pose"] = request["camera_pose"]
+    return out
+
+
+def _reported(request: dict[str, Any]) -> dict[str, Any]:
+    """What the result says about how the request was planned (issue 11): the prompt that ran and what
+    quality_preset / camera_motion / enhance_prompt did."""
+    out: dict[str, Any] = {}
+    prompt = (request.get("params") or {}).get("prompt")
+    if prompt is not None:
+        out["prompt"] = prompt
+    if request.get("applied"):
+        out["applied"] = request["applied"]
+    if request.get("audio_seconds") is not None:
+        out["audio_seconds"] = request["audio_seconds"]
+    return out

@@ -38,7 +38,7 @@ from app.pool.scheduler import Pool
 from app.redact import register_secret
 from app.store.cache import ResultCache, cache_key, last_frame_key, seedless_key, video_key
 from app.workflows.inputs import inputs_digest
-from app.workflows.plan import Plan, plan_request
+from app.workflows.plan import Plan, plan_request, resolve_workflow
 
 log = logging.getLogger(__name__)
 
@@ -197,8 +197,13 @@ class Services:
     ) -> tuple[Any, Any]:
         """(workflow, validated params) for a request, without touching any image: what a batch or a
         story checks up front for every request before anything is fetched or created."""
-        wf = self.workflows(workflow or self.settings.default_workflow)
-        return wf, wf.validate(raw, image_size if wf.inputs.image.taken else None)
+        wf = resolve_workflow(self.workflows, workflow or self.settings.default_workflow, raw)
+        given = {"image": "image_url"} if image_size is not None and wf.inputs.image.taken else {}
+        for spec in wf.inputs.all:  # files are checked when fetched; here only the parameters
+            if spec.required and spec.name not in given:
+                given[spec.name] = spec.name
+        plan = self.plan(raw, workflow=workflow, given=given, image_size=image_size, audio_seconds=None)
+        return plan.workflow, plan.params
 
     async def prepare(
         self,
@@ -242,9 +247,9 @@ class Services:
             for f in staged.values():
                 f.discard()
             raise
-        resolved_raw = {**raw, "seed": params.seed}
-        if params.width is not None:
-            resolved_raw.update(width=params.width, height=params.height)
+        # what ran, every field explicit: a retry re-validates exactly these (the prompt after
+        # camera phrasing / enhancement, the preset's values), not the request's shorthands
+        resolved_raw = dict(params.normalized())
         normalized = params.normalized()
         keyed = {**normalized, "drop_first_frames": drop_first_frames} if drop_first_frames else normalized
         digest = inputs_digest({k: f.sha256 for k, f in staged.items()})

@@ -16,12 +16,14 @@ from typing import Any
 
 from app.errors import ConfigError
 from app.workflows.derive import ExpressionError, parse_expression
+from app.workflows.features import CAMERA_MOVES, CAMERA_PHRASES, QUALITY_PRESETS, CameraSpec, PresetSpec
 from app.workflows.inputs import INPUT_NAMES, MODES, Inputs, InputSpec
 from app.workflows.model import MEASURED_NAMES, Binding, CustomNode, ModelFile, Repeat, Workflow
 from app.workflows.params import API_FIELDS, ParamSpec
 
 MANIFEST = "manifest.toml"
-JOB_FIELDS = ("image", "end_image", "audio", "filename_prefix")  # bound from the job, not request params
+# bound from the job (uploads, output prefix) or the planner (camera pose), not from request params
+JOB_FIELDS = ("image", "end_image", "audio", "filename_prefix", "camera_pose")
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
 _SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
 _COMMIT_RE = re.compile(r"^[0-9a-f]{7,40}$")
@@ -39,8 +41,20 @@ _TOP_KEYS = {
     "custom_nodes",
     "inputs",
     "repeat",
+    "camera",
+    "presets",
 }
-_PARAM_KEYS = {"type", "default", "min", "max", "multiple_of", "remainder", "min_length", "max_length"}
+_PARAM_KEYS = {
+    "type",
+    "default",
+    "min",
+    "max",
+    "multiple_of",
+    "remainder",
+    "min_length",
+    "max_length",
+    "choices",
+}
 
 
 class WorkflowError(ConfigError):
@@ -135,6 +149,8 @@ def _build(path: Path, source: str, manifest: dict, graph: dict, graph_name: str
     derived, trees = _derived(manifest.get("derived", {}), limits, extra_names)
     repeat = _repeat(manifest.get("repeat"), graph, derived, graph_name)
     unbound = {repeat.count} if repeat else set()
+    camera = _camera(manifest.get("camera"))
+    presets = _presets(manifest.get("presets", {}), limits)
     bindings = _bindings(manifest.get("bindings"), graph, limits, derived, graph_name, inputs, unbound)
     video, last_frame, progress = _outputs(manifest.get("outputs"), graph, graph_name)
     auto_area = _auto_size(manifest.get("auto_size"), limits)
@@ -162,6 +178,8 @@ def _build(path: Path, source: str, manifest: dict, graph: dict, graph_name: str
         source=source,
         inputs=inputs,
         repeat=repeat,
+        camera=camera,
+        presets=presets,
         _graph=graph,
         _derived_trees=trees,
     )
@@ -205,6 +223,13 @@ def _params(section: Any) -> dict[str, ParamSpec]:
             _require(kind == "int", where, "multiple_of/remainder apply only to int fields")
         if "min" in spec and "max" in spec:
             _require(spec["min"] <= spec["max"], where, f"min {spec['min']} is above max {spec['max']}")
+        choices = spec.get("choices")
+        if choices is not None:
+            _require(
+                kind == "string" and isinstance(choices, dict) and choices,
+                f"{where}.choices",
+                'must be a table of request value = graph value (strings only), e.g. {mp4 = "video/h264-mp4"}',
+            )
         param = ParamSpec(
             name=field_name,
             type=kind,
@@ -215,6 +240,7 @@ def _params(section: Any) -> dict[str, ParamSpec]:
             remainder=spec.get("remainder", 0),
             min_length=spec.get("min_length"),
             max_length=spec.get("max_length"),
+            choices=dict(choices) if choices is not None else None,
         )
         if "default" in spec:
             try:
@@ -368,6 +394,65 @@ def _bindings(
             "is missing: the field is declared but sets nothing in the graph",
         )
     return bindings
+
+
+def _camera(section: Any) -> CameraSpec:
+    """`[camera]`: `moves` the workflow can do (default: all 14), `[camera.poses]` move = the pose value
+    bound to `camera_pose`, `[camera.phrases]` overrides of the built-in prompt phrasing."""
+    if section is None:
+        return CameraSpec()
+    _require(isinstance(section, dict), "camera", "must be a table")
+    unknown = set(section) - {"moves", "poses", "phrases"}
+    _require(not unknown, "camera", f"unknown keys {sorted(unknown)}")
+    moves = section.get("moves", list(CAMERA_MOVES))
+    _require(
+        isinstance(moves, list) and all(m in CAMERA_MOVES for m in moves) and len(set(moves)) == len(moves),
+        "camera.moves",
+        f"must be a list of distinct moves out of {', '.join(CAMERA_MOVES)}",
+    )
+    poses = section.get("poses", {})
+    phrases = section.get("phrases", {})
+    for key, table in (("poses", poses), ("phrases", phrases)):
+        _require(
+            isinstance(table, dict) and all(isinstance(v, str) and v for v in table.values()),
+            f"camera.{key}",
+            "must be a table of move = string",
+        )
+        for move in table:
+            _require(move in moves, f"camera.{key}.{move}", "is not one of camera.moves")
+    return CameraSpec(
+        moves=tuple(moves), poses=dict(poses), phrases={**CAMERA_PHRASES, **phrases}
+    )
+
+
+def _presets(section: Any, limits: dict[str, ParamSpec]) -> dict[str, PresetSpec]:
+    """`[presets.<draft|standard|high|ultra>]`: request-field values, `workflow` (run that workflow
+    instead), `aesthetic` (terms enhance_prompt adds)."""
+    _require(isinstance(section, dict), "presets", "must be a table of [presets.<name>]")
+    out: dict[str, PresetSpec] = {}
+    for name, table in section.items():
+        where = f"presets.{name}"
+        _require(name in QUALITY_PRESETS, where, f"unknown preset (known: {', '.join(QUALITY_PRESETS)})")
+        _require(isinstance(table, dict), where, "must be a table")
+        workflow = table.get("workflow")
+        _require(workflow is None or (isinstance(workflow, str) and workflow), f"{where}.workflow", "must be a workflow name")
+        aesthetic = table.get("aesthetic", [])
+        _require(
+            isinstance(aesthetic, list) and all(isinstance(a, str) and a for a in aesthetic),
+            f"{where}.aesthetic",
+            "must be a list of strings",
+        )
+        values = {k: v for k, v in table.items() if k not in ("workflow", "aesthetic")}
+        for key, value in values.items():
+            _require(key in API_FIELDS and key != "prompt", f"{where}.{key}", "is not a request field a preset can set")
+            if workflow is None:  # values for this workflow: checked now (another workflow: at request time)
+                _require(key in limits, f"{where}.{key}", "is not a field of this workflow")
+                try:
+                    limits[key].coerce(value)
+                except Exception as exc:
+                    raise _Problem(f"{where}.{key}", f"{value!r} is invalid: {exc}") from None
+        out[name] = PresetSpec(name=name, values=values, workflow=workflow, aesthetic=tuple(aesthetic))
+    return out
 
 
 def _repeat(section: Any, graph: dict, derived: dict[str, str], graph_name: str) -> Repeat | None:

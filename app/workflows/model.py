@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from app.workflows.derive import evaluate
+from app.workflows.features import CameraSpec, PresetSpec
 from app.workflows.inputs import Inputs
 from app.workflows.params import ParamSpec, WorkflowParams, validate_params
 
@@ -134,6 +135,8 @@ class Workflow:
     source: str  # "shipped" | "user"
     inputs: Inputs
     repeat: Repeat | None
+    camera: CameraSpec
+    presets: dict[str, PresetSpec]
     _graph: dict[str, Any] = field(repr=False)
     _derived_trees: dict[str, ast.Expression] = field(repr=False)
 
@@ -163,6 +166,7 @@ class Workflow:
         end_image_name: str | None = None,
         audio_name: str | None = None,
         audio_seconds: float | None = None,
+        camera_pose: str | None = None,
     ) -> dict[str, Any]:
         """The API graph for one job: a copy of the graph with every bound input set. File inputs are the
         names ComfyUI gave the uploads; an optional input left out cuts its `when_absent` links and the
@@ -191,6 +195,13 @@ class Workflow:
             values[name] = evaluate(tree, values)
         values.update({k: v for k, v in names.items() if v is not None})
         values["filename_prefix"] = filename_prefix
+        if camera_pose is not None:
+            if "camera_pose" not in self.bindings:
+                raise ValueError(f"workflow {self.name} has no camera_pose binding")
+            values["camera_pose"] = camera_pose
+        for name, spec in self.limits.items():  # request values bound as the graph spells them
+            if spec.choices is not None and values.get(name) in spec.choices:
+                values[name] = spec.choices[values[name]]
         graph = copy.deepcopy(self._graph)
         for name, targets in self.bindings.items():
             if name not in values:
@@ -229,6 +240,8 @@ class Workflow:
             "params": {name: spec.to_dict() for name, spec in self.limits.items()},
             "inputs": self.inputs.to_dict(),
             "repeat": self.repeat.to_dict() if self.repeat else None,
+            "camera": self.camera.to_dict(),
+            "presets": {name: p.to_dict() for name, p in self.presets.items()},
         }
 
 
