@@ -219,3 +219,32 @@ async def test_multipart_file_the_workflow_does_not_take(tmp_path):
             data={"prompt": "x"},
             files={"image": ("a.png", png_bytes(96, 64), "image/png"), "audio": ("a.wav", wav_bytes(1.0), "audio/wav")},
         )
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({"workflow": "wan22_fun_camera", "image_base64": IMG, "camera_motion": "orbit_left"}, "camera_motion"),
+        ({"image_base64": IMG, "camera_motion": "barrel_roll"}, "camera_motion"),
+        ({"image_base64": IMG, "quality_preset": "max"}, "quality_preset"),
+        ({"image_base64": IMG, "output_format": "avi"}, "output_format"),
+        ({"image_base64": IMG, "crf": 60}, "crf"),
+    ],
+)
+async def test_bad_feature_field_is_a_422_naming_it(tmp_path, body, field):
+    async with client(tmp_path) as c:
+        await _rejected(c, field, json={"prompt": "x", **body})
+
+
+async def test_preset_and_camera_reach_the_job(tmp_path):
+    async with client(tmp_path) as c:
+        r = await c.post(
+            "/vastai/generate-video",
+            json={"prompt": "a fox", "image_base64": IMG, "quality_preset": "high", "camera_motion": "pan_left"},
+        )
+        assert r.status_code == 202, r.text
+        job = r.json()
+        assert job["workflow"] == "wan22_i2v_hq_gguf"
+        stored = (await c.world.services.repo.list())[0]
+        assert stored.request["params"]["prompt"] == "a fox. The camera pans left."
+        assert stored.request["applied"]["quality_preset"]["workflow"] == "wan22_i2v_hq_gguf"

@@ -190,3 +190,13 @@ def test_render_without_a_required_file_is_refused():
     params = wf.validate({"prompt": "x"}, (64, 48)).with_resolved_seed()
     with pytest.raises(ValueError):
         wf.render(params, "a.png", "p")  # no audio
+
+
+@pytest.mark.parametrize("name", FAMILY)
+def test_webm_output_is_accepted_by_the_real_schemas(name, object_info):
+    wf = lookup(name)
+    _plan, graph = render(
+        name, audio_seconds=2.0 if wf.inputs.audio.taken else None,
+        raw={"prompt": "x", "output_format": "webm", "crf": 30},
+    )
+    assert validate_prompt(graph, object_info).ok
