@@ -204,6 +204,13 @@ class Settings(BaseSettings):
     max_image_pixels: int = 4096 * 4096
     max_audio_bytes: int = Field(50 * 1024 * 1024, description="Largest audio input (audio_url/audio_base64)")
     max_audio_seconds: float = Field(120.0, gt=0, description="Longest audio input, measured by decoding it")
+    # enhance_prompt: local rules unless PROMPT_ENHANCER_URL names an OpenAI-compatible chat endpoint
+    prompt_enhancer_url: str | None = Field(
+        None, description="OpenAI-compatible chat completions URL for enhance_prompt (default: local rules)"
+    )
+    prompt_enhancer_key: SecretStr | None = None
+    prompt_enhancer_model: str = "gpt-4o-mini"
+    prompt_enhancer_timeout_s: float = Field(10.0, gt=0, le=120)
     allow_loopback_urls: bool = Field(
         False, description="image_url/webhook_url may reach loopback (tests, local use); never private"
     )

@@ -38,7 +38,8 @@ from app.pool.scheduler import Pool
 from app.redact import register_secret
 from app.store.cache import ResultCache, cache_key, last_frame_key, seedless_key, video_key
 from app.workflows.inputs import inputs_digest
-from app.workflows.plan import Plan, plan_request, resolve_workflow
+from app.workflows.enhance import enhance
+from app.workflows.plan import Plan, enhancement_inputs, plan_request, resolve_workflow
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +68,7 @@ class Services:
     fleet: Fleet | None = None
     routers: list[Any] = field(default_factory=list)  # extra FastAPI routers (the local store's /files)
     closers: list[Callable[[], Awaitable[None]]] = field(default_factory=list)  # e.g. the simulated world
+    enhancer_transport: Any = None  # tests: an httpx transport standing in for PROMPT_ENHANCER_URL
     run_cleanup_loop: bool = True
     # Only the long-running server adopts jobs a previous process left behind; a one-shot
     # `comfyfleet generate` sharing the database must not run the server's jobs a second time.
@@ -179,6 +181,8 @@ class Services:
         image_size: tuple[int, int] | None = None,
         audio_seconds: float | None = None,
         prefix: str = "",
+        enhanced_prompt: str | None = None,
+        enhanced_by: str | None = None,
     ) -> Plan:
         """The request resolved by `app.workflows.plan_request` (one planner for API, CLI, stories, batches)."""
         return plan_request(
@@ -190,7 +194,32 @@ class Services:
             audio_seconds=audio_seconds,
             max_audio_seconds=self.settings.max_audio_seconds,
             prefix=prefix,
+            enhanced_prompt=enhanced_prompt,
+            enhanced_by=enhanced_by,
         )
+
+    async def plan_enhanced(self, raw: Mapping[str, Any], **kw: Any) -> Plan:
+        """`plan`, then, with `enhance_prompt`, the prompt rewritten (local rules, or PROMPT_ENHANCER_URL)
+        with the plan's camera phrase and preset aesthetic terms, and planned again with it."""
+        plan = self.plan(raw, **kw)
+        if not raw.get("enhance_prompt"):
+            return plan
+        phrase, aesthetic = enhancement_inputs(plan)
+        s = self.settings
+        prompt_spec = plan.workflow.limits.get("prompt")
+        original = str(raw.get("prompt", plan.params.prompt))
+        result = await enhance(
+            original,
+            camera_phrase=phrase,
+            aesthetic=aesthetic,
+            max_length=(prompt_spec.max_length if prompt_spec and prompt_spec.max_length else 2000),
+            url=s.prompt_enhancer_url,
+            key=s.prompt_enhancer_key.get_secret_value() if s.prompt_enhancer_key else None,
+            model=s.prompt_enhancer_model,
+            timeout_s=s.prompt_enhancer_timeout_s,
+            transport=self.enhancer_transport,
+        )
+        return self.plan(raw, enhanced_prompt=result.prompt, enhanced_by=result.by, **kw)
 
     def check_params(
         self, raw: dict[str, Any], image_size: tuple[int, int] | None, *, workflow: str | None = None
@@ -231,7 +260,7 @@ class Services:
         given = dict(given or {name: name for name in staged})
         audio = staged.get("audio")
         try:
-            plan = self.plan(
+            plan = await self.plan_enhanced(
                 raw,
                 workflow=workflow,
                 given=given,

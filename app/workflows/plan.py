@@ -90,6 +90,7 @@ def plan_request(
     max_audio_seconds: float | None = None,
     prefix: str = "",
     enhanced_prompt: str | None = None,
+    enhanced_by: str | None = None,
 ) -> Plan:
     """Resolve a request. `given` = the file inputs present (input name -> request field); `image_size`
     the start image's size (for auto width/height); `audio_seconds` the measured audio duration.
@@ -100,7 +101,15 @@ def plan_request(
     camera_motion (a pose, or a phrase added to the prompt), then validation against the final workflow."""
     try:
         return _plan(
-            lookup, workflow, raw, dict(given or {}), image_size, audio_seconds, max_audio_seconds, enhanced_prompt
+            lookup,
+            workflow,
+            raw,
+            dict(given or {}),
+            image_size,
+            audio_seconds,
+            max_audio_seconds,
+            enhanced_prompt,
+            enhanced_by,
         )
     except ValidationError as exc:
         if prefix:
@@ -136,6 +145,7 @@ def _plan(
     audio_seconds: float | None,
     max_audio_seconds: float | None,
     enhanced_prompt: str | None,
+    enhanced_by: str | None = None,
 ) -> Plan:
     raw = {k: v for k, v in raw_in.items() if k not in FEATURE_FIELDS}
     wf = lookup(workflow)
@@ -184,7 +194,7 @@ def _plan(
     params = wf.validate(raw, image_size if "image" in given else None)  # checks the prompt as given
     if enhance and enhanced_prompt is not None:
         prompt = enhanced_prompt
-        applied["enhance_prompt"] = {"from": params.prompt}
+        applied["enhance_prompt"] = {"from": params.prompt, "by": enhanced_by or "local"}
     else:
         prompt = add_phrase(params.prompt, phrase) if phrase else params.prompt
     if prompt != params.prompt:
@@ -197,3 +207,14 @@ def _plan(
         applied=applied,
         camera_pose=camera_pose,
     )
+
+
+def enhancement_inputs(plan: Plan) -> tuple[str | None, tuple[str, ...]]:
+    """(camera phrase, aesthetic terms) a planned request hands to `enhance_prompt`."""
+    camera = plan.applied.get("camera_motion") or {}
+    preset = plan.applied.get("quality_preset") or {}
+    aesthetic: tuple[str, ...] = ()
+    if preset:
+        source = plan.workflow.presets.get(preset["name"])
+        aesthetic = source.aesthetic if source is not None else ()
+    return camera.get("phrase"), aesthetic

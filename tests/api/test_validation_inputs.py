@@ -248,3 +248,16 @@ async def test_preset_and_camera_reach_the_job(tmp_path):
         stored = (await c.world.services.repo.list())[0]
         assert stored.request["params"]["prompt"] == "a fox. The camera pans left."
         assert stored.request["applied"]["quality_preset"]["workflow"] == "wan22_i2v_hq_gguf"
+
+
+async def test_enhanced_prompt_is_what_runs_and_what_is_keyed(tmp_path):
+    async with client(tmp_path) as c:
+        body = {"prompt": "a fox. in the snow", "image_base64": IMG, "seed": 3}
+        plain = await c.post("/vastai/generate-video", json=body)
+        enhanced = await c.post("/vastai/generate-video", json={**body, "enhance_prompt": True})
+        assert plain.status_code == enhanced.status_code == 202, enhanced.text
+        jobs = {j.id: j for j in await c.world.services.repo.list()}
+        e = jobs[enhanced.json()["job_id"]]
+        assert e.request["params"]["prompt"].startswith("A fox. In the snow.")
+        assert e.request["applied"]["enhance_prompt"]["by"] == "local"
+        assert e.cache_key != jobs[plain.json()["job_id"]].cache_key
