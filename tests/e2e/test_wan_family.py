@@ -90,3 +90,16 @@ async def test_every_new_workflow_renders_a_real_video(tmp_path):
             if name == "wan22_flf2v_lightx2v_gguf":  # ends on the last image (blue), not the start (red)
                 r, _g, b = info["last"].convert("RGB").resize((1, 1)).getpixel((0, 0))
                 assert b > 150 and r < 80, info["last"].resize((1, 1)).getpixel((0, 0))
+
+        # webm (VP9) output, stored with its content type
+        r = await sim.client.post(
+            "/vastai/generate-video",
+            json={**SMALL, "num_frames": 9, "workflow": "wan22_t2v_lightx2v_gguf", "output_format": "webm", "wait": 120},
+        )
+        job = r.json()
+        assert job["state"] == "succeeded", job["error"]
+        assert job["result"]["video_url"].split("?")[0].endswith(".webm")
+        video = await sim.client.get(job["result"]["video_url"])
+        assert video.headers["content-type"] == "video/webm"
+        info = probe(video.content)
+        assert (info["codec"], info["frames"], info["size"]) == ("vp9", 9, (256, 256))
