@@ -342,14 +342,37 @@ class PreparedJob:
     files: dict[str, Any] = field(default_factory=dict)  # every staged input by name (image too)
 
 
-def create_request_factory(settings: Settings) -> Callable[[Any], CreateRequest]:
+def create_request_factory(
+    settings: Settings, workflows: Callable[[str], Any] | None = None
+) -> Callable[[Any], CreateRequest]:
     def make(workflow: Any) -> CreateRequest:
-        disk_gb = (getattr(workflow, "disk_bytes", 0) or 0) / 1e9 + settings.vast_disk_headroom_gb
+        # the job's workflow plus every POOL_WORKFLOWS one: each model file counted once (issue 11)
+        disk_gb = _models_bytes([workflow, *_pool_workflows(settings, workflows)]) / 1e9
+        disk_gb += settings.vast_disk_headroom_gb
         return CreateRequest(
             workflow=workflow.name, disk_gb=round(disk_gb, 1), min_gpu_ram_gb=settings.vast_min_gpu_ram_gb
         )
 
     return make
+
+
+def _pool_workflows(settings: Settings, workflows: Callable[[str], Any] | None) -> list[Any]:
+    if workflows is None:
+        return []
+    return [workflows(name) for name in settings.pool_workflow_names()]
+
+
+def _models_bytes(wfs: list[Any]) -> int:
+    files: dict[tuple[str, str], int] = {}
+    plain = 0
+    for wf in wfs:
+        models = getattr(wf, "models", None)
+        if not models:  # a workflow object without a model list (test doubles): its total
+            plain += int(getattr(wf, "disk_bytes", 0) or 0)
+            continue
+        for m in models:
+            files[(m.folder, m.name)] = int(m.size or 0)
+    return sum(files.values()) + plain
 
 
 def assemble(
@@ -381,7 +404,7 @@ def assemble(
     pool = Pool(
         provider,
         preparer,
-        create_request=create_request_factory(settings),
+        create_request=create_request_factory(settings, workflows),
         ledger=ledger,
         max_instances=settings.pool_max_instances,
         spend_cap_usd=settings.spend_cap_usd,
@@ -389,6 +412,8 @@ def assemble(
         idle_ttl_s=settings.idle_ttl_s,
         ready_timeout_s=settings.instance_ready_timeout_s,
         slots_per_instance=slots_per_instance,
+        disk_headroom_gb=settings.vast_disk_headroom_gb,
+        pool_workflows=lambda: _pool_workflows(settings, workflows),
     )
     intake = intake or ImageIntake(
         inputs_dir,
