@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import random
 from collections.abc import Awaitable, Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -350,7 +351,7 @@ def create_request_factory(
         disk_gb = _models_bytes([workflow, *_pool_workflows(settings, workflows)]) / 1e9
         disk_gb += settings.vast_disk_headroom_gb
         return CreateRequest(
-            workflow=workflow.name, disk_gb=round(disk_gb, 1), min_gpu_ram_gb=settings.vast_min_gpu_ram_gb
+            workflow=workflow.name, disk_gb=math.ceil(disk_gb * 10) / 10, min_gpu_ram_gb=settings.vast_min_gpu_ram_gb
         )
 
     return make

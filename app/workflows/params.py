@@ -299,6 +299,9 @@ def request_from_cli(
     fps: Any = None,
     crf: Any = None,
     output_format: Any = None,
+    camera_motion: Any = None,
+    quality_preset: Any = None,
+    enhance_prompt: bool = False,
 ) -> dict[str, Any]:
     """The CLI's option names (`--frames`, `--cfg`, ...) as API request fields; options not given are left
     out so the workflow's defaults apply. One mapping for every command that takes these options."""
@@ -314,5 +317,8 @@ def request_from_cli(
         "fps": fps,
         "crf": crf,
         "output_format": output_format,
+        "camera_motion": camera_motion,
+        "quality_preset": quality_preset,
+        "enhance_prompt": True if enhance_prompt else None,
     }
     return {k: v for k, v in raw.items() if v is not None}
