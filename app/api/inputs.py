@@ -137,7 +137,7 @@ async def gather_inputs(
             if name in uploads:
                 sources.insert(0, name)
             if len(sources) > 1:
-                raise ValidationError(sources[0], f"give only one of {', '.join(sources)}")
+                raise ValidationError(sources[0], f"give exactly one of {' or '.join(sources)}")
             if sources:
                 given[name] = sources[0]
         if takes is not None:

@@ -87,7 +87,7 @@ async def _rejected(c, field, status=422, **kw):
             {"workflow": "wan22_flf2v_lightx2v_gguf", "image_base64": IMG, "end_image_base64": IMG,
              "end_image_url": "https://example.com/a.png"},
             "end_image_url",
-            "only one",
+            "exactly one of end_image_url or end_image_base64",
         ),
     ],
 )
