@@ -31,7 +31,6 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from app.api.auth import Refused, TokenGate
 from app.api.groups import group_router, install_handlers
 from app.api.inputs import gather_inputs, multipart_openapi, read_body
-from app.workflows.plan import resolve_workflow
 from app.api.schemas import MAX_LIST_OFFSET, ErrorBody, GenerateVideoRequest, JobList, JobView
 from app.config import ApiToken
 from app.errors import ComfyfleetError, ValidationError
@@ -40,6 +39,7 @@ from app.jobs.models import Job, JobState
 from app.jobs.repo import JobNotFound
 from app.jobs.services import Services
 from app.redact import redact
+from app.workflows.plan import resolve_workflow
 
 log = logging.getLogger(__name__)
 MAX_WAIT_S = 600.0
@@ -284,7 +284,9 @@ def create_app(services: Services, *, manage_lifecycle: bool = True) -> FastAPI:
             if body.webhook_url is not None:
                 await services.intake.check_url(body.webhook_url, "webhook_url")
             # unknown workflow, or a file it does not take: 422 before fetching anything
-            wf = resolve_workflow(services.workflows, body.workflow or settings.default_workflow, body.params())
+            wf = resolve_workflow(
+                services.workflows, body.workflow or settings.default_workflow, body.params()
+            )
         except BaseException:
             for upload in uploads.values():
                 upload.discard()

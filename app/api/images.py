@@ -182,9 +182,7 @@ class ImageIntake:
                 field, f"fetching the image took longer than {self.total_timeout_s:.0f} s"
             ) from None
 
-    async def _fetch(
-        self, url: str, field: str, *, audio: bool = False
-    ) -> InputImage | InputAudio:
+    async def _fetch(self, url: str, field: str, *, audio: bool = False) -> InputImage | InputAudio:
         max_bytes = self.max_audio_bytes if audio else self.max_bytes
         too_big = self._audio_too_big if audio else self._too_big
         self.staging.mkdir(parents=True, exist_ok=True)
@@ -209,7 +207,8 @@ class ImageIntake:
                         if resp.status_code != 200:
                             raise ValidationError(
                                 field,
-                                f"fetching the {'audio' if audio else 'image'} failed: HTTP {resp.status_code}",
+                                f"fetching the {'audio' if audio else 'image'} failed: "
+                                f"HTTP {resp.status_code}",
                             )
                         declared = resp.headers.get("content-length")
                         if declared and declared.isdigit() and int(declared) > max_bytes:
@@ -366,7 +365,8 @@ def decode_audio(path: Path, field: str, max_seconds: float) -> tuple[float, int
             ext = _AUDIO_EXT.get(container.format.name)
             if ext is None:
                 raise ValidationError(
-                    field, f"unsupported audio container {container.format.name}; use MP3, WAV, FLAC, OGG or M4A"
+                    field,
+                    f"unsupported audio container {container.format.name}; use MP3, WAV, FLAC, OGG or M4A",
                 )
             if not container.streams.audio:
                 raise ValidationError(field, "has no audio stream")

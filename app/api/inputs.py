@@ -65,7 +65,9 @@ async def read_body(
             for key, value in form.multi_items():
                 if isinstance(value, UploadFile):
                     if key not in INPUT_NAMES:
-                        raise ValidationError(key, f"unknown file part (file parts: {', '.join(INPUT_NAMES)})")
+                        raise ValidationError(
+                            key, f"unknown file part (file parts: {', '.join(INPUT_NAMES)})"
+                        )
                     if key in uploads:
                         raise ValidationError(key, "is given twice")
                     uploads[key] = await _read_upload(value, key, intake)
@@ -121,6 +123,20 @@ def _discard(staged: dict[str, Any]) -> None:
             f.discard()
 
 
+def given_fields(body: Any) -> dict[str, str]:
+    """{input name: the one request field carrying it} from a body's `<input>_url` / `<input>_base64`
+    fields, without fetching; two sources for one input is a `ValidationError` naming the first."""
+    given: dict[str, str] = {}
+    for name in INPUT_NAMES:
+        url_field, b64_field = API_INPUT_FIELDS[name]
+        sources = [f for f in (url_field, b64_field) if getattr(body, f, None) is not None]
+        if len(sources) > 1:
+            raise ValidationError(sources[0], f"give exactly one of {' or '.join(sources)}")
+        if sources:
+            given[name] = sources[0]
+    return given
+
+
 async def gather_inputs(
     body: Any, uploads: dict[str, Any], intake: ImageIntake, takes: list[str] | None = None
 ) -> tuple[dict[str, Any], dict[str, str]]:
@@ -145,7 +161,8 @@ async def gather_inputs(
                 if name not in takes:
                     raise ValidationError(
                         source,
-                        f"this workflow takes no {name.replace('_', ' ')} (it takes: {', '.join(takes) or 'text only'})",
+                        f"this workflow takes no {name.replace('_', ' ')} "
+                        f"(it takes: {', '.join(takes) or 'text only'})",
                     )
         for name, source in given.items():
             if name in staged:

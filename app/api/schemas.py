@@ -45,7 +45,9 @@ class GenerateVideoRequest(BaseModel):
 
     image_url: str | None = Field(None, description="http(s) URL of the input image (public addresses only)")
     image_base64: str | None = Field(None, description="The input image as base64 (a data: URL is fine)")
-    end_image_url: str | None = Field(None, description="http(s) URL of the last frame (first-last-frame workflows)")
+    end_image_url: str | None = Field(
+        None, description="http(s) URL of the last frame (first-last-frame workflows)"
+    )
     end_image_base64: str | None = Field(None, description="The last frame as base64")
     audio_url: str | None = Field(None, description="http(s) URL of the audio (sound-to-video workflows)")
     audio_base64: str | None = Field(None, description="The audio (MP3, WAV, FLAC, OGG, M4A) as base64")
@@ -63,7 +65,8 @@ class GenerateVideoRequest(BaseModel):
     output_format: str | None = Field(None, description="mp4 (H.264, default) or webm (VP9)")
     camera_motion: str | None = Field(
         None,
-        description="pan_left, pan_right, pan_up, pan_down, zoom_in, zoom_out, dolly_in, dolly_out, orbit_left, "
+        description="pan_left, pan_right, pan_up, pan_down, zoom_in, zoom_out, dolly_in, dolly_out, "
+        "orbit_left, "
         "orbit_right, crane_up, crane_down, static, handheld (a camera pose where the workflow has one, "
         "otherwise prompt phrasing)",
     )
@@ -71,7 +74,8 @@ class GenerateVideoRequest(BaseModel):
         None, description="draft, standard, high or ultra (the workflow's manifest maps it; your fields win)"
     )
     enhance_prompt: bool = Field(
-        False, description="Restructure the prompt (subject, scene, motion, aesthetic, style) before rendering"
+        False,
+        description="Restructure the prompt (subject, scene, motion, aesthetic, style) before rendering",
     )
     workflow: str | None = Field(None, description="Default: the server's DEFAULT_WORKFLOW")
     webhook_url: str | None = Field(None, description="POSTed a signed Standard Webhooks message when done")

@@ -61,13 +61,17 @@ def serve(
 # --- generate ------------------------------------------------------------------------------------
 def generate(
     image: str | None = typer.Option(
-        None, "--image", help="Start image: a local path or an http(s) URL (the workflow says if it needs one)."
+        None,
+        "--image",
+        help="Start image: a local path or an http(s) URL (the workflow says if it needs one).",
     ),
     end_image: str | None = typer.Option(
         None, "--end-image", help="Last frame (first-last-frame workflows): a path or an http(s) URL."
     ),
     audio: str | None = typer.Option(None, "--audio", help="Audio (S2V): a local path or an http(s) URL."),
-    camera_motion: str | None = typer.Option(None, "--camera-motion", help="e.g. pan_left, dolly_in, static."),
+    camera_motion: str | None = typer.Option(
+        None, "--camera-motion", help="e.g. pan_left, dolly_in, static."
+    ),
     quality_preset: str | None = typer.Option(None, "--quality-preset", help="draft, standard, high, ultra."),
     enhance_prompt: bool = typer.Option(False, "--enhance-prompt", help="Restructure the prompt first."),
     output_format: str | None = typer.Option(None, "--output-format", help="mp4 (H.264) or webm (VP9)."),
@@ -179,7 +183,9 @@ async def _load_inputs(intake: Any, sources: dict[str, str]) -> dict[str, Any]:
                     intake.audio_from_url(src, field) if remote else intake.audio_from_path(Path(src), field)
                 )
             else:
-                staged[name] = await (intake.from_url(src, field) if remote else intake.from_path(Path(src), field))
+                staged[name] = await (
+                    intake.from_url(src, field) if remote else intake.from_path(Path(src), field)
+                )
     except BaseException:
         for f in staged.values():
             f.discard()
@@ -188,7 +194,13 @@ async def _load_inputs(intake: Any, sources: dict[str, str]) -> dict[str, Any]:
 
 
 async def _generate(
-    settings: Settings, sources: dict[str, str], raw: dict[str, Any], workflow: str | None, out: Path, *, quiet: bool
+    settings: Settings,
+    sources: dict[str, str],
+    raw: dict[str, Any],
+    workflow: str | None,
+    out: Path,
+    *,
+    quiet: bool,
 ) -> dict[str, Any]:
     from app.jobs.wiring import build_services
 

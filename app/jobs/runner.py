@@ -417,7 +417,9 @@ class JobRunner:
             # follows the moment ComfyUI accepts the prompt, so a crash after that can re-attach.
             await self._transition(rs, JobState.RUNNING, instance_id=inst.id, stage="submitting")
             image_name = await session.upload_image(image_path) if image_path is not None else None
-            uploaded = {name: await session.upload_image(path) for name, path in _file_inputs(job.request or {})}
+            uploaded = {
+                name: await session.upload_image(path) for name, path in _file_inputs(job.request or {})
+            }
             graph = wf.render(
                 params,
                 image_name,

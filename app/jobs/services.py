@@ -38,8 +38,8 @@ from app.pool.provider import CreateRequest, Provider
 from app.pool.scheduler import Pool
 from app.redact import register_secret
 from app.store.cache import ResultCache, cache_key, last_frame_key, seedless_key, video_key
-from app.workflows.inputs import inputs_digest
 from app.workflows.enhance import enhance
+from app.workflows.inputs import inputs_digest
 from app.workflows.plan import Plan, enhancement_inputs, plan_request, resolve_workflow
 
 log = logging.getLogger(__name__)
@@ -185,7 +185,8 @@ class Services:
         enhanced_prompt: str | None = None,
         enhanced_by: str | None = None,
     ) -> Plan:
-        """The request resolved by `app.workflows.plan_request` (one planner for API, CLI, stories, batches)."""
+        """The request resolved by `app.workflows.plan.plan_request` (one planner for the API, the CLI,
+        stories and batches)."""
         return plan_request(
             self.workflows,
             workflow or self.settings.default_workflow,
@@ -223,15 +224,22 @@ class Services:
         return self.plan(raw, enhanced_prompt=result.prompt, enhanced_by=result.by, **kw)
 
     def check_params(
-        self, raw: dict[str, Any], image_size: tuple[int, int] | None, *, workflow: str | None = None
+        self,
+        raw: dict[str, Any],
+        image_size: tuple[int, int] | None,
+        *,
+        workflow: str | None = None,
+        given: Mapping[str, str] | None = None,
     ) -> tuple[Any, Any]:
         """(workflow, validated params) for a request, without touching any image: what a batch or a
-        story checks up front for every request before anything is fetched or created."""
+        story checks up front for every request before anything is fetched or created. `given`: the
+        file inputs the request has (None: assume the workflow's required ones, checked later)."""
         wf = resolve_workflow(self.workflows, workflow or self.settings.default_workflow, raw)
-        given = {"image": "image_url"} if image_size is not None and wf.inputs.image.taken else {}
-        for spec in wf.inputs.all:  # files are checked when fetched; here only the parameters
-            if spec.required and spec.name not in given:
-                given[spec.name] = spec.name
+        if given is None:
+            given = {"image": "image_url"} if image_size is not None and wf.inputs.image.taken else {}
+            for spec in wf.inputs.all:  # files are checked when fetched; here only the parameters
+                if spec.required and spec.name not in given:
+                    given[spec.name] = spec.name
         plan = self.plan(raw, workflow=workflow, given=given, image_size=image_size, audio_seconds=None)
         return plan.workflow, plan.params
 
@@ -351,7 +359,9 @@ def create_request_factory(
         disk_gb = _models_bytes([workflow, *_pool_workflows(settings, workflows)]) / 1e9
         disk_gb += settings.vast_disk_headroom_gb
         return CreateRequest(
-            workflow=workflow.name, disk_gb=math.ceil(disk_gb * 10) / 10, min_gpu_ram_gb=settings.vast_min_gpu_ram_gb
+            workflow=workflow.name,
+            disk_gb=math.ceil(disk_gb * 10) / 10,
+            min_gpu_ram_gb=settings.vast_min_gpu_ram_gb,
         )
 
     return make

@@ -294,7 +294,9 @@ class Pool:
                 try:
                     target = await self._preparer.prepare(member.instance, wf, lambda _p: None)
                 except Exception as exc:
-                    log.warning("pool: provisioning %s onto idle %s failed: %s", wf.name, member.id, redact(str(exc)))
+                    log.warning(
+                        "pool: provisioning %s onto idle %s failed: %s", wf.name, member.id, redact(str(exc))
+                    )
                     return
                 member.prepared[wf.name] = target
                 self.record_workflow(member, wf)

@@ -48,7 +48,13 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 KEY_VERSION = 1
-VIDEO_CONTENT_TYPES = {"mp4": "video/mp4", "webm": "video/webm", "mov": "video/quicktime", "mkv": "video/x-matroska", "gif": "image/gif"}
+VIDEO_CONTENT_TYPES = {
+    "mp4": "video/mp4",
+    "webm": "video/webm",
+    "mov": "video/quicktime",
+    "mkv": "video/x-matroska",
+    "gif": "image/gif",
+}
 PREFIX = "results"
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
 

@@ -82,9 +82,13 @@ def render(
     fps: str | None = typer.Option(None, "--fps"),
     crf: str | None = typer.Option(None, "--crf", help="Encoder CRF (default 18)."),
     output_format: str | None = typer.Option(None, "--output-format", help="mp4 (H.264) or webm (VP9)."),
-    camera_motion: str | None = typer.Option(None, "--camera-motion", help="e.g. pan_left, dolly_in, static."),
+    camera_motion: str | None = typer.Option(
+        None, "--camera-motion", help="e.g. pan_left, dolly_in, static."
+    ),
     quality_preset: str | None = typer.Option(None, "--quality-preset", help="draft, standard, high, ultra."),
-    enhance_prompt: bool = typer.Option(False, "--enhance-prompt", help="Restructure the prompt (local rules)."),
+    enhance_prompt: bool = typer.Option(
+        False, "--enhance-prompt", help="Restructure the prompt (local rules)."
+    ),
     image_size: str | None = typer.Option(
         None, "--image-size", help="WIDTHxHEIGHT of the image: default width/height follow its aspect."
     ),

@@ -27,7 +27,8 @@ INPUT_KINDS: dict[str, Literal["image", "audio"]] = {"image": "image", "end_imag
 @dataclass(frozen=True)
 class InputSpec:
     """One file input: required / optional / none, and what the graph loses when an optional one is absent
-    (`when_absent`: [node_id, input_name] links removed; nodes left without a path to the output are pruned)."""
+    (`when_absent`: [node_id, input_name] links removed; nodes left without a path to the output are
+    pruned)."""
 
     name: str
     mode: Mode

@@ -228,7 +228,8 @@ def _params(section: Any) -> dict[str, ParamSpec]:
             _require(
                 kind == "string" and isinstance(choices, dict) and choices,
                 f"{where}.choices",
-                'must be a table of request value = graph value (strings only), e.g. {mp4 = "video/h264-mp4"}',
+                "must be a table of request value = graph value (strings only), "
+                'e.g. {mp4 = "video/h264-mp4"}',
             )
         param = ParamSpec(
             name=field_name,
@@ -380,7 +381,11 @@ def _bindings(
     _require("prompt" in bindings, "bindings.prompt", "is required")
     for spec in inputs.all:
         if spec.taken:
-            _require(spec.name in bindings, f"bindings.{spec.name}", f"is required ([inputs] {spec.name} = {spec.mode!r})")
+            _require(
+                spec.name in bindings,
+                f"bindings.{spec.name}",
+                f"is required ([inputs] {spec.name} = {spec.mode!r})",
+            )
         else:
             _require(
                 spec.name not in bindings,
@@ -420,9 +425,7 @@ def _camera(section: Any) -> CameraSpec:
         )
         for move in table:
             _require(move in moves, f"camera.{key}.{move}", "is not one of camera.moves")
-    return CameraSpec(
-        moves=tuple(moves), poses=dict(poses), phrases={**CAMERA_PHRASES, **phrases}
-    )
+    return CameraSpec(moves=tuple(moves), poses=dict(poses), phrases={**CAMERA_PHRASES, **phrases})
 
 
 def _presets(section: Any, limits: dict[str, ParamSpec]) -> dict[str, PresetSpec]:
@@ -435,7 +438,11 @@ def _presets(section: Any, limits: dict[str, ParamSpec]) -> dict[str, PresetSpec
         _require(name in QUALITY_PRESETS, where, f"unknown preset (known: {', '.join(QUALITY_PRESETS)})")
         _require(isinstance(table, dict), where, "must be a table")
         workflow = table.get("workflow")
-        _require(workflow is None or (isinstance(workflow, str) and workflow), f"{where}.workflow", "must be a workflow name")
+        _require(
+            workflow is None or (isinstance(workflow, str) and workflow),
+            f"{where}.workflow",
+            "must be a workflow name",
+        )
         aesthetic = table.get("aesthetic", [])
         _require(
             isinstance(aesthetic, list) and all(isinstance(a, str) and a for a in aesthetic),
@@ -444,7 +451,11 @@ def _presets(section: Any, limits: dict[str, ParamSpec]) -> dict[str, PresetSpec
         )
         values = {k: v for k, v in table.items() if k not in ("workflow", "aesthetic")}
         for key, value in values.items():
-            _require(key in API_FIELDS and key != "prompt", f"{where}.{key}", "is not a request field a preset can set")
+            _require(
+                key in API_FIELDS and key != "prompt",
+                f"{where}.{key}",
+                "is not a request field a preset can set",
+            )
             if workflow is None:  # values for this workflow: checked now (another workflow: at request time)
                 _require(key in limits, f"{where}.{key}", "is not a field of this workflow")
                 try:
@@ -481,10 +492,16 @@ def _repeat(section: Any, graph: dict, derived: dict[str, str], graph_name: str)
     sources = set()
     for i, target in enumerate(chain):
         w = f"repeat.chain[{i}]"
-        _require(isinstance(target, list) and len(target) == 2 and target[0] in nodes, w, "must be [node_id in repeat.nodes, input_name]")
+        _require(
+            isinstance(target, list) and len(target) == 2 and target[0] in nodes,
+            w,
+            "must be [node_id in repeat.nodes, input_name]",
+        )
         value = graph[target[0]]["inputs"].get(target[1])
         _require(isinstance(value, list), w, f"input {target[1]!r} of node {target[0]!r} is not a link")
-        _require(value[0] not in nodes, w, "must link to a node outside the block (what feeds the first copy)")
+        _require(
+            value[0] not in nodes, w, "must link to a node outside the block (what feeds the first copy)"
+        )
         sources.add((value[0], value[1]))
     _require(len(sources) == 1, "repeat.chain", "every chain input must link to the same output")
     count = section.get("count")

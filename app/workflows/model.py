@@ -219,7 +219,11 @@ class Workflow:
                 for node_id, input_name in spec.when_absent:
                     graph[node_id]["inputs"].pop(input_name, None)
                     cut = True
-        return prune(graph, [self.video_node, *([self.last_frame_node] if self.last_frame_node else [])]) if cut else graph
+        return (
+            prune(graph, [self.video_node, *([self.last_frame_node] if self.last_frame_node else [])])
+            if cut
+            else graph
+        )
 
     def summary(self) -> dict[str, Any]:
         """What `workflow list --json` and the API show about a workflow."""

@@ -67,7 +67,8 @@ def check_inputs(wf: Workflow, given: Mapping[str, str], *, prefix: str = "") ->
         if spec.required and spec.name not in given:
             url, b64 = API_INPUT_FIELDS[spec.name]
             raise ValidationError(
-                f"{prefix}{url}", f"workflow {wf.name} needs {spec.name.replace('_', ' ')}: give exactly one of {url} or {b64}"
+                f"{prefix}{url}",
+                f"workflow {wf.name} needs {spec.name.replace('_', ' ')}: give exactly one of {url} or {b64}",
             )
 
 

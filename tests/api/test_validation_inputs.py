@@ -23,7 +23,6 @@ pytestmark = pytest.mark.usefixtures("database")
 IMG = base64.b64encode(png_bytes(96, 64)).decode()
 
 
-
 def wav_bytes(seconds: float, rate: int = 8000) -> bytes:
     buf = io.BytesIO()
     with wave.open(buf, "wb") as w:
@@ -64,7 +63,11 @@ async def _rejected(c, field, status=422, **kw):
         ({"workflow": "wan22_s2v", "image_base64": IMG}, "audio_url", "needs audio"),
         ({"workflow": "wan22_s2v", "image_base64": IMG, "audio_base64": "%%%"}, "audio_base64", "base64"),
         (
-            {"workflow": "wan22_s2v", "image_base64": IMG, "audio_base64": base64.b64encode(b"RIFFnope").decode()},
+            {
+                "workflow": "wan22_s2v",
+                "image_base64": IMG,
+                "audio_base64": base64.b64encode(b"RIFFnope").decode(),
+            },
             "audio_base64",
             "not decodable audio",
         ),
@@ -84,8 +87,12 @@ async def _rejected(c, field, status=422, **kw):
         ({"workflow": "wan22_t2v_lightx2v_gguf", "image_base64": IMG}, "image_base64", "takes no image"),
         ({}, "image_url", "needs image"),
         (
-            {"workflow": "wan22_flf2v_lightx2v_gguf", "image_base64": IMG, "end_image_base64": IMG,
-             "end_image_url": "https://example.com/a.png"},
+            {
+                "workflow": "wan22_flf2v_lightx2v_gguf",
+                "image_base64": IMG,
+                "end_image_base64": IMG,
+                "end_image_url": "https://example.com/a.png",
+            },
             "end_image_url",
             "exactly one of end_image_url or end_image_base64",
         ),
@@ -100,7 +107,9 @@ async def test_bad_input_is_a_4xx_naming_the_field(tmp_path, body, field, words)
 async def test_too_long_audio_names_the_field(tmp_path):
     async with client(tmp_path, max_audio_seconds=1.5) as c:
         data = await _rejected(
-            c, "audio_base64", json={"prompt": "x", "workflow": "wan22_s2v", "image_base64": IMG, "audio_base64": AUDIO}
+            c,
+            "audio_base64",
+            json={"prompt": "x", "workflow": "wan22_s2v", "image_base64": IMG, "audio_base64": AUDIO},
         )
         assert "1.5 s" in data["detail"]
 
@@ -119,7 +128,9 @@ async def test_audio_longer_than_the_workflow_limit_names_the_field(tmp_path):
 async def test_oversize_audio_is_413(tmp_path):
     async with client(tmp_path, max_audio_bytes=1000) as c:
         await _rejected(
-            c, "audio_base64", status=413,
+            c,
+            "audio_base64",
+            status=413,
             json={"prompt": "x", "workflow": "wan22_s2v", "image_base64": IMG, "audio_base64": AUDIO},
         )
 
@@ -127,8 +138,14 @@ async def test_oversize_audio_is_413(tmp_path):
 async def test_audio_url_to_a_private_address_is_refused(tmp_path):
     async with api(tmp_path, workflows=real_workflows) as c:  # no loopback allowance
         await _rejected(
-            c, "audio_url",
-            json={"prompt": "x", "workflow": "wan22_s2v", "image_base64": IMG, "audio_url": "http://127.0.0.1:9/a.wav"},
+            c,
+            "audio_url",
+            json={
+                "prompt": "x",
+                "workflow": "wan22_s2v",
+                "image_base64": IMG,
+                "audio_url": "http://127.0.0.1:9/a.wav",
+            },
         )
 
 
@@ -169,7 +186,8 @@ async def test_audio_url_is_fetched(tmp_path):
 async def test_text_only_job_has_no_image(tmp_path):
     async with client(tmp_path) as c:
         r = await c.post(
-            "/vastai/generate-video", json={"prompt": "a fox", "workflow": "wan22_t2v_lightx2v_gguf", "num_frames": 17}
+            "/vastai/generate-video",
+            json={"prompt": "a fox", "workflow": "wan22_t2v_lightx2v_gguf", "num_frames": 17},
         )
         assert r.status_code == 202, r.text
         job = (await c.world.services.repo.list())[0]
@@ -182,7 +200,10 @@ async def test_multipart_form_fields_and_files(tmp_path):
         r = await c.post(
             "/vastai/generate-video",
             data={"prompt": "a guitar", "workflow": "wan22_s2v", "seed": "7", "steps": "4"},
-            files={"image": ("ref.png", png_bytes(96, 64), "image/png"), "audio": ("a.wav", wav_bytes(1.0), "audio/wav")},
+            files={
+                "image": ("ref.png", png_bytes(96, 64), "image/png"),
+                "audio": ("a.wav", wav_bytes(1.0), "audio/wav"),
+            },
         )
         assert r.status_code == 202, r.text
         job = (await c.world.services.repo.list())[0]
@@ -195,8 +216,15 @@ async def test_multipart_request_part_and_end_image(tmp_path):
     async with client(tmp_path) as c:
         r = await c.post(
             "/vastai/generate-video",
-            data={"request": json.dumps({"prompt": "x", "workflow": "wan22_flf2v_lightx2v_gguf", "num_frames": 17})},
-            files={"image": ("a.png", png_bytes(96, 64), "image/png"), "end_image": ("b.png", png_bytes(64, 64), "image/png")},
+            data={
+                "request": json.dumps(
+                    {"prompt": "x", "workflow": "wan22_flf2v_lightx2v_gguf", "num_frames": 17}
+                )
+            },
+            files={
+                "image": ("a.png", png_bytes(96, 64), "image/png"),
+                "end_image": ("b.png", png_bytes(64, 64), "image/png"),
+            },
         )
         assert r.status_code == 202, r.text
         job = (await c.world.services.repo.list())[0]
@@ -206,25 +234,36 @@ async def test_multipart_request_part_and_end_image(tmp_path):
 async def test_multipart_bad_audio_part_names_it(tmp_path):
     async with client(tmp_path) as c:
         await _rejected(
-            c, "audio",
+            c,
+            "audio",
             data={"prompt": "x", "workflow": "wan22_s2v"},
-            files={"image": ("a.png", png_bytes(96, 64), "image/png"), "audio": ("a.wav", b"not audio", "audio/wav")},
+            files={
+                "image": ("a.png", png_bytes(96, 64), "image/png"),
+                "audio": ("a.wav", b"not audio", "audio/wav"),
+            },
         )
 
 
 async def test_multipart_file_the_workflow_does_not_take(tmp_path):
     async with client(tmp_path) as c:
         await _rejected(
-            c, "audio",
+            c,
+            "audio",
             data={"prompt": "x"},
-            files={"image": ("a.png", png_bytes(96, 64), "image/png"), "audio": ("a.wav", wav_bytes(1.0), "audio/wav")},
+            files={
+                "image": ("a.png", png_bytes(96, 64), "image/png"),
+                "audio": ("a.wav", wav_bytes(1.0), "audio/wav"),
+            },
         )
 
 
 @pytest.mark.parametrize(
     ("body", "field"),
     [
-        ({"workflow": "wan22_fun_camera", "image_base64": IMG, "camera_motion": "orbit_left"}, "camera_motion"),
+        (
+            {"workflow": "wan22_fun_camera", "image_base64": IMG, "camera_motion": "orbit_left"},
+            "camera_motion",
+        ),
         ({"image_base64": IMG, "camera_motion": "barrel_roll"}, "camera_motion"),
         ({"image_base64": IMG, "quality_preset": "max"}, "quality_preset"),
         ({"image_base64": IMG, "output_format": "avi"}, "output_format"),
@@ -240,7 +279,12 @@ async def test_preset_and_camera_reach_the_job(tmp_path):
     async with client(tmp_path) as c:
         r = await c.post(
             "/vastai/generate-video",
-            json={"prompt": "a fox", "image_base64": IMG, "quality_preset": "high", "camera_motion": "pan_left"},
+            json={
+                "prompt": "a fox",
+                "image_base64": IMG,
+                "quality_preset": "high",
+                "camera_motion": "pan_left",
+            },
         )
         assert r.status_code == 202, r.text
         job = r.json()

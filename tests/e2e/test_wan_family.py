@@ -26,7 +26,9 @@ def wav_bytes(seconds: float, rate: int = 16000) -> bytes:
         w.setnchannels(1)
         w.setsampwidth(2)
         w.setframerate(rate)
-        w.writeframes(b"".join(struct.pack("<h", int(6000 * math.sin(i / 8))) for i in range(int(seconds * rate))))
+        w.writeframes(
+            b"".join(struct.pack("<h", int(6000 * math.sin(i / 8))) for i in range(int(seconds * rate)))
+        )
     return buf.getvalue()
 
 
@@ -56,12 +58,20 @@ SMALL = {"width": 256, "height": 256, "steps": 2, "seed": 7, "prompt": "a fox wa
 
 CASES = {
     "wan22_i2v_hq_gguf": ({**SMALL, "image_base64": START, "num_frames": 9}, 9, 16.0),
-    "wan22_flf2v_lightx2v_gguf": ({**SMALL, "image_base64": START, "end_image_base64": END, "num_frames": 9}, 9, 16.0),
+    "wan22_flf2v_lightx2v_gguf": (
+        {**SMALL, "image_base64": START, "end_image_base64": END, "num_frames": 9},
+        9,
+        16.0,
+    ),
     "wan22_t2v_lightx2v_gguf": ({**SMALL, "num_frames": 9}, 9, 16.0),
     "wan22_ti2v_5b": ({**SMALL, "num_frames": 13}, 13, 24.0),
     "wan22_fun_camera": ({**SMALL, "image_base64": START, "num_frames": 9}, 9, 16.0),
     # 1.5 s of audio: one 77-frame chunk, trimmed to the audio (ceil(1.5 * 16) = 24 frames)
-    "wan22_s2v": ({**SMALL, "image_base64": START, "audio_base64": base64.b64encode(wav_bytes(1.5)).decode()}, 24, 16.0),
+    "wan22_s2v": (
+        {**SMALL, "image_base64": START, "audio_base64": base64.b64encode(wav_bytes(1.5)).decode()},
+        24,
+        16.0,
+    ),
 }
 
 
@@ -94,7 +104,13 @@ async def test_every_new_workflow_renders_a_real_video(tmp_path):
         # webm (VP9) output, stored with its content type
         r = await sim.client.post(
             "/vastai/generate-video",
-            json={**SMALL, "num_frames": 9, "workflow": "wan22_t2v_lightx2v_gguf", "output_format": "webm", "wait": 120},
+            json={
+                **SMALL,
+                "num_frames": 9,
+                "workflow": "wan22_t2v_lightx2v_gguf",
+                "output_format": "webm",
+                "wait": 120,
+            },
         )
         job = r.json()
         assert job["state"] == "succeeded", job["error"]

@@ -45,8 +45,12 @@ async def test_instance_records_its_workflows_and_takes_another_when_disk_has_ro
     # disk = wf_a's 16 GB + 5 GB headroom = 21 GB; wf_b would add its own 10 GB (the shared file is
     # counted once): 26 + 5 > 21, so wf_b does not fit on that disk
     async with world(
-        tmp_path, provider=provider, workflows=workflow_loader(A, B), vast_disk_headroom_gb=5.0,
-        pool_max_instances=3, comfy=FakeComfy(step_delay=0.01),
+        tmp_path,
+        provider=provider,
+        workflows=workflow_loader(A, B),
+        vast_disk_headroom_gb=5.0,
+        pool_max_instances=3,
+        comfy=FakeComfy(step_delay=0.01),
     ) as w:
         a = await w.wait((await w.submit(workflow="wf_a", seed=1)).id)
         assert a.state == "succeeded"
@@ -63,8 +67,12 @@ async def test_instance_records_its_workflows_and_takes_another_when_disk_has_ro
 async def test_workflow_added_to_an_instance_whose_disk_has_room(tmp_path):
     provider = RecordingProvider()
     async with world(
-        tmp_path, provider=provider, workflows=workflow_loader(A, B), vast_disk_headroom_gb=15.0,
-        pool_max_instances=3, comfy=FakeComfy(step_delay=0.01),
+        tmp_path,
+        provider=provider,
+        workflows=workflow_loader(A, B),
+        vast_disk_headroom_gb=15.0,
+        pool_max_instances=3,
+        comfy=FakeComfy(step_delay=0.01),
     ) as w:
         a = await w.wait((await w.submit(workflow="wf_a", seed=1)).id)
         b = await w.wait((await w.submit(workflow="wf_b", seed=2)).id)
@@ -72,8 +80,13 @@ async def test_workflow_added_to_an_instance_whose_disk_has_room(tmp_path):
         assert b.instance_id != a.instance_id
     provider = RecordingProvider()
     async with world(
-        tmp_path / "2", provider=provider, workflows=workflow_loader(A, B), vast_disk_headroom_gb=15.0,
-        pool_workflows="wf_b", pool_max_instances=3, comfy=FakeComfy(step_delay=0.01),
+        tmp_path / "2",
+        provider=provider,
+        workflows=workflow_loader(A, B),
+        vast_disk_headroom_gb=15.0,
+        pool_workflows="wf_b",
+        pool_max_instances=3,
+        comfy=FakeComfy(step_delay=0.01),
     ) as w:
         # POOL_WORKFLOWS: the disk is sized for wf_a + wf_b (shared file once) + headroom
         a = await w.wait((await w.submit(workflow="wf_a", seed=1)).id)
@@ -91,7 +104,10 @@ async def test_idle_provisioning_skips_a_workflow_without_room(tmp_path):
     preparer = FakePreparer()
     big = SizedWorkflow("wf_big", [("huge.bin", 500 * GB)])
     async with world(
-        tmp_path, preparer=preparer, workflows=workflow_loader(A, big), vast_disk_headroom_gb=5.0,
+        tmp_path,
+        preparer=preparer,
+        workflows=workflow_loader(A, big),
+        vast_disk_headroom_gb=5.0,
         comfy=FakeComfy(step_delay=0.01),
     ) as w:
         w.services.settings.pool_workflows = ""  # the disk is not sized for it...

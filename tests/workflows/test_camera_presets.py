@@ -44,7 +44,11 @@ def plan(name: str, **fields):
     wf = lookup(name)
     given = {n: n for n in wf.inputs.taken if wf.inputs.spec(n).required}
     return plan_request(
-        lookup, name, {"prompt": "a fox runs through snow", **fields}, given=given, image_size=(640, 480),
+        lookup,
+        name,
+        {"prompt": "a fox runs through snow", **fields},
+        given=given,
+        image_size=(640, 480),
         audio_seconds=3.0 if "audio" in given else None,
     )
 
@@ -52,8 +56,12 @@ def plan(name: str, **fields):
 def render(p):
     names = {f"{n}_name": f"{n}.bin" for n in p.inputs if n != "image"}
     return p.workflow.render(
-        p.params.with_resolved_seed(), "image.png" if "image" in p.inputs else None, "x",
-        audio_seconds=p.audio_seconds, camera_pose=p.camera_pose, **names,
+        p.params.with_resolved_seed(),
+        "image.png" if "image" in p.inputs else None,
+        "x",
+        audio_seconds=p.audio_seconds,
+        camera_pose=p.camera_pose,
+        **names,
     )
 
 

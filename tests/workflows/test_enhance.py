@@ -45,7 +45,10 @@ async def test_remote_endpoint_is_used_with_the_key_as_bearer():
         return httpx.Response(200, json={"choices": [{"message": {"content": "  A fox, rewritten.  "}}]})
 
     out = await enhance(
-        "a fox", camera_phrase="static camera", url="http://enhancer/v1/chat/completions", key="sk-test",
+        "a fox",
+        camera_phrase="static camera",
+        url="http://enhancer/v1/chat/completions",
+        key="sk-test",
         transport=httpx.MockTransport(handler),
     )
     assert (out.prompt, out.by) == ("A fox, rewritten.", "remote")
@@ -64,7 +67,9 @@ async def test_remote_endpoint_is_used_with_the_key_as_bearer():
 )
 async def test_remote_failure_falls_back_to_local_rules(reply):
     out = await enhance(
-        "a fox. in the snow", url="http://enhancer/v1", key="sk-secret-value",
+        "a fox. in the snow",
+        url="http://enhancer/v1",
+        key="sk-secret-value",
         transport=httpx.MockTransport(lambda _r: reply),
     )
     assert out.prompt == enhance_locally("a fox. in the snow")

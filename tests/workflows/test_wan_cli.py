@@ -3,7 +3,6 @@ and request feature (a graph can be rendered without the files), `generate` take
 
 from __future__ import annotations
 
-import io
 import json
 import math
 import struct
@@ -29,7 +28,11 @@ def test_list_shows_inputs():
     assert result.exit_code == 0, result.output
     for name in ("wan22_s2v", "wan22_t2v_lightx2v_gguf", "wan22_flf2v_lightx2v_gguf", "wan22_ti2v_5b"):
         assert name in result.output
-    assert "image, audio" in result.output and "text only" in result.output and "image, end_image" in result.output
+    assert (
+        "image, audio" in result.output
+        and "text only" in result.output
+        and "image, end_image" in result.output
+    )
     entries = {w["name"]: w for w in json.loads(runner.invoke(cli, ["workflow", "list", "--json"]).output)}
     assert entries["wan22_s2v"]["inputs"]["audio"]["mode"] == "required"
     assert entries["wan22_fun_camera"]["camera"]["poses"]["pan_left"] == "Pan Left"
@@ -39,8 +42,22 @@ def test_list_shows_inputs():
 def test_render_s2v_without_the_audio_file():
     result = runner.invoke(
         cli,
-        ["workflow", "render", "wan22_s2v", "--prompt", "a singer", "--image-name", "ref.png",
-         "--audio-name", "song.mp3", "--audio-seconds", "14", "--seed", "1", "--json"],
+        [
+            "workflow",
+            "render",
+            "wan22_s2v",
+            "--prompt",
+            "a singer",
+            "--image-name",
+            "ref.png",
+            "--audio-name",
+            "song.mp3",
+            "--audio-seconds",
+            "14",
+            "--seed",
+            "1",
+            "--json",
+        ],
     )
     assert result.exit_code == 0, result.output
     graph = json.loads(result.output)["prompt"]
@@ -51,9 +68,25 @@ def test_render_s2v_without_the_audio_file():
 def test_render_flf2v_t2v_and_features():
     result = runner.invoke(
         cli,
-        ["workflow", "render", "wan22_flf2v_lightx2v_gguf", "--prompt", "a fox", "--image-name", "a.png",
-         "--end-image-name", "b.png", "--camera-motion", "dolly_out", "--quality-preset", "draft",
-         "--output-format", "webm", "--enhance-prompt", "--json"],
+        [
+            "workflow",
+            "render",
+            "wan22_flf2v_lightx2v_gguf",
+            "--prompt",
+            "a fox",
+            "--image-name",
+            "a.png",
+            "--end-image-name",
+            "b.png",
+            "--camera-motion",
+            "dolly_out",
+            "--quality-preset",
+            "draft",
+            "--output-format",
+            "webm",
+            "--enhance-prompt",
+            "--json",
+        ],
     )
     assert result.exit_code == 0, result.output
     out = json.loads(result.output)
@@ -61,7 +94,9 @@ def test_render_flf2v_t2v_and_features():
     assert graph["62"]["inputs"]["image"] == "b.png" and graph["61"]["inputs"]["format"] == "video/webm"
     assert out["params"]["steps"] == 2 and "The camera pulls back." in out["params"]["prompt"]
     assert out["applied"]["enhance_prompt"]["by"] == "local"
-    t2v = runner.invoke(cli, ["workflow", "render", "wan22_t2v_lightx2v_gguf", "--prompt", "a fox", "--seed", "2"])
+    t2v = runner.invoke(
+        cli, ["workflow", "render", "wan22_t2v_lightx2v_gguf", "--prompt", "a fox", "--seed", "2"]
+    )
     assert t2v.exit_code == 0, t2v.output
     assert not any(n["class_type"] == "LoadImage" for n in json.loads(t2v.output).values())
 
@@ -78,7 +113,9 @@ def _wav(path, seconds=1.0, rate=8000):
         w.setnchannels(1)
         w.setsampwidth(2)
         w.setframerate(rate)
-        w.writeframes(b"".join(struct.pack("<h", int(4000 * math.sin(i / 9))) for i in range(int(seconds * rate))))
+        w.writeframes(
+            b"".join(struct.pack("<h", int(4000 * math.sin(i / 9))) for i in range(int(seconds * rate)))
+        )
 
 
 @pytest.mark.usefixtures("database")
@@ -105,8 +142,24 @@ def test_generate_takes_audio_and_features(tmp_path, monkeypatch):
     _wav(audio)
     res = runner.invoke(
         cli,
-        ["generate", "--workflow", "wan22_s2v", "--image", str(img), "--audio", str(audio), "--prompt", "sing",
-         "--camera-motion", "static", "--quality-preset", "draft", "--json", "--output", str(tmp_path / "o.mp4")],
+        [
+            "generate",
+            "--workflow",
+            "wan22_s2v",
+            "--image",
+            str(img),
+            "--audio",
+            str(audio),
+            "--prompt",
+            "sing",
+            "--camera-motion",
+            "static",
+            "--quality-preset",
+            "draft",
+            "--json",
+            "--output",
+            str(tmp_path / "o.mp4"),
+        ],
     )
     assert res.exit_code == 0, res.output
     job = json.loads(res.output)
@@ -114,6 +167,7 @@ def test_generate_takes_audio_and_features(tmp_path, monkeypatch):
     assert job["result"]["applied"]["camera_motion"]["move"] == "static"
     assert job["result"]["audio_seconds"] == 1.0 and job["params"]["steps"] == 2
     bad = runner.invoke(
-        cli, ["generate", "--workflow", "wan22_s2v", "--image", str(img), "--audio", str(img), "--prompt", "x"]
+        cli,
+        ["generate", "--workflow", "wan22_s2v", "--image", str(img), "--audio", str(img), "--prompt", "x"],
     )
     assert bad.exit_code != 0 and "--audio" in str(bad.exception)

@@ -45,13 +45,20 @@ def render(name: str, *, given=None, audio_seconds=None, raw=None):
     wf = lookup(name)
     given = given if given is not None else {n: n for n in wf.inputs.taken if wf.inputs.spec(n).required}
     plan = plan_request(
-        lookup, name, raw or {"prompt": "a red fox runs"}, given=given, image_size=(640, 480),
+        lookup,
+        name,
+        raw or {"prompt": "a red fox runs"},
+        given=given,
+        image_size=(640, 480),
         audio_seconds=audio_seconds,
     )
     names = {f"{n}_name": UPLOADS[n] for n in given if n != "image"}
     graph = plan.workflow.render(
-        plan.params.with_resolved_seed(), UPLOADS["image"] if "image" in given else None, "comfyfleet/t",
-        audio_seconds=audio_seconds, **names,
+        plan.params.with_resolved_seed(),
+        UPLOADS["image"] if "image" in given else None,
+        "comfyfleet/t",
+        audio_seconds=audio_seconds,
+        **names,
     )
     return plan, graph
 
@@ -86,12 +93,14 @@ def test_template_values_the_issue_names():
     assert not any(n["class_type"] == "LoraLoaderModelOnly" for n in graph.values())
     ti2v = lookup("wan22_ti2v_5b")
     assert (ti2v.limits["width"].default, ti2v.limits["height"].default, ti2v.limits["fps"].default) == (
-        1280, 704, 24,
+        1280,
+        704,
+        24,
     )
 
 
 def test_ti2v_without_an_image_drops_the_image_branch(object_info):
-    plan, graph = render("wan22_ti2v_5b", given={})
+    _plan, graph = render("wan22_ti2v_5b", given={})
     assert "56" not in graph and "start_image" not in graph["55"]["inputs"]
     assert (graph["55"]["inputs"]["width"], graph["55"]["inputs"]["height"]) == (1280, 704)
     assert validate_prompt(graph, object_info).ok
@@ -147,7 +156,12 @@ def test_long_s2v_chain_validates_fast(object_info):
         ("wan22_flf2v_lightx2v_gguf", {"image": "image_url"}, "end_image_url", "needs end image"),
         ("wan22_i2v_lightx2v_gguf", {}, "image_url", "needs image"),
         ("wan22_t2v_lightx2v_gguf", {"image": "image_base64"}, "image_base64", "takes no image"),
-        ("wan22_i2v_lightx2v_gguf", {"image": "image_url", "audio": "audio_url"}, "audio_url", "takes no audio"),
+        (
+            "wan22_i2v_lightx2v_gguf",
+            {"image": "image_url", "audio": "audio_url"},
+            "audio_url",
+            "takes no audio",
+        ),
         (
             "wan22_i2v_hq_gguf",
             {"image": "image_url", "end_image": "end_image_base64"},
@@ -165,15 +179,21 @@ def test_missing_or_unwanted_input_names_the_field(name, given, field, words):
 def test_audio_longer_than_the_workflow_allows_names_the_field():
     with pytest.raises(ValidationError) as exc:
         plan_request(
-            lookup, "wan22_s2v", {"prompt": "x"}, given={"image": "image_url", "audio": "audio_base64"},
-            image_size=(64, 48), audio_seconds=61.0,
+            lookup,
+            "wan22_s2v",
+            {"prompt": "x"},
+            given={"image": "image_url", "audio": "audio_base64"},
+            image_size=(64, 48),
+            audio_seconds=61.0,
         )
     assert exc.value.field == "audio_base64" and "at most 60 s" in exc.value.reason
 
 
 def test_group_prefix_names_the_request():
     with pytest.raises(ValidationError) as exc:
-        plan_request(lookup, "wan22_s2v", {"prompt": "x"}, given={"image": "image_url"}, prefix="requests[2].")
+        plan_request(
+            lookup, "wan22_s2v", {"prompt": "x"}, given={"image": "image_url"}, prefix="requests[2]."
+        )
     assert exc.value.field == "requests[2].audio_url"
 
 
@@ -196,7 +216,8 @@ def test_render_without_a_required_file_is_refused():
 def test_webm_output_is_accepted_by_the_real_schemas(name, object_info):
     wf = lookup(name)
     _plan, graph = render(
-        name, audio_seconds=2.0 if wf.inputs.audio.taken else None,
+        name,
+        audio_seconds=2.0 if wf.inputs.audio.taken else None,
         raw={"prompt": "x", "output_format": "webm", "crf": 30},
     )
     assert validate_prompt(graph, object_info).ok

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import math
 import hashlib
 import json
+import math
 import os
 import random
 import re
@@ -387,7 +387,9 @@ async def vhs_video_combine(
     container = "webm" if fmt == "video/webm" else "mp4"
     if not (fmt.startswith("video/") and (fmt.endswith("mp4") or fmt == "video/webm")):
         raise NodeFailure(
-            "Exception", f"The simulated VideoHelperSuite only writes mp4 and webm, not {fmt}\n", generic_traceback()
+            "Exception",
+            f"The simulated VideoHelperSuite only writes mp4 and webm, not {fmt}\n",
+            generic_traceback(),
         )
     frame_rate = float(inputs.get("frame_rate", 8))
     audio = inputs.get("audio")

@@ -62,7 +62,8 @@ class Audio:
     sample_rate: int
 
     def __str__(self) -> str:
-        return f"{{'waveform': tensor(shape=[1, 1, {round(self.seconds * self.sample_rate)}]), 'sample_rate': {self.sample_rate}}}"
+        samples = round(self.seconds * self.sample_rate)
+        return f"{{'waveform': tensor(shape=[1, 1, {samples}]), 'sample_rate': {self.sample_rate}}}"
 
 
 @dataclass

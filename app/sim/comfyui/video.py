@@ -190,7 +190,11 @@ class Mp4Writer:
                         break
                     if consumed + out.samples > limit:  # only the part inside the video
                         keep = limit - consumed
-                        arr = out.to_ndarray()[:, :keep] if out.format.is_planar else out.to_ndarray()[:, : keep * len(out.layout.channels)]
+                        arr = (
+                            out.to_ndarray()[:, :keep]
+                            if out.format.is_planar
+                            else out.to_ndarray()[:, : keep * len(out.layout.channels)]
+                        )
                         cut = av.AudioFrame.from_ndarray(arr, format=out.format.name, layout=out.layout.name)
                         cut.sample_rate = out.sample_rate
                         out = cut
