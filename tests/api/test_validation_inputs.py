@@ -305,3 +305,39 @@ async def test_enhanced_prompt_is_what_runs_and_what_is_keyed(tmp_path):
         assert e.request["params"]["prompt"].startswith("A fox. In the snow.")
         assert e.request["applied"]["enhance_prompt"]["by"] == "local"
         assert e.cache_key != jobs[plain.json()["job_id"]].cache_key
+
+
+async def test_batch_requests_take_their_own_inputs(tmp_path):
+    async with client(tmp_path) as c:
+        good = {
+            "requests": [
+                {"prompt": "a fox", "workflow": "wan22_t2v_lightx2v_gguf", "num_frames": 17},
+                {"prompt": "sing", "workflow": "wan22_s2v", "image_base64": IMG, "audio_base64": AUDIO},
+            ]
+        }
+        r = await c.post("/vastai/generate-video/batch", json=good)
+        assert r.status_code == 202, r.text
+        jobs = await c.world.services.repo.list()
+        assert sorted(j.workflow for j in jobs) == ["wan22_s2v", "wan22_t2v_lightx2v_gguf"]
+
+
+@pytest.mark.parametrize(
+    ("second", "field"),
+    [
+        ({"prompt": "sing", "workflow": "wan22_s2v", "image_base64": IMG}, "requests[1].audio_url"),
+        (
+            {"prompt": "sing", "workflow": "wan22_s2v", "image_base64": IMG, "audio_base64": IMG},
+            "requests[1].audio_base64",
+        ),
+        ({"prompt": "x", "workflow": "wan22_t2v_lightx2v_gguf", "image_base64": IMG}, "requests[1].image_base64"),
+    ],
+)
+async def test_batch_bad_input_names_the_request_and_creates_nothing(tmp_path, second, field):
+    async with client(tmp_path) as c:
+        body = {"requests": [{"prompt": "a", "image_base64": IMG}, second]}
+        r = await c.post("/vastai/generate-video/batch", json=body)
+        assert r.status_code == 422, r.text
+        assert field in [e["field"] for e in r.json()["errors"]], r.json()
+        assert await c.world.services.repo.list() == []
+        inputs = c.world.settings.data_dir / "inputs"
+        assert [p for p in inputs.rglob("*") if p.is_file()] == []
