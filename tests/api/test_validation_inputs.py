@@ -329,7 +329,10 @@ async def test_batch_requests_take_their_own_inputs(tmp_path):
             {"prompt": "sing", "workflow": "wan22_s2v", "image_base64": IMG, "audio_base64": IMG},
             "requests[1].audio_base64",
         ),
-        ({"prompt": "x", "workflow": "wan22_t2v_lightx2v_gguf", "image_base64": IMG}, "requests[1].image_base64"),
+        (
+            {"prompt": "x", "workflow": "wan22_t2v_lightx2v_gguf", "image_base64": IMG},
+            "requests[1].image_base64",
+        ),
     ],
 )
 async def test_batch_bad_input_names_the_request_and_creates_nothing(tmp_path, second, field):
