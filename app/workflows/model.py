@@ -157,6 +157,15 @@ class Workflow:
         """Strictly validate request fields; raises `ValidationError(field, msg)` naming the field."""
         return validate_params(self.name, self.limits, raw, image_size, self.auto_area)
 
+    def derived_values(self, params: WorkflowParams, audio_seconds: float | None = None) -> dict[str, Any]:
+        """The request's values plus every [derived] one (and `audio_ms` for a workflow taking audio)."""
+        values: dict[str, Any] = {k: v for k, v in params.normalized().items()}
+        if self.inputs.audio.taken:
+            values["audio_ms"] = round((audio_seconds or 0.0) * 1000)
+        for name, tree in self._derived_trees.items():
+            values[name] = evaluate(tree, values)
+        return values
+
     def render(
         self,
         params: WorkflowParams,
@@ -186,13 +195,9 @@ class Workflow:
                 raise ValueError(f"{spec.name}_name must be the name ComfyUI gave the uploaded {spec.name}")
             if not spec.taken and given is not None:
                 raise ValueError(f"workflow {self.name} takes no {spec.name}")
-        values: dict[str, Any] = {k: v for k, v in params.normalized().items()}
-        if self.inputs.audio.taken:
-            if audio_seconds is None and audio_name is not None:
-                raise ValueError(f"workflow {self.name} needs the audio's length (audio_seconds) to render")
-            values["audio_ms"] = round((audio_seconds or 0.0) * 1000)
-        for name, tree in self._derived_trees.items():
-            values[name] = evaluate(tree, values)
+        if self.inputs.audio.taken and audio_seconds is None and audio_name is not None:
+            raise ValueError(f"workflow {self.name} needs the audio's length (audio_seconds) to render")
+        values = self.derived_values(params, audio_seconds)
         values.update({k: v for k, v in names.items() if v is not None})
         values["filename_prefix"] = filename_prefix
         if camera_pose is not None:

@@ -200,6 +200,14 @@ def _plan(
         prompt = add_phrase(params.prompt, phrase) if phrase else params.prompt
     if prompt != params.prompt:
         params = wf.validate({**raw, "prompt": prompt}, image_size if "image" in given else None)
+    if wf.repeat is not None:  # how often the repeated block runs (S2V: Extend chunks for the audio)
+        count = int(wf.derived_values(params, audio_seconds if "audio" in given else None)[wf.repeat.count])
+        if not 0 <= count <= wf.repeat.max:
+            raise ValidationError(
+                given.get("audio", "params"),
+                f"needs {count} repeats of the workflow's block; at most {wf.repeat.max}",
+            )
+        applied["repeat"] = {"block": list(wf.repeat.nodes), "count": count}
     return Plan(
         workflow=wf,
         params=params,

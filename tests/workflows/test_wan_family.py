@@ -221,3 +221,8 @@ def test_webm_output_is_accepted_by_the_real_schemas(name, object_info):
         raw={"prompt": "x", "output_format": "webm", "crf": 30},
     )
     assert validate_prompt(graph, object_info).ok
+
+
+def test_plan_reports_the_repeat_count():
+    plan, _graph = render("wan22_s2v", audio_seconds=14.0)
+    assert plan.applied["repeat"] == {"block": ["79:76", "79:77", "79:78"], "count": 2}
