@@ -273,6 +273,39 @@ class Pool:
         )
         return (held + extra) / 1e9 + self.disk_headroom_gb <= float(disk_gb) + 1e-9
 
+    def _make_way(self) -> None:
+        """Jobs whose workflow fits on no instance's disk while the pool is at its maximum: retire one idle
+        instance (holding none of their workflows) so that a new one, sized for them, can be rented.
+        Without this they would wait until the idle reaper took an instance."""
+        if self._closed or not self._provider.can_create or self.live_count() < self.max_instances:
+            return
+        members = [m for m in self.members.values() if not m.retiring]
+        stuck = [
+            w
+            for w in self._waiters
+            if w.instance_id is None
+            and not w.future.done()
+            and not any(w.workflow.name in m.prepared or self.has_room(m, w.workflow) for m in members)
+        ]
+        if not stuck:
+            return
+        wanted = {w.workflow.name for w in stuck}
+        for m in members:
+            if m.leases == 0 and not m.paused and not m.prep_lock.locked() and not wanted & set(m.prepared):
+                reason = f"making way: {', '.join(sorted(wanted))} does not fit on its disk"
+                m.retiring = True  # no new leases, and not picked twice
+                task = asyncio.get_running_loop().create_task(self._evict(m, reason))
+                self._background.add(task)
+                task.add_done_callback(self._background.discard)
+                return
+
+    async def _evict(self, member: PoolMember, reason: str) -> None:
+        member.retiring = False  # retire() refuses nothing for an idle member; it sets the flag again
+        try:
+            await self.retire(member.id, reason=reason)
+        except Exception as exc:
+            log.warning("pool: retiring %s to make way failed: %s", member.id, redact(str(exc)))
+
     def _provision_idle(self, member: PoolMember) -> None:
         """An idle ready instance gets the next POOL_WORKFLOWS workflow it lacks, in the background, when
         its disk has room (a later job for that workflow then starts without provisioning)."""
@@ -337,6 +370,7 @@ class Pool:
             m.jobs_served += 1
             m.instance.last_used_at = self._clock()
             w.future.set_result(Lease(self, m, w.job_id))
+        self._make_way()
         self._maybe_rent()
 
     def _demand(self) -> int:

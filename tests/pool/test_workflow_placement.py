@@ -118,3 +118,19 @@ async def test_idle_provisioning_skips_a_workflow_without_room(tmp_path):
         await asyncio.sleep(0)  # a provisioning task would have been created synchronously on release
         assert not w.services.pool._background
         assert [c for c in preparer.calls if c[1] == "wf_big"] == []
+
+
+async def test_at_max_an_idle_instance_without_room_makes_way(tmp_path):
+    provider = RecordingProvider()
+    async with world(
+        tmp_path,
+        provider=provider,
+        workflows=workflow_loader(A, B),
+        vast_disk_headroom_gb=5.0,
+        pool_max_instances=1,
+        comfy=FakeComfy(step_delay=0.01),
+    ) as w:
+        a = await w.wait((await w.submit(workflow="wf_a", seed=1)).id)
+        b = await w.wait((await w.submit(workflow="wf_b", seed=2)).id, seconds=10)
+        assert (a.state, b.state) == ("succeeded", "succeeded")
+        assert b.instance_id != a.instance_id and provider.destroyed == [a.instance_id]
