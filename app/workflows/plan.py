@@ -200,7 +200,8 @@ def _plan(
         prompt = add_phrase(params.prompt, phrase) if phrase else params.prompt
     if prompt != params.prompt:
         params = wf.validate({**raw, "prompt": prompt}, image_size if "image" in given else None)
-    if getattr(wf, "repeat", None) is not None:  # how often the repeated block runs (S2V: Extend chunks for the audio)
+    # how often the repeated block runs (S2V: Extend chunks for the audio)
+    if getattr(wf, "repeat", None) is not None:
         count = int(wf.derived_values(params, audio_seconds if "audio" in given else None)[wf.repeat.count])
         if not 0 <= count <= wf.repeat.max:
             raise ValidationError(
