@@ -228,6 +228,11 @@ class Cleaner:
         active_jobs = await self.repo.active()
         active = {j.id for j in active_jobs}
         in_use = {str((j.request or {}).get("image_path", "")) for j in active_jobs}
+        in_use |= {  # end images and audio (issue 11)
+            str(f.get("path", ""))
+            for j in active_jobs
+            for f in ((j.request or {}).get("files") or {}).values()
+        }
         if self.inputs_dir is not None and self.inputs_dir.is_dir():
             for entry in self.inputs_dir.iterdir():
                 with contextlib.suppress(FileNotFoundError):

@@ -241,6 +241,20 @@ class Settings(BaseSettings):
     webhook_secret: SecretStr | None = None
     max_image_bytes: int = 20 * 1024 * 1024
     max_image_pixels: int = 4096 * 4096
+    max_audio_bytes: int = Field(50 * 1024 * 1024, description="Largest audio input (audio_url/audio_base64)")
+    max_audio_seconds: float = Field(120.0, gt=0, description="Longest audio input, measured by decoding it")
+    pool_workflows: str = Field(
+        "",
+        description="Comma-separated workflows every new instance is provisioned for (disk sized for all; "
+        "an idle instance gets the ones it lacks while its disk has room)",
+    )
+    # enhance_prompt: local rules unless PROMPT_ENHANCER_URL names an OpenAI-compatible chat endpoint
+    prompt_enhancer_url: str | None = Field(
+        None, description="OpenAI-compatible chat completions URL for enhance_prompt (default: local rules)"
+    )
+    prompt_enhancer_key: SecretStr | None = None
+    prompt_enhancer_model: str = "gpt-4o-mini"
+    prompt_enhancer_timeout_s: float = Field(10.0, gt=0, le=120)
     allow_loopback_urls: bool = Field(
         False, description="image_url/webhook_url may reach loopback (tests, local use); never private"
     )
@@ -393,6 +407,10 @@ class Settings(BaseSettings):
     @property
     def effective_public_url(self) -> str:
         return (self.public_url or f"http://{self.host}:{self.port}").rstrip("/")
+
+    def pool_workflow_names(self) -> list[str]:
+        """POOL_WORKFLOWS as a list of names (order kept, duplicates dropped)."""
+        return list(dict.fromkeys(n.strip() for n in self.pool_workflows.split(",") if n.strip()))
 
     def secret_values(self) -> list[str]:
         """Every secret currently configured, for redaction at the edges (logs, errors, job records)."""

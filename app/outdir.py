@@ -20,8 +20,8 @@ def default_output(stem: str | None = None, suffix: str = ".mp4") -> Path:
     return path
 
 
-def resolve_output(output: Path | None, stem: str | None = None) -> tuple[Path, bool]:
+def resolve_output(output: Path | None, stem: str | None = None, suffix: str = ".mp4") -> tuple[Path, bool]:
     """(path, defaulted): the given `--output`, or the default under `out/` (then say where)."""
     if output is not None:
         return output, False
-    return default_output(stem), True
+    return default_output(stem, suffix), True

@@ -106,7 +106,7 @@ def test_every_cli_error_exits_non_zero(tmp_path, args):
 # --- SIGTERM ---------------------------------------------------------------------------------------
 def test_sigterm_is_handled_cleanly_generate_stops_its_world_and_records_its_instance(tmp_path):
     data = tmp_path / "data"
-    # Sampling takes minutes, so SIGTERM lands mid-job; no warm-up, or the warm-up itself would sample for minutes.
+    # Sampling takes minutes, so SIGTERM lands mid-job; no warm-up (it would sample for minutes itself).
     env = procs.sim_env(data, sim_step_delay_s=30, comfy_warmup=0)
     env.pop("DATABASE_URL", None)
     image = tmp_path / "in.png"

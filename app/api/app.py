@@ -34,6 +34,7 @@ from app.api.auth import Refused, TokenGate
 from app.api.console import console_router, mount_console
 from app.api.docs import mount_redoc
 from app.api.groups import group_router, install_handlers
+from app.api.inputs import gather_inputs, multipart_openapi, read_body
 from app.api.schemas import MAX_LIST_OFFSET, ErrorBody, GenerateVideoRequest, JobList, JobView
 from app.api.urls import RequestBaseURL, public_url_for
 from app.config import ApiToken
@@ -43,6 +44,7 @@ from app.jobs.models import Job, JobState
 from app.jobs.repo import JobNotFound
 from app.jobs.services import Services
 from app.redact import redact
+from app.workflows.plan import resolve_workflow
 
 log = logging.getLogger(__name__)
 MAX_WAIT_S = 600.0
@@ -159,7 +161,9 @@ def create_app(services: Services, *, manage_lifecycle: bool = True) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.services = services
-    app.add_middleware(BodyLimit, limit=services.intake.max_bytes * 4 // 3 + BODY_OVERHEAD_BYTES)
+    # a request may carry a start image, an end image and audio (base64 or multipart)
+    files_limit = 2 * services.intake.max_bytes + getattr(services.intake, "max_audio_bytes", 0)
+    app.add_middleware(BodyLimit, limit=files_limit * 4 // 3 + BODY_OVERHEAD_BYTES)
     app.add_middleware(RequestBaseURL, settings=settings)  # one base URL for every URL we give out
 
     async def caller(
@@ -277,27 +281,29 @@ def create_app(services: Services, *, manage_lifecycle: bool = True) -> FastAPI:
         response_model=JobView,
         responses={200: {"model": JobView}, 413: _ERROR, 422: _ERROR},
         tags=["jobs"],
+        openapi_extra=multipart_openapi("GenerateVideoRequest"),
     )
     async def generate_video(
-        body: GenerateVideoRequest,
         request: Request,
         prefer: str | None = Header(None),
         token: ApiToken | None = Depends(within_budget),
     ) -> JSONResponse:
         """Start a job. 202 with `job_id` and `status_url`; with `wait` (or `Prefer: wait=N`) the response
         is held until the job ends or the wait runs out (200 when it ended)."""
-        if (body.image_url is None) == (body.image_base64 is None):
-            raise ValidationError("image_url", "give exactly one of image_url or image_base64")
-        if body.webhook_url is not None:
-            await services.intake.check_url(body.webhook_url, "webhook_url")
-        services.workflows(
-            body.workflow or settings.default_workflow
-        )  # unknown workflow: 422 before fetching
-        image = (
-            await services.intake.from_url(body.image_url)
-            if body.image_url is not None
-            else await services.intake.from_base64(body.image_base64 or "")
-        )
+        body, uploads = await read_body(request, GenerateVideoRequest, services.intake)
+        try:
+            if body.webhook_url is not None:
+                await services.intake.check_url(body.webhook_url, "webhook_url")
+            # unknown workflow, or a file it does not take: 422 before fetching anything
+            wf = resolve_workflow(
+                services.workflows, body.workflow or settings.default_workflow, body.params()
+            )
+        except BaseException:
+            for upload in uploads.values():
+                upload.discard()
+            raise
+        files, given = await gather_inputs(body, uploads, services.intake, wf.inputs.taken)
+        image = files.pop("image", None)
         job = await services.submit(
             body.params(),
             image,
@@ -305,6 +311,8 @@ def create_app(services: Services, *, manage_lifecycle: bool = True) -> FastAPI:
             webhook_url=body.webhook_url,
             reuse_cached=body.reuse_cached,
             submitted_by=token.name if token else None,
+            files=files,
+            given=given,
         )
         wait_s = 0.0
         if body.wait is True:

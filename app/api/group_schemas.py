@@ -19,7 +19,19 @@ STRICT = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
 IMAGE_FIELDS = ("image_url", "image_base64")
 # Fields of a generate request that make no sense per segment: the image is the previous segment's last
 # frame, and the story as a whole is waited on (no per-segment webhook or wait).
-NOT_PER_SEGMENT = (*IMAGE_FIELDS, "webhook_url", "wait", "reuse_cached")
+# Other file inputs and the container do not apply either: segments are image-to-video clips joined
+# into one MP4 (issue 11).
+NOT_PER_SEGMENT = (
+    *IMAGE_FIELDS,
+    "end_image_url",
+    "end_image_base64",
+    "audio_url",
+    "audio_base64",
+    "output_format",
+    "webhook_url",
+    "wait",
+    "reuse_cached",
+)
 # The fields a story may set once for all its segments (a segment's own value wins).
 NOT_SHARED = (*NOT_PER_SEGMENT, "prompt")
 

@@ -35,6 +35,7 @@ from app.api.group_schemas import (
     VerifyReport,
 )
 from app.api.images import InputImage
+from app.api.inputs import gather_inputs, given_fields
 from app.api.schemas import MAX_LIST_OFFSET, ErrorBody, GenerateVideoRequest
 from app.api.urls import public_url_for
 from app.config import ApiToken
@@ -45,6 +46,7 @@ from app.jobs.models import Job
 from app.jobs.stories import segment_view
 from app.redact import redact
 from app.workflows.params import SEED_SPACE
+from app.workflows.plan import check_inputs, resolve_workflow
 from app.workflows.trim import can_drop_leading_frames
 
 MAX_WAIT_S = 600.0
@@ -318,7 +320,9 @@ def group_router(services: Any, job_view: JobViewFn, within_budget: BudgetDep) -
         first: Any = None
         for i, (raw, wf_name) in enumerate(planned):
             with field_prefix(f"segments[{i}]"):
-                _wf, params = services.check_params(raw, (image.width, image.height), workflow=wf_name)
+                _wf, params = services.check_params(
+                    raw, (image.width, image.height), workflow=wf_name, given={"image": "image_url"}
+                )
                 if first is None:
                     first = params
                 else:
@@ -440,12 +444,17 @@ def group_router(services: Any, job_view: JobViewFn, within_budget: BudgetDep) -
             await intake.check_url(body.webhook_url, "webhook_url")
         for i, req in enumerate(body.requests):  # everything that needs no network first
             with field_prefix(f"requests[{i}]"):
-                if (req.image_url is None) == (req.image_base64 is None):
-                    raise ValidationError("image_url", "give exactly one of image_url or image_base64")
                 if "wait" in req.model_fields_set:
                     raise ValidationError("wait", "is not used in a batch; follow GET /batches/{id} instead")
-                services.check_params(req.params(), None, workflow=req.workflow)
-        images: list[InputImage | None] = [None] * n
+                # the file inputs the manifest declares (issue 11): present, single-sourced, taken
+                given = given_fields(req)
+                wf = resolve_workflow(
+                    services.workflows, req.workflow or settings.default_workflow, req.params()
+                )
+                check_inputs(wf, given)
+                services.check_params(req.params(), None, workflow=req.workflow, given=given)
+        images: list[dict[str, Any] | None] = [None] * n
+        givens: list[dict[str, str]] = [{} for _ in range(n)]
         prepared: list[Any] = []
         try:
             sem = asyncio.Semaphore(FETCH_CONCURRENCY)
@@ -455,11 +464,7 @@ def group_router(services: Any, job_view: JobViewFn, within_budget: BudgetDep) -
                     with field_prefix(f"requests[{i}]"):
                         if req.webhook_url is not None:
                             await intake.check_url(req.webhook_url, "webhook_url")
-                        images[i] = (
-                            await intake.from_url(req.image_url)
-                            if req.image_url is not None
-                            else await intake.from_base64(req.image_base64 or "")
-                        )
+                        images[i], givens[i] = await gather_inputs(req, {}, intake)
 
             results = await asyncio.gather(
                 *(fetch(i, r) for i, r in enumerate(body.requests)), return_exceptions=True
@@ -469,24 +474,25 @@ def group_router(services: Any, job_view: JobViewFn, within_budget: BudgetDep) -
                     raise outcome
             batch_id = new_batch_id()
             for i, req in enumerate(body.requests):
-                image = images[i]
-                assert image is not None
-                images[i] = None  # prepare discards it itself when it refuses
+                files = dict(images[i] or {})
+                images[i] = None  # prepare discards them itself when it refuses
                 with field_prefix(f"requests[{i}]"):
                     prepared.append(
                         await services.prepare(
                             req.params(),
-                            image,
+                            files.pop("image", None),
                             workflow=req.workflow,
                             webhook_url=req.webhook_url,
                             reuse_cached=req.reuse_cached,
                             tags={"batch_id": batch_id, "batch_index": i},
+                            files=files,
+                            given=givens[i],
                         )
                     )
         except BaseException:
-            for image in [*images, *(p.image for p in prepared)]:
-                if image is not None:
-                    image.discard()
+            for staged in [*images, *(p.files for p in prepared)]:
+                for f in (staged or {}).values():
+                    f.discard()
             raise
         submitted_by = token.name if token else None
         job_ids = []

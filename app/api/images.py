@@ -106,7 +106,10 @@ class ImageIntake:
         timeout_s: float = 20.0,
         total_timeout_s: float = 60.0,
         max_redirects: int = 5,
+        max_audio_bytes: int = 50 * 1024 * 1024,
+        max_audio_seconds: float = 120.0,
     ) -> None:
+        self.max_audio_bytes, self.max_audio_seconds = max_audio_bytes, max_audio_seconds
         self.inputs_dir = inputs_dir
         self.staging = inputs_dir / ".staging"
         self.max_bytes, self.max_pixels = max_bytes, max_pixels
@@ -173,13 +176,15 @@ class ImageIntake:
     async def from_url(self, url: str, field: str = "image_url") -> InputImage:
         try:
             async with asyncio.timeout(self.total_timeout_s):
-                return await self._fetch(url, field)
+                return await self._fetch(url, field)  # type: ignore[return-value]
         except TimeoutError:
             raise ValidationError(
                 field, f"fetching the image took longer than {self.total_timeout_s:.0f} s"
             ) from None
 
-    async def _fetch(self, url: str, field: str) -> InputImage:
+    async def _fetch(self, url: str, field: str, *, audio: bool = False) -> InputImage | InputAudio:
+        max_bytes = self.max_audio_bytes if audio else self.max_bytes
+        too_big = self._audio_too_big if audio else self._too_big
         self.staging.mkdir(parents=True, exist_ok=True)
         staged = self.staging / uuid.uuid4().hex
         try:
@@ -189,7 +194,7 @@ class ImageIntake:
                 current = url
                 for _ in range(self.max_redirects + 1):
                     req = await self.pinned_request(
-                        client, "GET", current, field, headers={"Accept": "image/*"}
+                        client, "GET", current, field, headers={"Accept": "audio/*" if audio else "image/*"}
                     )
                     resp = await client.send(req, stream=True)
                     try:
@@ -201,21 +206,25 @@ class ImageIntake:
                             continue
                         if resp.status_code != 200:
                             raise ValidationError(
-                                field, f"fetching the image failed: HTTP {resp.status_code}"
+                                field,
+                                f"fetching the {'audio' if audio else 'image'} failed: "
+                                f"HTTP {resp.status_code}",
                             )
                         declared = resp.headers.get("content-length")
-                        if declared and declared.isdigit() and int(declared) > self.max_bytes:
-                            raise ValidationError(field, self._too_big())
+                        if declared and declared.isdigit() and int(declared) > max_bytes:
+                            raise ValidationError(field, too_big())
                         digest, size = hashlib.sha256(), 0
                         with open(staged, "wb") as fh:  # noqa: ASYNC230 - <= max_bytes, 64 KiB writes
                             async for chunk in resp.aiter_bytes(65536):
                                 size += len(chunk)
-                                if size > self.max_bytes:
-                                    raise ValidationError(field, self._too_big())
+                                if size > max_bytes:
+                                    raise ValidationError(field, too_big())
                                 digest.update(chunk)
                                 fh.write(chunk)
                     finally:
                         await resp.aclose()
+                    if audio:
+                        return await self._decode_audio(staged, digest.hexdigest(), size, field)
                     return await self._decode(staged, digest.hexdigest(), size, field)
                 raise ValidationError(field, f"more than {self.max_redirects} redirects")
         except ValidationError:
@@ -223,7 +232,8 @@ class ImageIntake:
             raise
         except httpx.HTTPError as exc:
             staged.unlink(missing_ok=True)
-            raise ValidationError(field, f"fetching the image failed ({type(exc).__name__})") from None
+            what = "audio" if audio else "image"
+            raise ValidationError(field, f"fetching the {what} failed ({type(exc).__name__})") from None
         except BaseException:  # the total deadline, a client gone: no staged file left behind
             staged.unlink(missing_ok=True)
             raise
@@ -288,6 +298,120 @@ class ImageIntake:
 
     def _too_big(self) -> str:
         return f"the image is larger than the {self.max_bytes} byte limit"
+
+    def _audio_too_big(self) -> str:
+        return f"the audio is larger than the {self.max_audio_bytes} byte limit"
+
+    # --- audio -------------------------------------------------------------------------------------
+    async def audio_from_url(self, url: str, field: str = "audio_url") -> InputAudio:
+        """Fetch audio under the same SSRF rules as images, then check it like `audio_from_bytes`."""
+        try:
+            async with asyncio.timeout(self.total_timeout_s):
+                return await self._fetch(url, field, audio=True)  # type: ignore[return-value]
+        except TimeoutError:
+            raise ValidationError(
+                field, f"fetching the audio took longer than {self.total_timeout_s:.0f} s"
+            ) from None
+
+    async def audio_from_base64(self, data: str, field: str = "audio_base64") -> InputAudio:
+        if data.startswith("data:"):
+            data = data.split(",", 1)[-1]
+        if len(data) > (self.max_audio_bytes * 4) // 3 + 8:
+            raise ValidationError(field, self._audio_too_big())
+        try:
+            raw = base64.b64decode(data, validate=True)
+        except (binascii.Error, ValueError):
+            raise ValidationError(field, "is not valid base64") from None
+        return await self.audio_from_bytes(raw, field)
+
+    async def audio_from_bytes(self, raw: bytes, field: str) -> InputAudio:
+        if len(raw) > self.max_audio_bytes:
+            raise ValidationError(field, self._audio_too_big())
+        self.staging.mkdir(parents=True, exist_ok=True)
+        staged = self.staging / uuid.uuid4().hex
+        staged.write_bytes(raw)
+        return await self._decode_audio(staged, hashlib.sha256(raw).hexdigest(), len(raw), field)
+
+    async def audio_from_path(self, path: Path, field: str = "audio") -> InputAudio:
+        size = await asyncio.to_thread(_file_size, path)
+        if size is None:
+            raise ValidationError(field, f"{path} is not a file")
+        if size > self.max_audio_bytes:
+            raise ValidationError(field, self._audio_too_big())
+        return await self.audio_from_bytes(await asyncio.to_thread(path.read_bytes), field)
+
+    async def _decode_audio(self, staged: Path, sha: str, size: int, field: str) -> InputAudio:
+        try:
+            seconds, rate, channels, ext = await asyncio.to_thread(
+                decode_audio, staged, field, self.max_audio_seconds
+            )
+        except BaseException:
+            await asyncio.to_thread(staged.unlink, missing_ok=True)
+            raise
+        return InputAudio(sha, staged, seconds, ext, size, rate, channels)
+
+
+# PyAV container format names -> the file extension ComfyUI's LoadAudio (PyAV too) is given.
+_AUDIO_EXT = {"mp3": "mp3", "wav": "wav", "flac": "flac", "ogg": "ogg", "mov,mp4,m4a,3gp,3g2,mj2": "m4a"}
+
+
+def decode_audio(path: Path, field: str, max_seconds: float) -> tuple[float, int, int, str]:
+    """Decode every audio frame (a real decode: truncated or corrupt data fails) and measure the duration
+    from the samples; stops as soon as the duration passes `max_seconds`. (seconds, rate, channels, ext)."""
+    import av  # PyAV: the same decoder ComfyUI's LoadAudio uses
+
+    try:
+        with av.open(str(path), "r") as container:
+            ext = _AUDIO_EXT.get(container.format.name)
+            if ext is None:
+                raise ValidationError(
+                    field,
+                    f"unsupported audio container {container.format.name}; use MP3, WAV, FLAC, OGG or M4A",
+                )
+            if not container.streams.audio:
+                raise ValidationError(field, "has no audio stream")
+            stream = container.streams.audio[0]
+            rate = int(stream.codec_context.sample_rate or 0)
+            channels = int(stream.codec_context.channels or 0)
+            samples = 0
+            for frame in container.decode(stream):
+                rate = rate or int(frame.sample_rate)
+                samples += int(frame.samples)
+                if rate and samples / rate > max_seconds:
+                    raise ValidationError(field, f"the audio is longer than the {max_seconds:g} s limit")
+    except ValidationError:
+        raise
+    except Exception:  # av.error.FFmpegError and its kin: not audio
+        raise ValidationError(field, "is not decodable audio (MP3, WAV, FLAC, OGG or M4A expected)") from None
+    if not rate or samples == 0:
+        raise ValidationError(field, "holds no audio samples")
+    return samples / rate, rate, channels, ext
+
+
+@dataclass
+class InputAudio:
+    """An accepted audio file, staged until `commit` (content-addressed like images)."""
+
+    sha256: str
+    path: Path
+    duration_s: float
+    format: str  # file extension: mp3, wav, flac, ogg, m4a
+    size_bytes: int
+    sample_rate: int
+    channels: int
+
+    def commit(self, inputs_dir: Path) -> Path:
+        final = inputs_dir / f"{self.sha256}.{self.format}"
+        if final.exists():
+            self.path.unlink(missing_ok=True)
+        else:
+            os.replace(self.path, final)
+        self.path = final
+        return final
+
+    def discard(self) -> None:
+        if self.path.parent.name == ".staging":
+            self.path.unlink(missing_ok=True)
 
 
 def _file_size(path: Path) -> int | None:

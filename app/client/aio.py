@@ -53,17 +53,23 @@ def _retryable(exc: BaseException) -> bool:
     return isinstance(exc, ServerUnreachable) or (isinstance(exc, ApiError) and exc.status >= 500)
 
 
-def image_fields(image: ImageInput) -> dict[str, str]:
+def image_fields(image: ImageInput | None) -> dict[str, str]:
     """`image_url` for an http(s) URL; else the file's (or the bytes') base64 as `image_base64`."""
-    if isinstance(image, bytes):
-        return {"image_base64": base64.b64encode(image).decode()}
-    text = os.fspath(image)
+    return file_fields(image, "image") if image is not None else {}
+
+
+def file_fields(value: ImageInput, name: str) -> dict[str, str]:
+    """A file input (`image`, `end_image`, `audio`): `<name>_url` for an http(s) URL, else the file's (or
+    the bytes') base64 as `<name>_base64`."""
+    if isinstance(value, bytes):
+        return {f"{name}_base64": base64.b64encode(value).decode()}
+    text = os.fspath(value)
     if text.startswith(("http://", "https://")):
-        return {"image_url": text}
+        return {f"{name}_url": text}
     path = Path(text).expanduser()
     if not path.is_file():
-        raise ClientError(f"image: {path} is not a file (give a path or an http(s) URL)")
-    return {"image_base64": base64.b64encode(path.read_bytes()).decode()}
+        raise ClientError(f"{name}: {path} is not a file (give a path or an http(s) URL)")
+    return {f"{name}_base64": base64.b64encode(path.read_bytes()).decode()}
 
 
 def _read(image: str | os.PathLike[str]) -> bytes:
@@ -138,7 +144,7 @@ class AsyncComfyfleet:
         return model.model_validate(data)
 
     # --- jobs --------------------------------------------------------------------------------------
-    async def submit(self, *, image: ImageInput, prompt: str, **fields: Any) -> JobView:
+    async def submit(self, *, prompt: str, image: ImageInput | None = None, **fields: Any) -> JobView:
         """Start one job (`POST /vastai/generate-video`); `fields` are the request's other fields."""
         body = {**await asyncio.to_thread(image_fields, image), "prompt": prompt, **fields}
         return self._as(JobView, await self._send("POST", "/vastai/generate-video", json=body))

@@ -16,7 +16,7 @@ from typing import Any
 
 import typer
 
-from app.client.aio import AsyncComfyfleet
+from app.client.aio import AsyncComfyfleet, file_fields
 from app.client.errors import ClientError
 from app.config import Settings, get_settings
 from app.errors import ComfyfleetError
@@ -86,16 +86,21 @@ def remote_generate(
     *,
     server: str | None,
     token: str | None,
-    image: str,
+    image: str | None,
     raw: dict[str, Any],
     workflow: str | None,
     output: Path | None,
     as_json: bool,
+    files: dict[str, str | None] | None = None,
 ) -> None:
-    """`comfyfleet generate --server`: submit, follow with bars, download the MP4."""
+    """`comfyfleet generate --server`: submit, follow with bars, download the MP4. `files` holds the
+    other inputs (end_image, audio) as paths or URLs, sent as `<name>_url` / `<name>_base64`."""
     fields = {k: v for k, v in raw.items() if k != "prompt"}
     if workflow:
         fields["workflow"] = workflow
+    for name, source in (files or {}).items():
+        if source is not None:
+            fields.update(file_fields(source, name))
 
     async def go() -> Any:
         async with connect(settings, server, token) as cf:
@@ -107,7 +112,10 @@ def remote_generate(
                     await asyncio.shield(cf.cancel(job.job_id))
                 raise
             _check_ended("job", job.job_id, final)
-            out = output or default_output(job.job_id)  # out/ (gitignored), never the current folder
+            ext = ".webm" if raw.get("output_format") == "webm" else ".mp4"
+            out = output or default_output(
+                job.job_id, suffix=ext
+            )  # out/ (gitignored), never the current folder
             await cf.download(final.result["video_url"], out)
             return final, out
 

@@ -40,6 +40,7 @@ __all__ = ["PromptCheck", "files_in_combo_lists", "validate_prompt"]
 # class_type -> (input name, message prefix). Their other inputs get the normal checks.
 _FILE_VALIDATED_INPUTS: dict[str, tuple[str, str]] = {
     "LoadImage": ("image", "Invalid image file"),
+    "LoadAudio": ("audio", "Invalid audio file"),
     "LoadImageMask": ("image", "Invalid image file"),
     "LoadLatent": ("latent", "Invalid latent file"),
 }

@@ -58,7 +58,22 @@ def serve(
 
 # --- generate ------------------------------------------------------------------------------------
 def generate(
-    image: str = typer.Option(..., "--image", help="Input image: a local path or an http(s) URL."),
+    image: str | None = typer.Option(
+        None,
+        "--image",
+        help="Start image: a local path or an http(s) URL (the workflow says if it needs one).",
+    ),
+    end_image: str | None = typer.Option(
+        None, "--end-image", help="Last frame (first-last-frame workflows): a path or an http(s) URL."
+    ),
+    audio: str | None = typer.Option(None, "--audio", help="Audio (S2V): a local path or an http(s) URL."),
+    camera_motion: str | None = typer.Option(
+        None, "--camera-motion", help="e.g. pan_left, dolly_in, static."
+    ),
+    quality_preset: str | None = typer.Option(None, "--quality-preset", help="draft, standard, high, ultra."),
+    enhance_prompt: bool = typer.Option(False, "--enhance-prompt", help="Restructure the prompt first."),
+    output_format: str | None = typer.Option(None, "--output-format", help="mp4 (H.264) or webm (VP9)."),
+    crf: int | None = typer.Option(None, "--crf", help="Encoder CRF (default 18)."),
     prompt: str = typer.Option(..., "--prompt", help="What should happen in the video."),
     negative_prompt: str | None = typer.Option(None, "--negative-prompt"),
     frames: int | None = typer.Option(None, "--frames", help="Number of frames (4n+1, default 81)."),
@@ -101,7 +116,13 @@ def generate(
                 cfg=cfg,
                 seed=seed,
                 fps=fps,
+                crf=crf,
+                output_format=output_format,
+                camera_motion=camera_motion,
+                quality_preset=quality_preset,
+                enhance_prompt=enhance_prompt,
             ),
+            files={"end_image": end_image, "audio": audio},
             workflow=workflow,
             output=output,
             as_json=as_json,
@@ -119,11 +140,21 @@ def generate(
         cfg=cfg,
         seed=seed,
         fps=fps,
+        crf=crf,
+        output_format=output_format,
+        camera_motion=camera_motion,
+        quality_preset=quality_preset,
+        enhance_prompt=enhance_prompt,
     )
-    out, defaulted = resolve_output(output)  # no --output: out/ (gitignored), never the current folder
-    if not image.startswith(("http://", "https://")):
-        image = str(Path(image).expanduser())
-    job = asyncio.run(_generate(settings, image, raw, workflow, out.resolve(), quiet=as_json))
+    suffix = ".webm" if output_format == "webm" else ".mp4"
+    out, defaulted = resolve_output(output, suffix=suffix)  # no --output: out/ (gitignored), never the cwd
+    sources = {"image": image, "end_image": end_image, "audio": audio}
+    sources = {
+        k: (v if v.startswith(("http://", "https://")) else str(Path(v).expanduser()))
+        for k, v in sources.items()
+        if v is not None
+    }
+    job = asyncio.run(_generate(settings, sources, raw, workflow, out.resolve(), quiet=as_json))
     if as_json:
         typer.echo(json.dumps(job, indent=2, default=str))
     else:
@@ -140,8 +171,37 @@ def generate(
         )
 
 
+async def _load_inputs(intake: Any, sources: dict[str, str]) -> dict[str, Any]:
+    """The command line's files (path or URL per input), checked like the API's; staged until the job
+    exists (discarded on any error)."""
+    staged: dict[str, Any] = {}
+    try:
+        for name, src in sources.items():
+            field = f"--{name.replace('_', '-')}"
+            remote = src.startswith(("http://", "https://"))
+            if name == "audio":
+                staged[name] = await (
+                    intake.audio_from_url(src, field) if remote else intake.audio_from_path(Path(src), field)
+                )
+            else:
+                staged[name] = await (
+                    intake.from_url(src, field) if remote else intake.from_path(Path(src), field)
+                )
+    except BaseException:
+        for f in staged.values():
+            f.discard()
+        raise
+    return staged
+
+
 async def _generate(
-    settings: Settings, image: str, raw: dict[str, Any], workflow: str | None, out: Path, *, quiet: bool
+    settings: Settings,
+    sources: dict[str, str],
+    raw: dict[str, Any],
+    workflow: str | None,
+    out: Path,
+    *,
+    quiet: bool,
 ) -> dict[str, Any]:
     from app.jobs.wiring import build_services
 
@@ -151,11 +211,10 @@ async def _generate(
     await services.start()
     job = None
     try:
-        if image.startswith(("http://", "https://")):
-            img = await services.intake.from_url(image, "image")
-        else:
-            img = await services.intake.from_path(Path(image), "image")
-        job = await services.submit(raw, img, workflow=workflow, local_copy=out)
+        files = await _load_inputs(services.intake, sources)
+        given = {name: f"--{name.replace('_', '-')}" for name in files}
+        img = files.pop("image", None)
+        job = await services.submit(raw, img, workflow=workflow, local_copy=out, files=files, given=given)
         final = await _follow(services, job.id, quiet=quiet)
         if final.state != "succeeded":
             kind = final.error_kind or final.state

@@ -201,11 +201,14 @@ class JobRunner:
     async def _attempt(self, job: Job, rs: _RunState, *, reattach: bool) -> Job:
         wf = self.workflows(job.workflow)
         req = job.request or {}
-        image_path = Path(req.get("image_path", ""))
-        if not await self._files.run(image_path.is_file):
-            raise InputMissing(
-                "the job's input image is gone from the data directory; submit the request again"
-            )
+        image_path: Path | None = Path(req["image_path"]) if req.get("image_path") else None
+        for name, path in [("image", image_path), *_file_inputs(req)]:
+            if path is not None and not await self._files.run(path.is_file):
+                raise InputMissing(
+                    f"the job's input {name} is gone from the data directory; submit the request again"
+                )
+        if image_path is None and wf.inputs.image.required:
+            raise InputMissing("the job has no input image; submit the request again")
         params = wf.validate(req["raw_params"], tuple(req["image_size"]) if req.get("image_size") else None)
         key = job.cache_key
 
@@ -251,6 +254,7 @@ class JobRunner:
             instance_id=None,
             store_key=found.key,
         )
+        result.update(_reported(request))
         return await self._end(rs, JobState.SUCCEEDED, result=result, cost_usd=0.0)
 
     def _usable(self, found: Any) -> Any:
@@ -265,7 +269,7 @@ class JobRunner:
         rs: _RunState,
         wf: Any,
         params: Any,
-        image_path: Path,
+        image_path: Path | None,
         key: str | None,
         *,
         reattach: bool,
@@ -305,7 +309,7 @@ class JobRunner:
         lease: Lease,
         wf: Any,
         params: Any,
-        image_path: Path,
+        image_path: Path | None,
         tmp: Path,
         reattach: bool,
     ) -> tuple[Path, Path, float]:
@@ -403,6 +407,7 @@ class JobRunner:
             instance_id=inst.id,
             store_key=stored.key,
         )
+        result.update(_reported(job.request or {}))
         return await self._end(rs, JobState.SUCCEEDED, result=result, cost_usd=cost)
 
     async def _prompt(
@@ -412,7 +417,7 @@ class JobRunner:
         session: ComfySession,
         wf: Any,
         params: Any,
-        image_path: Path,
+        image_path: Path | None,
         inst: Any,
         reattach: bool,
     ) -> tuple[Any, float]:
@@ -437,8 +442,18 @@ class JobRunner:
             # RUNNING (with the instance) is on disk before anything reaches the GPU; the prompt id
             # follows the moment ComfyUI accepts the prompt, so a crash after that can re-attach.
             await self._transition(rs, JobState.RUNNING, instance_id=inst.id, stage="submitting")
-            image_name = await session.upload_image(image_path)
-            graph = wf.render(params, image_name, f"comfyfleet/{job.id}")
+            image_name = await session.upload_image(image_path) if image_path is not None else None
+            uploaded = {
+                name: await session.upload_image(path) for name, path in _file_inputs(job.request or {})
+            }
+            graph = wf.render(
+                params,
+                image_name,
+                f"comfyfleet/{job.id}",
+                end_image_name=uploaded.get("end_image"),
+                audio_name=uploaded.get("audio"),
+                **_render_extras(job.request or {}),
+            )
             drop = int((job.request or {}).get("drop_first_frames") or 0)
             if drop:  # a story's later segment: its first frame repeats the previous segment's last one
                 graph = drop_leading_frames(graph, wf.video_node, drop)
@@ -611,3 +626,33 @@ def _mkdir(path: Path) -> None:
 def _copy(src: Path, dest: Path) -> None:
     dest.parent.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(src, dest)
+
+
+def _file_inputs(request: dict[str, Any]) -> list[tuple[str, Path]]:
+    """The job's file inputs besides the start image (end_image, audio), as committed paths."""
+    files = request.get("files") or {}
+    return [(name, Path(info["path"])) for name, info in sorted(files.items()) if info.get("path")]
+
+
+def _render_extras(request: dict[str, Any]) -> dict[str, Any]:
+    """What the plan fixed at submit time that rendering needs again (audio length, camera pose)."""
+    out: dict[str, Any] = {}
+    if request.get("audio_seconds") is not None:
+        out["audio_seconds"] = request["audio_seconds"]
+    if request.get("camera_pose") is not None:
+        out["camera_pose"] = request["camera_pose"]
+    return out
+
+
+def _reported(request: dict[str, Any]) -> dict[str, Any]:
+    """What the result says about how the request was planned (issue 11): the prompt that ran and what
+    quality_preset / camera_motion / enhance_prompt did."""
+    out: dict[str, Any] = {}
+    prompt = (request.get("params") or {}).get("prompt")
+    if prompt is not None:
+        out["prompt"] = prompt
+    if request.get("applied"):
+        out["applied"] = request["applied"]
+    if request.get("audio_seconds") is not None:
+        out["audio_seconds"] = request["audio_seconds"]
+    return out

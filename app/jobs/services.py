@@ -9,8 +9,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import random
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,6 +38,9 @@ from app.pool.provider import CreateRequest, Provider
 from app.pool.scheduler import Pool
 from app.redact import register_secret
 from app.store.cache import ResultCache, cache_key, last_frame_key, seedless_key, video_key
+from app.workflows.enhance import enhance
+from app.workflows.inputs import inputs_digest
+from app.workflows.plan import Plan, enhancement_inputs, plan_request, resolve_workflow
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +69,7 @@ class Services:
     fleet: Fleet | None = None
     routers: list[Any] = field(default_factory=list)  # extra FastAPI routers (the local store's /files)
     closers: list[Callable[[], Awaitable[None]]] = field(default_factory=list)  # e.g. the simulated world
+    enhancer_transport: Any = None  # tests: an httpx transport standing in for PROMPT_ENHANCER_URL
     run_cleanup_loop: bool = True
     # Only the long-running server adopts jobs a previous process left behind; a one-shot
     # `comfyfleet generate` sharing the database must not run the server's jobs a second time.
@@ -154,80 +159,187 @@ class Services:
     async def submit(
         self,
         raw: dict[str, Any],
-        image: InputImage,
+        image: InputImage | None,
         *,
         workflow: str | None = None,
         webhook_url: str | None = None,
         local_copy: Path | None = None,
         reuse_cached: bool = False,
         submitted_by: str | None = None,
+        files: Mapping[str, Any] | None = None,
+        given: Mapping[str, str] | None = None,
     ) -> Job:
         """Validate parameters against the workflow and create the job. Raises ValidationError (no job).
-        `submitted_by` is the name of the API token that asked (recorded on the job; never the token)."""
+        `submitted_by` is the name of the API token that asked (recorded on the job; never the token).
+        `files` holds the other file inputs (`end_image`: InputImage, `audio`: InputAudio); `given` maps
+        each input to the request field that carried it (for error messages)."""
         prepared = await self.prepare(
-            raw, image, workflow=workflow, webhook_url=webhook_url, reuse_cached=reuse_cached
+            raw,
+            image,
+            workflow=workflow,
+            webhook_url=webhook_url,
+            reuse_cached=reuse_cached,
+            files=files,
+            given=given,
         )
         return await self.create(prepared, local_copy=local_copy, submitted_by=submitted_by)
 
+    def plan(
+        self,
+        raw: Mapping[str, Any],
+        *,
+        workflow: str | None = None,
+        given: Mapping[str, str] | None = None,
+        image_size: tuple[int, int] | None = None,
+        audio_seconds: float | None = None,
+        prefix: str = "",
+        enhanced_prompt: str | None = None,
+        enhanced_by: str | None = None,
+    ) -> Plan:
+        """The request resolved by `app.workflows.plan.plan_request` (one planner for the API, the CLI,
+        stories and batches)."""
+        return plan_request(
+            self.workflows,
+            workflow or self.settings.default_workflow,
+            raw,
+            given=given,
+            image_size=image_size,
+            audio_seconds=audio_seconds,
+            max_audio_seconds=self.settings.max_audio_seconds,
+            prefix=prefix,
+            enhanced_prompt=enhanced_prompt,
+            enhanced_by=enhanced_by,
+        )
+
+    async def plan_enhanced(self, raw: Mapping[str, Any], **kw: Any) -> Plan:
+        """`plan`, then, with `enhance_prompt`, the prompt rewritten (local rules, or PROMPT_ENHANCER_URL)
+        with the plan's camera phrase and preset aesthetic terms, and planned again with it."""
+        plan = self.plan(raw, **kw)
+        if not raw.get("enhance_prompt"):
+            return plan
+        phrase, aesthetic = enhancement_inputs(plan)
+        s = self.settings
+        prompt_spec = plan.workflow.limits.get("prompt")
+        original = str(raw.get("prompt", plan.params.prompt))
+        result = await enhance(
+            original,
+            camera_phrase=phrase,
+            aesthetic=aesthetic,
+            max_length=(prompt_spec.max_length if prompt_spec and prompt_spec.max_length else 2000),
+            url=s.prompt_enhancer_url,
+            key=s.prompt_enhancer_key.get_secret_value() if s.prompt_enhancer_key else None,
+            model=s.prompt_enhancer_model,
+            timeout_s=s.prompt_enhancer_timeout_s,
+            transport=self.enhancer_transport,
+        )
+        return self.plan(raw, enhanced_prompt=result.prompt, enhanced_by=result.by, **kw)
+
     def check_params(
-        self, raw: dict[str, Any], image_size: tuple[int, int] | None, *, workflow: str | None = None
+        self,
+        raw: dict[str, Any],
+        image_size: tuple[int, int] | None,
+        *,
+        workflow: str | None = None,
+        given: Mapping[str, str] | None = None,
     ) -> tuple[Any, Any]:
         """(workflow, validated params) for a request, without touching any image: what a batch or a
-        story checks up front for every request before anything is fetched or created."""
-        wf = self.workflows(workflow or self.settings.default_workflow)
-        return wf, wf.validate(raw, image_size)
+        story checks up front for every request before anything is fetched or created. `given`: the
+        file inputs the request has (None: assume the workflow's required ones, checked later)."""
+        wf = resolve_workflow(self.workflows, workflow or self.settings.default_workflow, raw)
+        if given is None:
+            given = {"image": "image_url"} if image_size is not None and wf.inputs.image.taken else {}
+            for spec in wf.inputs.all:  # files are checked when fetched; here only the parameters
+                if spec.required and spec.name not in given:
+                    given[spec.name] = spec.name
+        plan = self.plan(raw, workflow=workflow, given=given, image_size=image_size, audio_seconds=None)
+        return plan.workflow, plan.params
 
     async def prepare(
         self,
         raw: dict[str, Any],
-        image: InputImage,
+        image: InputImage | None,
         *,
         workflow: str | None = None,
         webhook_url: str | None = None,
         reuse_cached: bool = False,
         drop_first_frames: int = 0,
         tags: dict[str, Any] | None = None,
+        files: Mapping[str, Any] | None = None,
+        given: Mapping[str, str] | None = None,
+        prefix: str = "",
     ) -> PreparedJob:
         """Everything `submit` checks, without creating the job: the validated request, its cache key and
-        the staged image. The image is discarded when the request is refused.
+        the staged files. The files are discarded when the request is refused.
 
         `drop_first_frames` renders the workflow with its first frames cut before the encoder (a story's
         later segments); it is part of the cache key. `tags` (story or batch membership) go into the
         job's request record as they are."""
+        staged: dict[str, Any] = {k: v for k, v in (files or {}).items() if v is not None}
+        if image is not None:
+            staged["image"] = image
+        given = dict(given or {name: name for name in staged})
+        audio = staged.get("audio")
         try:
-            wf, params = self.check_params(raw, (image.width, image.height), workflow=workflow)
+            plan = await self.plan_enhanced(
+                raw,
+                workflow=workflow,
+                given=given,
+                image_size=(image.width, image.height) if image is not None else None,
+                audio_seconds=getattr(audio, "duration_s", None),
+                prefix=prefix,
+            )
+            wf, params = plan.workflow, plan.params
             params = params.with_resolved_seed(random.SystemRandom()) if params.seed == -1 else params
             if webhook_url is not None:
                 await self.intake.guard(webhook_url)
         except BaseException:
-            image.discard()
+            for f in staged.values():
+                f.discard()
             raise
-        resolved_raw = {**raw, "seed": params.seed, "width": params.width, "height": params.height}
+        # what ran, every field explicit: a retry re-validates exactly these (the prompt after
+        # camera phrasing / enhancement, the preset's values), not the request's shorthands
+        resolved_raw = dict(params.normalized())
         normalized = params.normalized()
         keyed = {**normalized, "drop_first_frames": drop_first_frames} if drop_first_frames else normalized
-        key = cache_key(wf.name, wf.graph_sha256, keyed, image.sha256, params.seed)
+        digest = inputs_digest({k: f.sha256 for k, f in staged.items()})
+        key = cache_key(wf.name, wf.graph_sha256, keyed, digest, params.seed)
         request = {
             "raw_params": resolved_raw,
             "params": normalized,
             "seed_requested": raw.get("seed", -1),
-            "image_sha256": image.sha256,
-            "image_size": [image.width, image.height],
-            "seedless_key": seedless_key(wf.name, wf.graph_sha256, keyed, image.sha256),
+            "seedless_key": seedless_key(wf.name, wf.graph_sha256, keyed, digest),
             # seed -1 is a cache hit only when asked: then any earlier seed's result for these inputs
             "reuse_cached": bool(reuse_cached) and raw.get("seed", -1) == -1,
+            **plan.request_record(),
         }
+        if image is not None:
+            request["image_sha256"] = image.sha256
+            request["image_size"] = [image.width, image.height]
+        others = {k: {"sha256": f.sha256} for k, f in staged.items() if k != "image"}
+        if others:
+            request["files"] = others
         if drop_first_frames:
             request["drop_first_frames"] = int(drop_first_frames)
         request.update(tags or {})
-        return PreparedJob(wf.name, request, key, webhook_url, image)
+        return PreparedJob(wf.name, request, key, webhook_url, image, staged)
 
     async def create(
         self, prepared: PreparedJob, *, local_copy: Path | None = None, submitted_by: str | None = None
     ) -> Job:
-        """Commit the prepared request's image and create (and start) its job; `submitted_by` names the
+        """Commit the prepared request's files and create (and start) its job; `submitted_by` names the
         API token it is created for (a story's segments and a batch's jobs carry the story's or batch's)."""
-        path = await asyncio.to_thread(prepared.image.commit, self.intake.inputs_dir)
-        request = {**prepared.request, "image_path": str(path)}
+        request = dict(prepared.request)
+        if prepared.image is not None:
+            path = await asyncio.to_thread(prepared.image.commit, self.intake.inputs_dir)
+            request["image_path"] = str(path)
+        files = {k: dict(v) for k, v in (request.get("files") or {}).items()}
+        for name, staged in prepared.files.items():
+            if name == "image":
+                continue
+            path = await asyncio.to_thread(staged.commit, self.intake.inputs_dir)
+            files.setdefault(name, {})["path"] = str(path)
+        if files:
+            request["files"] = files
         return await self.manager.submit(
             workflow=prepared.workflow,
             request=request,
@@ -246,17 +358,43 @@ class PreparedJob:
     request: dict[str, Any]
     cache_key: str
     webhook_url: str | None
-    image: InputImage
+    image: InputImage | None
+    files: dict[str, Any] = field(default_factory=dict)  # every staged input by name (image too)
 
 
-def create_request_factory(settings: Settings) -> Callable[[Any], CreateRequest]:
+def create_request_factory(
+    settings: Settings, workflows: Callable[[str], Any] | None = None
+) -> Callable[[Any], CreateRequest]:
     def make(workflow: Any) -> CreateRequest:
-        disk_gb = (getattr(workflow, "disk_bytes", 0) or 0) / 1e9 + settings.vast_disk_headroom_gb
+        # the job's workflow plus every POOL_WORKFLOWS one: each model file counted once (issue 11)
+        disk_gb = _models_bytes([workflow, *_pool_workflows(settings, workflows)]) / 1e9
+        disk_gb += settings.vast_disk_headroom_gb
         return CreateRequest(
-            workflow=workflow.name, disk_gb=round(disk_gb, 1), min_gpu_ram_gb=settings.vast_min_gpu_ram_gb
+            workflow=workflow.name,
+            disk_gb=math.ceil(disk_gb * 10) / 10,
+            min_gpu_ram_gb=settings.vast_min_gpu_ram_gb,
         )
 
     return make
+
+
+def _pool_workflows(settings: Settings, workflows: Callable[[str], Any] | None) -> list[Any]:
+    if workflows is None:
+        return []
+    return [workflows(name) for name in settings.pool_workflow_names()]
+
+
+def _models_bytes(wfs: list[Any]) -> int:
+    files: dict[tuple[str, str], int] = {}
+    plain = 0
+    for wf in wfs:
+        models = getattr(wf, "models", None)
+        if not models:  # a workflow object without a model list (test doubles): its total
+            plain += int(getattr(wf, "disk_bytes", 0) or 0)
+            continue
+        for m in models:
+            files[(m.folder, m.name)] = int(m.size or 0)
+    return sum(files.values()) + plain
 
 
 def assemble(
@@ -288,7 +426,7 @@ def assemble(
     pool = Pool(
         provider,
         preparer,
-        create_request=create_request_factory(settings),
+        create_request=create_request_factory(settings, workflows),
         ledger=ledger,
         max_instances=settings.pool_max_instances,
         spend_cap_usd=settings.spend_cap_usd,
@@ -296,12 +434,16 @@ def assemble(
         idle_ttl_s=settings.idle_ttl_s,
         ready_timeout_s=settings.instance_ready_timeout_s,
         slots_per_instance=slots_per_instance,
+        disk_headroom_gb=settings.vast_disk_headroom_gb,
+        pool_workflows=lambda: _pool_workflows(settings, workflows),
     )
     intake = intake or ImageIntake(
         inputs_dir,
         max_bytes=settings.max_image_bytes,
         max_pixels=settings.max_image_pixels,
         allow_loopback=settings.allow_loopback_urls,
+        max_audio_bytes=settings.max_audio_bytes,
+        max_audio_seconds=settings.max_audio_seconds,
     )
     webhooks = WebhookSender(
         repo,

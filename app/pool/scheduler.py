@@ -35,6 +35,7 @@ class PoolMember:
     jobs_served: int = 0
     jobs: set[str] = field(default_factory=set)  # ids of the jobs holding a lease on it now
     paused: str | None = None  # why it takes no new leases for now (its model files being re-checked)
+    model_files: dict[tuple[str, str], int] = field(default_factory=dict)  # (folder, name) -> bytes held
 
     @property
     def id(self) -> str:
@@ -77,6 +78,7 @@ class Lease:
                 member.instance.state = InstanceState.PROVISIONING
                 target = await self._pool._preparer.prepare(member.instance, workflow, on_progress)
                 member.prepared[name] = target
+                self._pool.record_workflow(member, workflow)
                 member.instance.state = InstanceState.READY
                 if member.instance.ready_at is None:
                     member.instance.ready_at = self._pool._clock()
@@ -119,6 +121,8 @@ class Pool:
         ready_timeout_s: float = 1800.0,
         slots_per_instance: int = 2,
         max_rent_failures: int = 2,
+        disk_headroom_gb: float = 0.0,
+        pool_workflows: Callable[[], list[Any]] | None = None,
         clock: Callable[[], float] = time.time,
         mono: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -146,6 +150,10 @@ class Pool:
         self.gate: Any = None
         self._gate_retry_at = 0.0
         self.gate_retry_s = 2.0
+        # issue 11: which workflows each instance holds, disk room, POOL_WORKFLOWS provisioned when idle
+        self.disk_headroom_gb = disk_headroom_gb
+        self._pool_workflows = pool_workflows or (lambda: [])
+        self._background: set[asyncio.Task] = set()
 
     # --- lifecycle ---------------------------------------------------------------------------------
     async def start(self, retry_s: float = 30.0) -> None:
@@ -189,9 +197,9 @@ class Pool:
         self._closed = True
         if self._adopt_task is not None:
             self._adopt_task.cancel()
-        for t in list(self._rentals):
+        for t in [*self._rentals, *self._background]:
             t.cancel()
-        for t in list(self._rentals):
+        for t in [*self._rentals, *self._background]:
             with contextlib.suppress(BaseException):
                 await t
         for w in self._waiters:
@@ -243,10 +251,103 @@ class Pool:
                 continue
             if w.instance_id is not None and m.id != w.instance_id:
                 continue
-            key = (m.leases, 0 if w.workflow.name in m.prepared else 1)
-            if best is None or key < (best.leases, 0 if w.workflow.name in best.prepared else 1):
+            holds = w.workflow.name in m.prepared
+            if not holds and w.instance_id is None and not self.has_room(m, w.workflow):
+                continue  # its disk cannot take this workflow's models: another instance (or a new one)
+            key = (0 if holds else 1, m.leases)  # an instance that already holds the models first
+            if best is None or key < (0 if w.workflow.name in best.prepared else 1, best.leases):
                 best = m
         return best
+
+    # --- workflows per instance (issue 11) ----------------------------------------------------------
+    def record_workflow(self, member: PoolMember, workflow: Any) -> None:
+        """`workflow` is prepared on `member`: remember its model files and list it on the instance."""
+        for m in getattr(workflow, "models", ()) or ():
+            member.model_files[(m.folder, m.name)] = int(m.size or 0)
+        member.instance.meta["workflows"] = sorted(member.prepared)
+
+    def has_room(self, member: PoolMember, workflow: Any) -> bool:
+        """Whether the instance's disk takes `workflow`'s model files beside what it holds, keeping the
+        headroom. An instance of unknown disk size (a static endpoint) is assumed to have room."""
+        disk_gb = member.instance.meta.get("disk_gb")
+        if not isinstance(disk_gb, int | float) or disk_gb <= 0:
+            return True
+        held = sum(member.model_files.values())
+        extra = sum(
+            int(m.size or 0)
+            for m in getattr(workflow, "models", ()) or ()
+            if (m.folder, m.name) not in member.model_files
+        )
+        return (held + extra) / 1e9 + self.disk_headroom_gb <= float(disk_gb) + 1e-9
+
+    def _make_way(self) -> None:
+        """Jobs whose workflow fits on no instance's disk while the pool is at its maximum: retire one idle
+        instance (holding none of their workflows) so that a new one, sized for them, can be rented.
+        Without this they would wait until the idle reaper took an instance."""
+        if self._closed or not self._provider.can_create or self.live_count() < self.max_instances:
+            return
+        members = [m for m in self.members.values() if not m.retiring]
+        stuck = [
+            w
+            for w in self._waiters
+            if w.instance_id is None
+            and not w.future.done()
+            and not any(w.workflow.name in m.prepared or self.has_room(m, w.workflow) for m in members)
+        ]
+        if not stuck:
+            return
+        wanted = {w.workflow.name for w in stuck}
+        for m in members:
+            if m.leases == 0 and not m.paused and not m.prep_lock.locked() and not wanted & set(m.prepared):
+                reason = f"making way: {', '.join(sorted(wanted))} does not fit on its disk"
+                m.retiring = True  # no new leases, and not picked twice
+                task = asyncio.get_running_loop().create_task(self._evict(m, reason))
+                self._background.add(task)
+                task.add_done_callback(self._background.discard)
+                return
+
+    async def _evict(self, member: PoolMember, reason: str) -> None:
+        member.retiring = False  # retire() refuses nothing for an idle member; it sets the flag again
+        try:
+            await self.retire(member.id, reason=reason)
+        except Exception as exc:
+            log.warning("pool: retiring %s to make way failed: %s", member.id, redact(str(exc)))
+
+    def _provision_idle(self, member: PoolMember) -> None:
+        """An idle ready instance gets the next POOL_WORKFLOWS workflow it lacks, in the background, when
+        its disk has room (a later job for that workflow then starts without provisioning)."""
+        if self._closed or member.leases or member.retiring or member.paused or member.prep_lock.locked():
+            return
+        try:
+            wanted = [wf for wf in self._pool_workflows() if wf.name not in member.prepared]
+        except Exception as exc:  # a broken workflow folder must not stop the pool
+            log.warning("pool: POOL_WORKFLOWS could not be loaded: %s", redact(str(exc)))
+            return
+        wf = next((wf for wf in wanted if self.has_room(member, wf)), None)
+        if wf is None:
+            return
+
+        async def prepare() -> None:
+            async with member.prep_lock:
+                if wf.name in member.prepared or member.retiring:
+                    return
+                try:
+                    target = await self._preparer.prepare(member.instance, wf, lambda _p: None)
+                except Exception as exc:
+                    log.warning(
+                        "pool: provisioning %s onto idle %s failed: %s", wf.name, member.id, redact(str(exc))
+                    )
+                    return
+                member.prepared[wf.name] = target
+                self.record_workflow(member, wf)
+                member.instance.last_used_at = self._clock()  # the work counts as use for the reaper
+            await self._persist(member.instance)
+            if not self._closed:
+                self._provision_idle(member)  # the next one, if any and still idle
+
+        task = asyncio.get_running_loop().create_task(prepare(), name=f"provision-{member.id}-{wf.name}")
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
 
     def _dispatch(self) -> None:
         """Grant slots to waiters in order, then decide whether to rent."""
@@ -276,6 +377,7 @@ class Pool:
             m.jobs_served += 1
             m.instance.last_used_at = self._clock()
             w.future.set_result(Lease(self, m, w.job_id))
+        self._make_way()
         self._maybe_rent()
 
     def _demand(self) -> int:
@@ -366,6 +468,7 @@ class Pool:
             if inst.state not in (InstanceState.READY, InstanceState.PROVISIONING):
                 inst.state = InstanceState.PROVISIONING
             self._rent_failures = 0
+            inst.meta.setdefault("disk_gb", request.disk_gb)
             self.members.setdefault(inst.id, PoolMember(inst))  # a replica's sync may have adopted it
         except asyncio.CancelledError:
             if inst is not None and inst.id not in self.members:
@@ -409,6 +512,8 @@ class Pool:
         else:
             await self._persist(m.instance)
         self._dispatch()
+        if bad is None and m.id in self.members:
+            self._provision_idle(m)
 
     async def _persist(self, inst: Instance) -> None:
         if self._ledger is not None:

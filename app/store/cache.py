@@ -48,6 +48,13 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 KEY_VERSION = 1
+VIDEO_CONTENT_TYPES = {
+    "mp4": "video/mp4",
+    "webm": "video/webm",
+    "mov": "video/quicktime",
+    "mkv": "video/x-matroska",
+    "gif": "image/gif",
+}
 PREFIX = "results"
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
 
@@ -323,11 +330,14 @@ class ResultCache:
         simulated: bool,
         job_id: str | None = None,
         seedless: str | None = None,
-        video_content_type: str = "video/mp4",
+        video_content_type: str | None = None,
     ) -> CachedResult:
-        """Upload video + last frame (in parallel), then the manifest and the `reuse_cached` index."""
+        """Upload video + last frame (in parallel), then the manifest and the `reuse_cached` index.
+        The video's content type follows its extension (video/mp4, video/webm) unless given."""
         _check_key(key)
         ext = Path(video).suffix.lstrip(".").lower() or "mp4"
+        if video_content_type is None:
+            video_content_type = VIDEO_CONTENT_TYPES.get(ext, "application/octet-stream")
         meta = {
             "cache-key": key,
             "workflow": workflow,

@@ -16,11 +16,14 @@ from typing import Any
 
 from app.errors import ConfigError
 from app.workflows.derive import ExpressionError, parse_expression
-from app.workflows.model import Binding, CustomNode, ModelFile, Workflow
+from app.workflows.features import CAMERA_MOVES, CAMERA_PHRASES, QUALITY_PRESETS, CameraSpec, PresetSpec
+from app.workflows.inputs import INPUT_NAMES, MODES, Inputs, InputSpec
+from app.workflows.model import MEASURED_NAMES, Binding, CustomNode, ModelFile, Repeat, Workflow
 from app.workflows.params import API_FIELDS, ParamSpec
 
 MANIFEST = "manifest.toml"
-JOB_FIELDS = ("image", "filename_prefix")  # bound from the job, not from request params
+# bound from the job (uploads, output prefix) or the planner (camera pose), not from request params
+JOB_FIELDS = ("image", "end_image", "audio", "filename_prefix", "camera_pose")
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
 _SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
 _COMMIT_RE = re.compile(r"^[0-9a-f]{7,40}$")
@@ -36,8 +39,22 @@ _TOP_KEYS = {
     "params",
     "models",
     "custom_nodes",
+    "inputs",
+    "repeat",
+    "camera",
+    "presets",
 }
-_PARAM_KEYS = {"type", "default", "min", "max", "multiple_of", "remainder", "min_length", "max_length"}
+_PARAM_KEYS = {
+    "type",
+    "default",
+    "min",
+    "max",
+    "multiple_of",
+    "remainder",
+    "min_length",
+    "max_length",
+    "choices",
+}
 
 
 class WorkflowError(ConfigError):
@@ -127,8 +144,14 @@ def _build(path: Path, source: str, manifest: dict, graph: dict, graph_name: str
     _require(isinstance(description, str), "description", "must be a string")
 
     limits = _params(manifest.get("params", {}))
-    derived, trees = _derived(manifest.get("derived", {}), limits)
-    bindings = _bindings(manifest.get("bindings"), graph, limits, derived, graph_name)
+    inputs = _inputs(manifest.get("inputs", {}), graph, graph_name)
+    extra_names = set(MEASURED_NAMES) if inputs.audio.taken else set()
+    derived, trees = _derived(manifest.get("derived", {}), limits, extra_names)
+    repeat = _repeat(manifest.get("repeat"), graph, derived, graph_name)
+    unbound = {repeat.count} if repeat else set()
+    camera = _camera(manifest.get("camera"))
+    presets = _presets(manifest.get("presets", {}), limits)
+    bindings = _bindings(manifest.get("bindings"), graph, limits, derived, graph_name, inputs, unbound)
     video, last_frame, progress = _outputs(manifest.get("outputs"), graph, graph_name)
     auto_area = _auto_size(manifest.get("auto_size"), limits)
     models = _models(manifest.get("models", []))
@@ -153,6 +176,10 @@ def _build(path: Path, source: str, manifest: dict, graph: dict, graph_name: str
         derived=derived,
         auto_area=auto_area,
         source=source,
+        inputs=inputs,
+        repeat=repeat,
+        camera=camera,
+        presets=presets,
         _graph=graph,
         _derived_trees=trees,
     )
@@ -196,6 +223,14 @@ def _params(section: Any) -> dict[str, ParamSpec]:
             _require(kind == "int", where, "multiple_of/remainder apply only to int fields")
         if "min" in spec and "max" in spec:
             _require(spec["min"] <= spec["max"], where, f"min {spec['min']} is above max {spec['max']}")
+        choices = spec.get("choices")
+        if choices is not None:
+            _require(
+                kind == "string" and isinstance(choices, dict) and choices,
+                f"{where}.choices",
+                "must be a table of request value = graph value (strings only), "
+                'e.g. {mp4 = "video/h264-mp4"}',
+            )
         param = ParamSpec(
             name=field_name,
             type=kind,
@@ -206,6 +241,7 @@ def _params(section: Any) -> dict[str, ParamSpec]:
             remainder=spec.get("remainder", 0),
             min_length=spec.get("min_length"),
             max_length=spec.get("max_length"),
+            choices=dict(choices) if choices is not None else None,
         )
         if "default" in spec:
             try:
@@ -218,9 +254,11 @@ def _params(section: Any) -> dict[str, ParamSpec]:
     return specs
 
 
-def _derived(section: Any, limits: dict[str, ParamSpec]) -> tuple[dict[str, str], dict]:
+def _derived(
+    section: Any, limits: dict[str, ParamSpec], extra_names: set[str] | None = None
+) -> tuple[dict[str, str], dict]:
     _require(isinstance(section, dict), "derived", 'must be a table of name = "expression"')
-    numeric = {n for n, s in limits.items() if s.type != "string"}
+    numeric = {n for n, s in limits.items() if s.type != "string"} | (extra_names or set())
     exprs: dict[str, str] = {}
     trees = {}
     for name, text in section.items():
@@ -235,9 +273,67 @@ def _derived(section: Any, limits: dict[str, ParamSpec]) -> tuple[dict[str, str]
     return exprs, trees
 
 
+def _inputs(section: Any, graph: dict, graph_name: str) -> Inputs:
+    """`[inputs]`: image / end_image / audio = "required" | "optional" | "none" (image defaults to required,
+    the others to none), `max_audio_seconds`, and `[inputs.when_absent]` (per optional input, the
+    [node_id, input_name] links to cut when it is not given)."""
+    _require(isinstance(section, dict), "inputs", "must be a table")
+    unknown = set(section) - set(INPUT_NAMES) - {"max_audio_seconds", "when_absent"}
+    _require(not unknown, "inputs", f"unknown keys {sorted(unknown)}")
+    absent = section.get("when_absent", {})
+    _require(isinstance(absent, dict), "inputs.when_absent", "must be a table of input = [[node_id, input]]")
+    specs: dict[str, InputSpec] = {}
+    for name in INPUT_NAMES:
+        mode = section.get(name, "required" if name == "image" else "none")
+        _require(mode in MODES, f"inputs.{name}", f"must be one of {', '.join(MODES)} (got {mode!r})")
+        cuts: list[tuple[str, str]] = []
+        for i, target in enumerate(absent.get(name, [])):
+            w = f"inputs.when_absent.{name}[{i}]"
+            _require(
+                isinstance(target, list) and len(target) == 2 and all(isinstance(t, str) for t in target),
+                w,
+                'must be ["node_id", "input_name"]',
+            )
+            node_id, input_name = target
+            _require(node_id in graph, w, f"node {node_id!r} is not in {graph_name}")
+            _require(
+                isinstance(graph[node_id]["inputs"].get(input_name), list),
+                w,
+                f"input {input_name!r} of node {node_id!r} is not a link",
+            )
+            cuts.append((node_id, input_name))
+        if cuts:
+            _require(mode == "optional", f"inputs.when_absent.{name}", "applies only to an optional input")
+        specs[name] = InputSpec(name, mode, tuple(cuts))
+    unknown_absent = set(absent) - set(INPUT_NAMES)
+    _require(not unknown_absent, "inputs.when_absent", f"unknown inputs {sorted(unknown_absent)}")
+    seconds = section.get("max_audio_seconds")
+    if seconds is not None:
+        _require(
+            isinstance(seconds, int | float) and not isinstance(seconds, bool) and seconds > 0,
+            "inputs.max_audio_seconds",
+            "must be a positive number",
+        )
+        _require(specs["audio"].taken, "inputs.max_audio_seconds", "the workflow takes no audio")
+    return Inputs(
+        image=specs["image"],
+        end_image=specs["end_image"],
+        audio=specs["audio"],
+        max_audio_seconds=float(seconds) if seconds is not None else None,
+    )
+
+
 def _bindings(
-    section: Any, graph: dict, limits: dict[str, ParamSpec], derived: dict[str, str], graph_name: str
+    section: Any,
+    graph: dict,
+    limits: dict[str, ParamSpec],
+    derived: dict[str, str],
+    graph_name: str,
+    inputs: Inputs | None = None,
+    unbound: set[str] | None = None,
 ) -> dict[str, list[Binding]]:
+    inputs = inputs or Inputs()
+    unbound = unbound or set()
     _require(
         isinstance(section, dict) and section, "bindings", "must be a table of field = [[node_id, input]]"
     )
@@ -282,15 +378,144 @@ def _bindings(
             seen[(node_id, input_name)] = field_name
             out.append((node_id, input_name))
         bindings[field_name] = out
-    for required in ("prompt", "image"):
-        _require(required in bindings, f"bindings.{required}", "is required")
-    for field_name in list(limits) + list(derived):
+    _require("prompt" in bindings, "bindings.prompt", "is required")
+    for spec in inputs.all:
+        if spec.taken:
+            _require(
+                spec.name in bindings,
+                f"bindings.{spec.name}",
+                f"is required ([inputs] {spec.name} = {spec.mode!r})",
+            )
+        else:
+            _require(
+                spec.name not in bindings,
+                f"bindings.{spec.name}",
+                f"is bound, but [inputs] {spec.name} is 'none'; declare it required or optional",
+            )
+    for field_name in list(limits) + [d for d in derived if d not in unbound]:
         _require(
             field_name in bindings,
             f"bindings.{field_name}",
             "is missing: the field is declared but sets nothing in the graph",
         )
     return bindings
+
+
+def _camera(section: Any) -> CameraSpec:
+    """`[camera]`: `moves` the workflow can do (default: all 14), `[camera.poses]` move = the pose value
+    bound to `camera_pose`, `[camera.phrases]` overrides of the built-in prompt phrasing."""
+    if section is None:
+        return CameraSpec()
+    _require(isinstance(section, dict), "camera", "must be a table")
+    unknown = set(section) - {"moves", "poses", "phrases"}
+    _require(not unknown, "camera", f"unknown keys {sorted(unknown)}")
+    moves = section.get("moves", list(CAMERA_MOVES))
+    _require(
+        isinstance(moves, list) and all(m in CAMERA_MOVES for m in moves) and len(set(moves)) == len(moves),
+        "camera.moves",
+        f"must be a list of distinct moves out of {', '.join(CAMERA_MOVES)}",
+    )
+    poses = section.get("poses", {})
+    phrases = section.get("phrases", {})
+    for key, table in (("poses", poses), ("phrases", phrases)):
+        _require(
+            isinstance(table, dict) and all(isinstance(v, str) and v for v in table.values()),
+            f"camera.{key}",
+            "must be a table of move = string",
+        )
+        for move in table:
+            _require(move in moves, f"camera.{key}.{move}", "is not one of camera.moves")
+    return CameraSpec(moves=tuple(moves), poses=dict(poses), phrases={**CAMERA_PHRASES, **phrases})
+
+
+def _presets(section: Any, limits: dict[str, ParamSpec]) -> dict[str, PresetSpec]:
+    """`[presets.<draft|standard|high|ultra>]`: request-field values, `workflow` (run that workflow
+    instead), `aesthetic` (terms enhance_prompt adds)."""
+    _require(isinstance(section, dict), "presets", "must be a table of [presets.<name>]")
+    out: dict[str, PresetSpec] = {}
+    for name, table in section.items():
+        where = f"presets.{name}"
+        _require(name in QUALITY_PRESETS, where, f"unknown preset (known: {', '.join(QUALITY_PRESETS)})")
+        _require(isinstance(table, dict), where, "must be a table")
+        workflow = table.get("workflow")
+        _require(
+            workflow is None or (isinstance(workflow, str) and workflow),
+            f"{where}.workflow",
+            "must be a workflow name",
+        )
+        aesthetic = table.get("aesthetic", [])
+        _require(
+            isinstance(aesthetic, list) and all(isinstance(a, str) and a for a in aesthetic),
+            f"{where}.aesthetic",
+            "must be a list of strings",
+        )
+        values = {k: v for k, v in table.items() if k not in ("workflow", "aesthetic")}
+        for key, value in values.items():
+            _require(
+                key in API_FIELDS and key != "prompt",
+                f"{where}.{key}",
+                "is not a request field a preset can set",
+            )
+            if workflow is None:  # values for this workflow: checked now (another workflow: at request time)
+                _require(key in limits, f"{where}.{key}", "is not a field of this workflow")
+                try:
+                    limits[key].coerce(value)
+                except Exception as exc:
+                    raise _Problem(f"{where}.{key}", f"{value!r} is invalid: {exc}") from None
+        out[name] = PresetSpec(name=name, values=values, workflow=workflow, aesthetic=tuple(aesthetic))
+    return out
+
+
+def _repeat(section: Any, graph: dict, derived: dict[str, str], graph_name: str) -> Repeat | None:
+    """`[repeat]`: a block of nodes (`nodes`) repeated `count` times (a [derived] name), each copy fed by
+    the previous copy's `output` on its `chain` inputs; consumers of `output` outside the block read the
+    last copy. count 0 removes the block (its chain inputs' source feeds the consumers)."""
+    if section is None:
+        return None
+    _require(isinstance(section, dict), "repeat", "must be a table")
+    unknown = set(section) - {"nodes", "output", "chain", "count", "max"}
+    _require(not unknown, "repeat", f"unknown keys {sorted(unknown)}")
+    nodes = section.get("nodes")
+    _require(
+        isinstance(nodes, list) and nodes and all(isinstance(n, str) and n in graph for n in nodes),
+        "repeat.nodes",
+        f"must be a list of node ids in {graph_name}",
+    )
+    output = section.get("output")
+    _require(
+        isinstance(output, list) and len(output) == 2 and output[0] in nodes and type(output[1]) is int,
+        "repeat.output",
+        '["node_id", slot] of a node in repeat.nodes',
+    )
+    chain = section.get("chain")
+    _require(isinstance(chain, list) and chain, "repeat.chain", "must be a list of [node_id, input_name]")
+    sources = set()
+    for i, target in enumerate(chain):
+        w = f"repeat.chain[{i}]"
+        _require(
+            isinstance(target, list) and len(target) == 2 and target[0] in nodes,
+            w,
+            "must be [node_id in repeat.nodes, input_name]",
+        )
+        value = graph[target[0]]["inputs"].get(target[1])
+        _require(isinstance(value, list), w, f"input {target[1]!r} of node {target[0]!r} is not a link")
+        _require(
+            value[0] not in nodes, w, "must link to a node outside the block (what feeds the first copy)"
+        )
+        sources.add((value[0], value[1]))
+    _require(len(sources) == 1, "repeat.chain", "every chain input must link to the same output")
+    count = section.get("count")
+    _require(isinstance(count, str) and count in derived, "repeat.count", "must name a [derived] value")
+    most = section.get("max", 64)
+    _require(type(most) is int and most >= 1, "repeat.max", "must be a positive integer")
+    return Repeat(
+        nodes=tuple(nodes),
+        output=(output[0], output[1]),
+        chain=tuple((c[0], c[1]) for c in chain),
+        source=next(iter(sources)),
+        count=count,
+        max=most,
+    )
 
 
 def _outputs(section: Any, graph: dict, graph_name: str) -> tuple[str, str | None, list[str]]:

@@ -28,6 +28,8 @@ API_FIELDS: dict[str, Literal["string", "int", "float"]] = {
     "cfg_scale": "float",
     "seed": "int",
     "fps": "int",
+    "crf": "int",
+    "output_format": "string",
 }
 
 # A number written in a string: ASCII digits, optional sign, fraction and exponent; nothing else.
@@ -51,6 +53,8 @@ class ParamSpec:
     remainder: int = 0
     min_length: int | None = None
     max_length: int | None = None
+    # request value -> the value bound into the graph (e.g. "webm" -> "video/webm"); only these values
+    choices: dict[str, Any] | None = None
 
     @property
     def required(self) -> bool:
@@ -63,7 +67,10 @@ class ParamSpec:
     def coerce(self, value: Any) -> Any:
         """The value as the declared type, within limits; `ValidationError(name, ...)` otherwise."""
         if self.type == "string":
-            return self._check_string(value)
+            text = self._check_string(value)
+            if self.choices is not None and text not in self.choices:
+                raise ValidationError(self.name, f"must be one of {', '.join(self.choices)} (got {text!r})")
+            return text
         number = self._to_number(value)
         if self.name == "seed" and not SEED_RANDOM <= number <= SEED_MAX:
             # whatever the manifest says: -1 means random, and samplers take 0..2**64-1
@@ -185,6 +192,8 @@ class WorkflowParams:
     cfg_scale: float | None = None
     seed: int | None = None
     fps: int | None = None
+    crf: int | None = None
+    output_format: str | None = None
 
     @property
     def seed_resolved(self) -> bool:
@@ -293,6 +302,11 @@ def request_from_cli(
     cfg: Any = None,
     seed: Any = None,
     fps: Any = None,
+    crf: Any = None,
+    output_format: Any = None,
+    camera_motion: Any = None,
+    quality_preset: Any = None,
+    enhance_prompt: bool = False,
 ) -> dict[str, Any]:
     """The CLI's option names (`--frames`, `--cfg`, ...) as API request fields; options not given are left
     out so the workflow's defaults apply. One mapping for every command that takes these options."""
@@ -306,5 +320,10 @@ def request_from_cli(
         "cfg_scale": cfg,
         "seed": seed,
         "fps": fps,
+        "crf": crf,
+        "output_format": output_format,
+        "camera_motion": camera_motion,
+        "quality_preset": quality_preset,
+        "enhance_prompt": True if enhance_prompt else None,
     }
     return {k: v for k, v in raw.items() if v is not None}

@@ -27,6 +27,8 @@ async def api(tmp_path, *, allow_loopback=False, resolver=None, **kw):
         max_pixels=kw.pop("max_image_pixels", 4096 * 4096),
         allow_loopback=allow_loopback,
         resolver=resolver,
+        max_audio_bytes=kw.pop("max_audio_bytes", 2_000_000),
+        max_audio_seconds=kw.pop("max_audio_seconds", 60.0),
     )
     async with world(tmp_path, intake=intake, **kw) as w:
         app = create_app(w.services, manage_lifecycle=False)

@@ -102,7 +102,8 @@ async def test_huge_request_body_is_refused_without_reading_it_all(tmp_path):
             yield b"A" * 65536
         yield b'"}'
 
-    async with api(tmp_path, max_image_bytes=1000) as c:
+    # the body limit covers every file a request may carry (two images and audio): keep all of them small
+    async with api(tmp_path, max_image_bytes=1000, max_audio_bytes=1000) as c:
         r = await c.post(
             "/vastai/generate-video", content=body(), headers={"content-type": "application/json"}
         )
@@ -113,7 +114,7 @@ async def test_huge_request_body_is_refused_without_reading_it_all(tmp_path):
 
 
 async def test_declared_oversize_body_is_413_before_reading(tmp_path):
-    async with api(tmp_path, max_image_bytes=1000) as c:
+    async with api(tmp_path, max_image_bytes=1000, max_audio_bytes=1000) as c:
         big = b'{"prompt": "x", "image_base64": "' + b"A" * 5_000_000 + b'"}'
         r = await c.post("/vastai/generate-video", content=big, headers={"content-type": "application/json"})
         assert r.status_code == 413, r.text

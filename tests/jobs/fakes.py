@@ -23,6 +23,7 @@ from app.errors import ComfyfleetError, ValidationError
 from app.jobs.ports import ComfyTarget, Progress
 from app.pool.provider import CreateRequest, Instance, InstanceState
 from app.store.base import ObjectMissing
+from app.workflows.inputs import Inputs
 
 # --- workflows -----------------------------------------------------------------------------------
 
@@ -51,6 +52,7 @@ class FakeParams:
 class FakeWorkflow:
     video_node = "30"
     last_frame_node = None
+    inputs = Inputs()  # a start image, nothing else
     # An image-to-video workflow a story can chain: a start image input, and a video node taking its
     # frames on `images` (so a later segment's repeated first frame can be cut before the encoder).
     bindings: ClassVar[dict[str, list[tuple[str, str]]]] = {"image": [("10", "image")]}
@@ -103,7 +105,7 @@ class FakeWorkflow:
             fps=int(raw.get("fps", 16)),
         )
 
-    def render(self, params: FakeParams, image_name: str, filename_prefix: str) -> dict:
+    def render(self, params: FakeParams, image_name: str, filename_prefix: str, **_files: Any) -> dict:
         assert params.seed != -1
         return {
             **copy.deepcopy(self.graph),

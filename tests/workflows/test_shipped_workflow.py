@@ -43,6 +43,7 @@ def test_default_render_is_the_accepted_template_with_values_bound(wf, template_
     assert graph["97"]["inputs"]["image"] == IMAGE
     assert graph["108"]["inputs"]["filename_prefix"] == "comfyfleet/job-1"
     assert graph["86"]["inputs"]["noise_seed"] == params.seed
+    assert graph["108"]["inputs"]["crf"] == 18  # the request's crf (issue 11: H.264 at CRF 18 by default)
     # everything not bound is exactly the template the real server accepted
     for node_id, node in template_graph.items():
         assert graph[node_id]["class_type"] == node["class_type"]
@@ -58,7 +59,6 @@ def test_default_render_is_the_accepted_template_with_values_bound(wf, template_
             "return_with_leftover_noise",
             "format",
             "pix_fmt",
-            "crf",
             "save_output",
             "loop_count",
             "type",

@@ -10,6 +10,7 @@ are cached by input signature like the classic cache, so a re-run reports its no
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import time
 from dataclasses import dataclass, field
@@ -159,14 +160,19 @@ class Executor:
                 else:
                     parts[name] = value
             extra = ""
-            if node["class_type"] == "LoadImage":
-                path = self.emu.install.comfy_dir / "input" / str(node.get("inputs", {}).get("image", ""))
+            file_input = {"LoadImage": "image", "LoadAudio": "audio"}.get(node["class_type"])
+            if file_input is not None:
+                path = self.emu.install.comfy_dir / "input" / str(node.get("inputs", {}).get(file_input, ""))
                 try:
                     st = path.stat()
                     extra = f"{st.st_mtime_ns}:{st.st_size}"
                 except OSError:
                     extra = "missing"
-            sigs[node_id] = json.dumps([node["class_type"], parts, extra], sort_keys=True, default=str)
+            # a digest per node, with its inputs' digests in it: a chained graph (S2V's Extend blocks, each
+            # reading the previous one twice) would otherwise nest every upstream signature, doubling per
+            # block (the cause of a 63 s submit once)
+            text = json.dumps([node["class_type"], parts, extra], sort_keys=True, default=str)
+            sigs[node_id] = hashlib.sha256(text.encode()).hexdigest()
             return sigs[node_id]
 
         for node_id in prompt:

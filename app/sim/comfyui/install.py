@@ -168,6 +168,17 @@ class ComfyInstall:
                     out.append(entry.name)
         return sorted(out)
 
+    def input_audio(self) -> list[str]:
+        """LoadAudio's list: top-level files of input/ whose type is audio or video, sorted."""
+        root = self.comfy_dir / "input"
+        out = []
+        for entry in root.iterdir() if root.is_dir() else []:
+            if entry.is_file():
+                mime = mimetypes.guess_type(entry.name)[0] or ""
+                if mime.startswith(("audio", "video")):
+                    out.append(entry.name)
+        return sorted(out)
+
     def model_folders(self) -> list[str]:
         keys = list(CORE_FOLDERS)
         if self.has_module(VHS_MODULE):
@@ -195,6 +206,8 @@ class ComfyInstall:
     def _combo_values(self, cls: str, input_name: str) -> list[str] | None:
         if cls == "LoadImage" and input_name == "image":
             return self.input_images()
+        if cls == "LoadAudio" and input_name == "audio":
+            return self.input_audio()
         spec = LOADER_INPUTS.get((cls, input_name))
         if spec is None:
             return None

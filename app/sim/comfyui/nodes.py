@@ -9,8 +9,10 @@ Classes without a stand-in run as no-ops (outputs None, no UI), which is enough 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
 import json
+import math
 import os
 import random
 import re
@@ -22,8 +24,15 @@ from PIL import Image, PngImagePlugin
 
 from app.sim.comfyui.install import ComfyInstall
 from app.sim.comfyui.loaders import check_model_file, generic_traceback
-from app.sim.comfyui.nodes_base import Frames, Latent, ModelRef, NodeFailure, Video
-from app.sim.comfyui.video import Mp4Writer, moving_frames, pad_with_free_box, solid_frames, still_frames
+from app.sim.comfyui.nodes_base import Audio, Frames, Latent, ModelRef, NodeFailure, Video
+from app.sim.comfyui.video import (
+    Mp4Writer,
+    ending_on,
+    moving_frames,
+    pad_with_free_box,
+    solid_frames,
+    still_frames,
+)
 
 
 class NodeContext(Protocol):
@@ -126,16 +135,7 @@ async def _sample(ctx: NodeContext, latent: Any, steps: int, seed: int) -> Laten
         await ctx.tick(step, steps)
     if not isinstance(latent, Latent):
         latent = Latent(64, 64)
-    return Latent(
-        latent.width,
-        latent.height,
-        latent.length,
-        latent.batch,
-        latent.start_image,
-        seed or latent.seed,
-        [*latent.steps_done, ctx.node_id],
-        latent.prompt,
-    )
+    return dataclasses.replace(latent, seed=seed or latent.seed, steps_done=[*latent.steps_done, ctx.node_id])
 
 
 @node("KSamplerAdvanced")
@@ -162,8 +162,12 @@ async def vae_decode(ctx: NodeContext, inputs: dict[str, Any]) -> tuple[tuple[An
     width, height = max(8, latent.width // 8 * 8), max(8, latent.height // 8 * 8)
     frames = ((latent.length - 1) // 4) * 4 + 1 if latent.length > 1 else 1
     # A real model's clip depends on the prompt and the seed: so does the simulated camera move.
-    variation = int.from_bytes(hashlib.sha256(f"{latent.prompt}|{latent.seed}".encode()).digest()[:4], "big")
+    variation = int.from_bytes(
+        hashlib.sha256(f"{latent.prompt}|{latent.seed}|{latent.camera}".encode()).digest()[:4], "big"
+    )
     frames_out = moving_frames(latent.start_image, width, height, frames * latent.batch, variation=variation)
+    if latent.end_image is not None and latent.end_image.count > 0:
+        frames_out = ending_on(frames_out, latent.end_image)
     return (frames_out,), None
 
 
@@ -380,11 +384,22 @@ async def vhs_video_combine(
 ) -> tuple[tuple[Any, ...], dict[str, Any]]:
     frames: Frames = inputs["images"]
     fmt = str(inputs.get("format", "image/gif"))
-    if not (fmt.startswith("video/") and fmt.endswith("mp4")):
+    container = "webm" if fmt == "video/webm" else "mp4"
+    if not (fmt.startswith("video/") and (fmt.endswith("mp4") or fmt == "video/webm")):
         raise NodeFailure(
-            "Exception", f"The simulated VideoHelperSuite only writes mp4, not {fmt}\n", generic_traceback()
+            "Exception",
+            f"The simulated VideoHelperSuite only writes mp4 and webm, not {fmt}\n",
+            generic_traceback(),
         )
     frame_rate = float(inputs.get("frame_rate", 8))
+    audio = inputs.get("audio")
+    audio = audio if isinstance(audio, Audio) else None
+    if audio is not None and bool(inputs.get("trim_to_audio", False)):
+        # ffmpeg -shortest: the file ends with the audio when the audio is the shorter stream
+        keep = max(1, math.ceil(audio.seconds * frame_rate))
+        if keep < frames.count:
+            src = frames
+            frames = Frames(keep, src.width, src.height, src.render)
     save_output = bool(inputs.get("save_output", True))
     kind = "output" if save_output else "temp"
     root = ctx.install.comfy_dir / kind
@@ -398,9 +413,16 @@ async def vhs_video_combine(
         await asyncio.to_thread(
             frames.frame(0).save, folder / first_image_file, pnginfo=info, compress_level=4
         )
-    video = folder / f"{filename}_{counter:05}.mp4"
+    video = folder / f"{filename}_{counter:05}.{container}"
     writer = await asyncio.to_thread(
-        Mp4Writer, video, frames.width, frames.height, frame_rate, int(inputs.get("crf", 19))
+        Mp4Writer,
+        video,
+        frames.width,
+        frames.height,
+        frame_rate,
+        int(inputs.get("crf", 19)),
+        audio_path=Path(audio.path) if audio is not None else None,
+        container=container,
     )
     try:
         for index in range(frames.count):
@@ -428,3 +450,141 @@ async def vhs_video_combine(
 async def generic(ctx: NodeContext, inputs: dict[str, Any]) -> tuple[tuple[Any, ...], None]:
     outputs = ctx.install.classes.get(ctx.class_type, {}).get("output", [])
     return tuple(None for _ in outputs), None
+
+
+# --- the Wan 2.2 family (issue 11) -------------------------------------------------------------------
+def _latent_t(latent: Latent) -> int:
+    """Latent frames of a Wan latent (4 pixel frames each, plus the first)."""
+    return (max(1, latent.length) - 1) // 4 + 1
+
+
+def _with_latent_t(latent: Latent, t: int) -> Latent:
+    return dataclasses.replace(latent, length=4 * (max(1, t) - 1) + 1)
+
+
+def _latent_node(*, conditioning: bool):
+    async def make(ctx: NodeContext, inputs: dict[str, Any]) -> tuple[tuple[Any, ...], None]:
+        start = inputs.get("start_image", inputs.get("ref_image"))
+        latent = Latent(
+            width=int(inputs["width"]),
+            height=int(inputs["height"]),
+            length=int(inputs["length"]),
+            batch=int(inputs.get("batch_size", 1)),
+            start_image=start if isinstance(start, Frames) else None,
+            prompt=_conditioning_text(inputs.get("positive")),
+            end_image=inputs.get("end_image") if isinstance(inputs.get("end_image"), Frames) else None,
+        )
+        if conditioning:
+            return (inputs["positive"], inputs["negative"], latent), None
+        return (latent,), None
+
+    return make
+
+
+NODES["WanFirstLastFrameToVideo"] = _latent_node(conditioning=True)
+NODES["WanSoundImageToVideo"] = _latent_node(conditioning=True)
+NODES["Wan22ImageToVideoLatent"] = _latent_node(conditioning=False)
+NODES["EmptyHunyuanLatentVideo"] = _latent_node(conditioning=False)
+
+
+@node("WanSoundImageToVideoExtend")
+async def wan_sound_extend(ctx: NodeContext, inputs: dict[str, Any]) -> tuple[tuple[Any, ...], None]:
+    """One more chunk of `length` frames, the size of the video so far (its latent is `video_latent`)."""
+    previous = inputs["video_latent"]
+    if not isinstance(previous, Latent):
+        raise NodeFailure("TypeError", "'NoneType' object is not subscriptable\n", generic_traceback())
+    ref = inputs.get("ref_image")
+    chunk = Latent(
+        previous.width,
+        previous.height,
+        int(inputs["length"]),
+        previous.batch,
+        start_image=ref if isinstance(ref, Frames) else previous.start_image,
+        prompt=_conditioning_text(inputs.get("positive")),
+    )
+    return (inputs["positive"], inputs["negative"], chunk), None
+
+
+@node("LatentConcat")
+async def latent_concat(ctx: NodeContext, inputs: dict[str, Any]) -> tuple[tuple[Any, ...], None]:
+    a, b = inputs["samples1"], inputs["samples2"]
+    if not isinstance(a, Latent) or not isinstance(b, Latent):
+        raise NodeFailure("TypeError", "'NoneType' object is not subscriptable\n", generic_traceback())
+    if str(inputs.get("dim", "t")).lstrip("-") != "t":
+        return (a,), None
+    return (_with_latent_t(a, _latent_t(a) + _latent_t(b)),), None
+
+
+@node("LatentCut")
+async def latent_cut(ctx: NodeContext, inputs: dict[str, Any]) -> tuple[tuple[Any, ...], None]:
+    src = inputs["samples"]
+    if not isinstance(src, Latent):
+        raise NodeFailure("TypeError", "'NoneType' object is not subscriptable\n", generic_traceback())
+    if str(inputs.get("dim", "t")).lstrip("-") != "t":
+        return (src,), None
+    total = _latent_t(src)
+    index = int(inputs.get("index", 0))
+    index = max(0, min(total - 1, index if index >= 0 else total + index))
+    amount = max(1, min(total - index, int(inputs.get("amount", 1))))
+    return (_with_latent_t(src, amount),), None
+
+
+@node("WanCameraEmbedding")
+async def wan_camera_embedding(ctx: NodeContext, inputs: dict[str, Any]) -> tuple[tuple[Any, ...], None]:
+    pose = str(inputs["camera_pose"])
+    width, height, length = int(inputs["width"]), int(inputs["height"]), int(inputs["length"])
+    return (ModelRef("WAN_CAMERA_EMBEDDING", pose, {"pose": pose}), width, height, length), None
+
+
+@node("WanCameraImageToVideo")
+async def wan_camera_i2v(ctx: NodeContext, inputs: dict[str, Any]) -> tuple[tuple[Any, ...], None]:
+    (positive, negative, latent), _ = await _latent_node(conditioning=True)(ctx, inputs)
+    camera = inputs.get("camera_conditions")
+    pose = camera.extras.get("pose") if isinstance(camera, ModelRef) else None
+    return (positive, negative, dataclasses.replace(latent, camera=pose)), None
+
+
+@node("LoadAudio")
+async def load_audio(ctx: NodeContext, inputs: dict[str, Any]) -> tuple[tuple[Any, ...], None]:
+    name = str(inputs["audio"])
+    root = ctx.install.comfy_dir / "input"
+    path = (root / name).resolve()
+    if os.path.commonpath((str(root), str(path))) != str(root) or not path.is_file():
+        raise NodeFailure(
+            "FileNotFoundError", f"[Errno 2] No such file or directory: '{path}'\n", generic_traceback()
+        )
+    try:
+        seconds, rate = await asyncio.to_thread(_measure_audio, path)
+    except Exception as exc:
+        raise NodeFailure(
+            "RuntimeError", f"Failed to decode audio file {path}: {type(exc).__name__}\n", generic_traceback()
+        ) from exc
+    return (Audio(str(path), seconds, rate),), None
+
+
+def _measure_audio(path: Path) -> tuple[float, int]:
+    import av
+
+    samples, rate = 0, 0
+    with av.open(str(path)) as container:
+        stream = container.streams.audio[0]
+        for frame in container.decode(stream):
+            rate = rate or int(frame.sample_rate)
+            samples += int(frame.samples)
+    if not rate:
+        raise ValueError("no audio samples")
+    return samples / rate, rate
+
+
+@node("AudioEncoderLoader")
+async def audio_encoder_loader(ctx: NodeContext, inputs: dict[str, Any]) -> tuple[tuple[Any, ...], None]:
+    name = str(inputs["audio_encoder_name"])
+    path = ctx.install.find_model("audio_encoders", name)
+    await asyncio.to_thread(check_model_file, path, "audio_encoders", name, ctx.class_type)
+    return (ModelRef("AudioEncoderModel", name),), None
+
+
+@node("AudioEncoderEncode")
+async def audio_encoder_encode(ctx: NodeContext, inputs: dict[str, Any]) -> tuple[tuple[Any, ...], None]:
+    audio = inputs.get("audio")
+    return (ModelRef("AUDIO_ENCODER_OUTPUT", "wav2vec2", {"audio": audio}),), None

@@ -49,6 +49,21 @@ class Latent:
     seed: int = 0
     steps_done: list[str] = field(default_factory=list)
     prompt: str = ""  # the positive conditioning's text: with the seed, what makes this clip differ
+    end_image: Frames | None = None  # first-last-frame: the clip ends on this image
+    camera: str | None = None  # Fun Camera: the pose the clip follows
+
+
+@dataclass
+class Audio:
+    """An AUDIO value (LoadAudio): the decoded file's path and length."""
+
+    path: str
+    seconds: float
+    sample_rate: int
+
+    def __str__(self) -> str:
+        samples = round(self.seconds * self.sample_rate)
+        return f"{{'waveform': tensor(shape=[1, 1, {samples}]), 'sample_rate': {self.sample_rate}}}"
 
 
 @dataclass

@@ -92,18 +92,66 @@ def moving_frames(start: Frames | None, width: int, height: int, count: int, *, 
     return Frames(count, width, height, render)
 
 
-class Mp4Writer:
-    """Incremental H.264 writer; `add(frame)` per tick so the caller can report progress per frame."""
+def ending_on(frames: Frames, end: Frames) -> Frames:
+    """First-last-frame: the clip blends into `end` over its second half and its last frame IS `end`
+    (resized to cover and centre-cropped, like the start image)."""
+    width, height, count = frames.width, frames.height, frames.count
+    source = end.frame(end.count - 1).convert("RGB")
+    cover = max(width / source.width, height / source.height)
+    big = source.resize((max(width, round(source.width * cover)), max(height, round(source.height * cover))))
+    left, top = (big.width - width) // 2, (big.height - height) // 2
+    target = big.crop((left, top, left + width, top + height))
+    last = max(1, count - 1)
 
-    def __init__(self, path: Path, width: int, height: int, fps: float, crf: int = 19) -> None:
+    def render(index: int) -> Image.Image:
+        if index >= count - 1:
+            return target.copy()
+        t = index / last
+        if t <= 0.5:
+            return frames.frame(index)
+        return Image.blend(frames.frame(index).convert("RGB"), target, (t - 0.5) * 2)
+
+    return Frames(count, width, height, render)
+
+
+class Mp4Writer:
+    """Incremental video writer; `add(frame)` per tick so the caller can report progress per frame.
+    H.264 in MP4 by default, VP9 in WebM with `container="webm"`; with `audio_path` the file's audio is
+    muxed in (AAC in MP4, Opus in WebM), cut to the video's duration."""
+
+    def __init__(
+        self,
+        path: Path,
+        width: int,
+        height: int,
+        fps: float,
+        crf: int = 19,
+        *,
+        audio_path: Path | None = None,
+        container: str = "mp4",
+    ) -> None:
         self.width, self.height = width + width % 2, height + height % 2  # yuv420p needs even sizes
-        self.container = av.open(str(path), "w", format="mp4")
+        self.container = av.open(str(path), "w", format=container)
         self.container.metadata["comment"] = METADATA_COMMENT
-        rate = Fraction(fps).limit_denominator(1001)
-        self.stream = self.container.add_stream("libx264", rate=rate)
+        self.rate = Fraction(fps).limit_denominator(1001)
+        codec = "libvpx-vp9" if container == "webm" else "libx264"
+        self.stream = self.container.add_stream(codec, rate=self.rate)
         self.stream.width, self.stream.height = self.width, self.height
         self.stream.pix_fmt = "yuv420p"
-        self.stream.options = {"preset": "ultrafast", "crf": str(max(0, min(51, int(crf))))}
+        crf_value = str(max(0, min(63 if container == "webm" else 51, int(crf))))
+        if container == "webm":
+            self.stream.options = {"crf": crf_value, "b": "0", "deadline": "realtime", "cpu-used": "8"}
+        else:
+            self.stream.options = {"preset": "ultrafast", "crf": crf_value}
+        self.frames = 0
+        self.audio_path = audio_path
+        self.audio_stream = None
+        if audio_path is not None:
+            with av.open(str(audio_path)) as src:
+                rate = int(src.streams.audio[0].codec_context.sample_rate or 48000)
+            audio_codec = "libopus" if container == "webm" else "aac"
+            rate = 48000 if audio_codec == "libopus" else rate
+            self.audio_stream = self.container.add_stream(audio_codec, rate=rate)
         self._lock = threading.Lock()
         self._closed = False
 
@@ -117,17 +165,68 @@ class Mp4Writer:
         frame = av.VideoFrame.from_image(image.convert("RGB"))
         with self._lock:
             if self._closed:
-                raise RuntimeError("the MP4 writer is closed")
+                raise RuntimeError("the video writer is closed")
             for packet in self.stream.encode(frame):
                 self.container.mux(packet)
+            self.frames += 1
+
+    def _mux_audio(self) -> None:
+        stream = self.audio_stream
+        assert stream is not None and self.audio_path is not None
+        ctx = stream.codec_context
+        limit = math.ceil(self.frames / self.rate * ctx.sample_rate)  # cut to the video's duration
+        resampler = av.AudioResampler(format=ctx.format.name, layout=ctx.layout.name, rate=ctx.sample_rate)
+        fifo = av.AudioFifo()
+        written = 0
+        size = ctx.frame_size or 1024
+
+        def drain(final: bool) -> None:
+            nonlocal written
+            while fifo.samples >= size or (final and fifo.samples > 0):
+                chunk = fifo.read(min(size, fifo.samples) if final else size)
+                if chunk is None:
+                    break
+                chunk.pts = written
+                written += chunk.samples
+                for packet in stream.encode(chunk):
+                    self.container.mux(packet)
+
+        with av.open(str(self.audio_path)) as src:
+            consumed = 0
+            for frame in src.decode(src.streams.audio[0]):
+                frame.pts = None
+                for out in resampler.resample(frame):
+                    if consumed >= limit:
+                        break
+                    if consumed + out.samples > limit:  # only the part inside the video
+                        keep = limit - consumed
+                        arr = (
+                            out.to_ndarray()[:, :keep]
+                            if out.format.is_planar
+                            else out.to_ndarray()[:, : keep * len(out.layout.channels)]
+                        )
+                        cut = av.AudioFrame.from_ndarray(arr, format=out.format.name, layout=out.layout.name)
+                        cut.sample_rate = out.sample_rate
+                        out = cut
+                    consumed += out.samples
+                    out.pts = None
+                    fifo.write(out)
+                drain(False)
+                if consumed >= limit:
+                    break
+        drain(True)
+        for packet in stream.encode(None):
+            self.container.mux(packet)
 
     def close(self) -> None:
         with self._lock:
             if self._closed:
-                raise RuntimeError("the MP4 writer is closed")
+                raise RuntimeError("the video writer is closed")
             self._closed = True
             for packet in self.stream.encode():
                 self.container.mux(packet)
+            if self.audio_stream is not None:
+                self._mux_audio()
             self.container.close()
 
     def abort(self) -> None:
