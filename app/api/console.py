@@ -35,6 +35,7 @@ class WorkflowInput(BaseModel):
     name: str
     kind: str  # "image" | "audio"
     required: bool
+    fields: list[str]  # the request fields that carry it (`<name>_url`, `<name>_base64`; multipart part `<name>`)
 
 
 class WorkflowView(BaseModel):
@@ -42,10 +43,12 @@ class WorkflowView(BaseModel):
     version: str | None = None
     description: str
     inputs: list[WorkflowInput]
-    params: list[dict[str, Any]]  # each: name, type, default, min, max, multiple_of, ..., required
+    params: list[dict[str, Any]]  # each: name, type, default, min, max, multiple_of, choices, ..., required
+    params_schema: dict[str, Any]  # the same as one JSON Schema object
+    max_audio_seconds: float | None = None
     auto_size_area: int | None = None
-    camera_motions: list[dict[str, Any]] | None = None
-    quality_presets: list[dict[str, Any]] | None = None
+    camera_motions: list[dict[str, Any]]  # each: name, how ("pose" | "prompt"), value
+    quality_presets: list[dict[str, Any]]  # each: name, values, workflow?, aesthetic?
 
 
 class WorkflowList(BaseModel):

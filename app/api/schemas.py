@@ -59,7 +59,7 @@ class GenerateVideoRequest(BaseModel):
     height: int | None = None
     steps: int | None = Field(None, description="Default: the workflow's (4 with the LightX2V LoRAs)")
     cfg_scale: float | None = Field(None, description="Default: the workflow's")
-    seed: int = Field(-1, description="-1 = random (the seed used is reported)")
+    seed: int | None = Field(None, description="-1 = random (the seed used is reported). Default: -1")
     fps: int | None = Field(None, description="Default: the workflow's (16; 24 for the 5B)")
     crf: int | None = Field(None, description="Encoder quality, lower = better (default 18; 0-51)")
     output_format: str | None = Field(None, description="mp4 (H.264, default) or webm (VP9)")

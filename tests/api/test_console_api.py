@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import base64
 
+import jsonschema
 import pytest
 
+from app.config import Settings
 from app.workflows.describe import describe
+from app.workflows.loader import load_workflows
 from tests.api.conftest import api
 from tests.jobs.fakes import png_bytes
 
@@ -21,7 +24,9 @@ async def test_workflows_describe_inputs_params_limits_and_defaults(tmp_path):
         names = [w["name"] for w in body["workflows"]]
         assert body["default"] in names
         wf = next(w for w in body["workflows"] if w["name"] == "wan22_i2v_lightx2v_gguf")
-        assert wf["inputs"] == [{"name": "image", "kind": "image", "required": True}]
+        assert wf["inputs"] == [
+            {"name": "image", "kind": "image", "required": True, "fields": ["image_url", "image_base64"]}
+        ]
         params = {p["name"]: p for p in wf["params"]}
         nf = params["num_frames"]
         assert (nf["type"], nf["default"], nf["min"], nf["max"]) == ("int", 81, 5, 161)
@@ -35,37 +40,36 @@ async def test_workflows_describe_inputs_params_limits_and_defaults(tmp_path):
         assert (await c.get("/workflows", headers={"Authorization": "Bearer wrong"})).status_code == 401
 
 
-def test_describe_takes_new_inputs_and_choices_from_the_workflow():
-    """A workflow that binds an end image and audio and declares camera moves and quality presets (the
-    Wan family's manifests) is described without changing describe()."""
-
-    class Spec:
-        def __init__(self, name, default):
-            self.name, self.default = name, default
-
-        @property
-        def required(self):
-            return self.default is None
-
-        def to_dict(self):
-            return {"name": self.name, "type": "string", "default": self.default}
-
-    class Wf:
-        def __init__(self):
-            self.name, self.version, self.description, self.auto_area = "wan_flf2v", "1", "flf", None
-            self.bindings = {"image": [], "end_image": [], "audio": [], "prompt": []}
-            self.limits = {"prompt": Spec("prompt", None)}
-            self.camera_motions = ["static", "pan_left"]
-            self.quality_presets = {"fast": {"steps": 4}, "best": {"steps": 20}}
-
-    d = describe(Wf())
-    assert d["inputs"] == [
-        {"name": "image", "kind": "image", "required": True},
-        {"name": "end_image", "kind": "image", "required": False},
-        {"name": "audio", "kind": "audio", "required": False},
+def test_describe_takes_inputs_camera_moves_presets_and_a_json_schema_from_the_manifests():
+    """The Wan family's manifests are described with no per-workflow code: FLF2V's two images, S2V's
+    audio (with its limit), T2V's no file at all, Fun Camera's poses, presets, and a JSON Schema."""
+    wfs = load_workflows(Settings())
+    flf = describe(wfs["wan22_flf2v_lightx2v_gguf"])
+    assert [(i["name"], i["kind"], i["required"]) for i in flf["inputs"]] == [
+        ("image", "image", True),
+        ("end_image", "image", True),
     ]
-    assert [c["name"] for c in d["camera_motions"]] == ["static", "pan_left"]
-    assert d["quality_presets"] == [{"name": "fast", "steps": 4}, {"name": "best", "steps": 20}]
+    assert flf["inputs"][1]["fields"] == ["end_image_url", "end_image_base64"]
+    s2v = describe(wfs["wan22_s2v"])
+    assert ("audio", "audio", True) in [(i["name"], i["kind"], i["required"]) for i in s2v["inputs"]]
+    assert s2v["max_audio_seconds"] == 60
+    assert describe(wfs["wan22_t2v_lightx2v_gguf"])["inputs"] == []
+    cam = {c["name"]: c for c in describe(wfs["wan22_fun_camera"])["camera_motions"]}
+    assert cam["zoom_in"]["how"] == "pose" and "orbit_left" not in cam
+    i2v = describe(wfs["wan22_i2v_lightx2v_gguf"])
+    assert {c["name"]: c["how"] for c in i2v["camera_motions"]}["pan_left"] == "prompt"
+    presets = {p["name"]: p for p in i2v["quality_presets"]}
+    assert set(presets) == {"draft", "standard", "high", "ultra"}
+    assert presets["high"]["workflow"] == "wan22_i2v_hq_gguf"
+    schema = i2v["params_schema"]
+    assert schema["properties"]["steps"]["type"] == "integer"
+    assert schema["properties"]["width"]["multipleOf"] == 16
+    assert schema["properties"]["output_format"]["enum"] == ["mp4", "webm"]
+    assert "prompt" in schema["required"] and "width" not in schema["required"]
+    jsonschema.Draft202012Validator.check_schema(schema)
+    jsonschema.validate({"prompt": "waves", "steps": 4, "output_format": "webm"}, schema)
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate({"prompt": "waves", "output_format": "gif"}, schema)
 
 
 @pytest.mark.usefixtures("database")
