@@ -4,9 +4,12 @@ Extend block repeats as often as the audio needs."""
 
 from __future__ import annotations
 
+import asyncio
+import io
 import json
 import math
 import time
+import wave
 from pathlib import Path
 
 import pytest
@@ -14,6 +17,7 @@ import pytest
 from app.comfy.graph_check import validate_prompt
 from app.config import Settings
 from app.errors import ValidationError
+from app.provision.warmup import warm_up
 from app.workflows import get_workflow
 from app.workflows.plan import plan_request
 
@@ -226,3 +230,39 @@ def test_webm_output_is_accepted_by_the_real_schemas(name, object_info):
 def test_plan_reports_the_repeat_count():
     plan, _graph = render("wan22_s2v", audio_seconds=14.0)
     assert plan.applied["repeat"] == {"block": ["79:76", "79:77", "79:78"], "count": 2}
+
+
+class RecordingComfy:
+    """Stands in for ComfyClient in the warm-up: keeps what was uploaded and the graph it was given."""
+
+    def __init__(self) -> None:
+        self.uploads: dict[str, bytes] = {}
+        self.graph: dict | None = None
+
+    async def upload_image(self, path: Path) -> str:
+        self.uploads[path.name] = await asyncio.to_thread(path.read_bytes)
+        return path.name
+
+    async def run(self, graph, *, deadline, progress_nodes):
+        self.graph = graph
+
+
+@pytest.mark.parametrize("name", FAMILY)
+async def test_warm_up_gives_every_workflow_its_required_inputs_and_a_valid_graph(name, object_info):
+    """Issue 9's warm-up on every workflow of issue 11: stand-ins for each required file (a second of
+    silence for S2V, two images for FLF2V, none for T2V), and a graph the real schemas accept."""
+
+    wf = lookup(name)
+    comfy = RecordingComfy()
+    await warm_up(comfy, wf, deadline=time.monotonic() + 30)
+    kinds = sorted(n.split("-")[1] for n in comfy.uploads)
+    assert kinds == sorted(n for n in wf.inputs.taken if wf.inputs.spec(n).required)
+    for upload, data in comfy.uploads.items():
+        if upload.endswith(".wav"):
+            with wave.open(io.BytesIO(data), "rb") as w:
+                assert w.getnframes() == w.getframerate()  # one second
+    info = json.loads(json.dumps(object_info))
+    info["LoadImage"]["input"]["required"]["image"][0].extend(n for n in comfy.uploads if n.endswith(".png"))
+    info["LoadAudio"]["input"]["required"]["audio"][0].extend(n for n in comfy.uploads if n.endswith(".wav"))
+    check = validate_prompt(comfy.graph, info)
+    assert check.ok and check.node_errors == {}, (check.error, check.node_errors)
