@@ -259,6 +259,7 @@ async def test_models_mirror_cli_copies_the_workflow_models_and_check_reports_th
     async def cli(*args: str) -> tuple[int, list[dict], str]:
         proc = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "app.cli", "models", "mirror", *args, "--json",
+            "--workflow", "wan22_i2v_lightx2v_gguf",  # the files this model server serves
             cwd=tmp_path, env={**env, "PYTHONPATH": str(REPO_ROOT)},
             stdout=subprocess.PIPE, stderr=subprocess.PIPE,
         )  # fmt: skip

@@ -174,9 +174,8 @@ function buildForm(wf) {
     const id = `f-${p.name}`;
     let input;
     if (p.choices) {
-      input = el("select", { id, name: p.name });
+      input = el("select", { id, name: p.name }, el("option", { value: "", text: `default (${p.default})` }));
       for (const c of p.choices) input.append(el("option", { value: c, text: c }));
-      if (p.default !== undefined && p.default !== null) input.value = p.default;
     } else if (p.type === "string") {
       input = el("textarea", { id, name: p.name, rows: p.name === "prompt" ? 3 : 2, maxlength: p.max_length });
       if (p.name === "negative_prompt" && p.default) input.placeholder = "workflow default";
