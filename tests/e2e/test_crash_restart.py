@@ -34,7 +34,9 @@ def _poll(url: str, pred, within_s: float = 60.0) -> dict:
 
 def test_server_sigkilled_mid_sampling_reattaches_after_restart_and_leaks_no_instance(tmp_path):
     data = tmp_path / "data"
-    env = procs.sim_env(data, sim_step_delay_s=0.4)
+    # A stable REPLICA_ID, as a restarted deployment has: the restarted server resumes its own jobs at once
+    # (a lapsed claim taken over by another replica is tests/e2e/test_replicas.py's case).
+    env = procs.sim_env(data, sim_step_delay_s=0.4, replica_id="crash-test")
     sim_log, serve_log = tmp_path / "sim.log", tmp_path / "serve.log"
     with procs.spawn(["sim"], env, sim_log) as sim:
         world = procs.wait_world(sim, data, sim_log)
