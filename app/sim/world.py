@@ -42,6 +42,7 @@ from app.sim.image.layout import SIM_BOOT_MARKER, SIM_COMFY_DIR, SIM_COMFY_LOG, 
 from app.sim.image.venv import build_index, make_venv
 from app.sim.modelserver import ModelServer, default_files, sim_node_sources
 from app.sim.sshserver import SandboxSSHServer, sim_restart_command
+from app.sim.store import FaultyStore, RemoteFaults, StoreFaults, local_faults
 from app.sim.vast import BackendInfo, VastEmulator, default_market
 from app.workflows import load_workflows
 
@@ -176,6 +177,8 @@ class World:
     root: Path | None = None
     attached: bool = False
     keep: bool = False  # keep the world's folder (its instances' sandboxes) when it stops
+    # the result store's fault switches (app.sim.store); an attached world's live in its own process
+    store_faults: StoreFaults = field(default_factory=StoreFaults)
     _stopped: bool = field(default=False, repr=False)
 
     async def stop(self) -> None:
@@ -198,6 +201,14 @@ class World:
                 log.info("simulated world: kept its files in %s", self.root)
             else:  # ~30 MB of sandboxes per world; a world's files go with it
                 await asyncio.to_thread(shutil.rmtree, self.root, True)
+
+    def wrap_store(self, store: Any) -> tuple[FaultyStore, Any]:
+        """The product's store behind this world's store fault switches, and what closes the wrapper.
+        A world in this process: its `store_faults` directly; an attached one: over HTTP."""
+        if self.attached:
+            remote = RemoteFaults(self.endpoints["vast_api_url"])
+            return FaultyStore(store, remote), remote.aclose
+        return FaultyStore(store, local_faults(self.store_faults)), None
 
     def describe(self) -> list[tuple[str, str]]:
         e = self.endpoints
@@ -316,6 +327,8 @@ async def start_world(settings: Settings, *, attach: bool = True, fresh: bool = 
         return str(inst.offer.get("machine_id")) if inst is not None else None
 
     backend.machine_of = machine_of
+    store_faults = StoreFaults()
+    emulator.extra_routes.extend(store_faults.routes())
     try:
         vast_url = await emulator.start("127.0.0.1", 0)
     except BaseException:
@@ -338,6 +351,7 @@ async def start_world(settings: Settings, *, attach: bool = True, fresh: bool = 
         backend,
         root,
         keep=settings.sim_keep_world,
+        store_faults=store_faults,
     )
     return world
 
