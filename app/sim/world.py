@@ -217,6 +217,7 @@ class World:
             ("model-file server", e["model_mirror_url"]),
             ("custom-node git repos", ", ".join(f"{k}: {v[0]}" for k, v in e["custom_node_sources"].items())),
             ("instances (sandboxes)", e["instances_dir"]),
+            ("result store faults", f"{e['vast_api_url']}/__sim/store/faults"),
         ]
 
 
