@@ -26,6 +26,7 @@ import logging
 import os
 import secrets
 import shutil
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -262,23 +263,49 @@ def _node_names(settings: Settings) -> list[str]:
         return ["ComfyUI-GGUF", "comfyui-videohelpersuite"]
 
 
-async def _attach(settings: Settings, marker: Path) -> World | None:
-    """A world started by `comfyfleet sim` in another process, if it is still answering."""
+async def _attach(settings: Settings, marker: Path, *, busy_within_s: float = 30.0) -> World | None:
+    """A world started by `comfyfleet sim` in another process, if it is still answering.
+
+    A world whose Vast emulator is busy (its fault switches answering 429 or 5xx, or slow under load)
+    is still there: while its process lives the check is tried again for `busy_within_s`, so a server
+    started at that moment attaches to it instead of starting a second, private world (whose instances
+    the rest of the fleet would never see). Refused connections, a dead process or a wrong key: none."""
     try:
         endpoints = json.loads(marker.read_text())  # noqa: ASYNC240 (a tiny local file)
-    except (OSError, ValueError):
+        url = endpoints["vast_api_url"].rstrip("/") + "/api/v0/users/current/"
+        headers = {"Authorization": f"Bearer {endpoints['vast_api_key']}"}
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return None
+    deadline = time.monotonic() + busy_within_s
+    async with httpx.AsyncClient(timeout=2.0) as client:
+        while True:
+            try:
+                r = await client.get(url, headers=headers)
+                if r.status_code == 200:
+                    return World(world_settings(settings, endpoints), endpoints, attached=True)
+                if r.status_code != 429 and r.status_code < 500:
+                    return None
+                busy = f"HTTP {r.status_code}"
+            except httpx.ConnectError:
+                return None
+            except httpx.HTTPError as exc:
+                busy = type(exc).__name__
+            if not _alive(endpoints.get("pid")) or time.monotonic() >= deadline:
+                return None
+            log.info("simulated world of process %s is busy (%s); trying again", endpoints.get("pid"), busy)
+            await asyncio.sleep(0.5)
+
+
+def _alive(pid: Any) -> bool:
+    if not isinstance(pid, int) or pid <= 0:
+        return False
     try:
-        async with httpx.AsyncClient(timeout=2.0) as client:
-            r = await client.get(
-                endpoints["vast_api_url"].rstrip("/") + "/api/v0/users/current/",
-                headers={"Authorization": f"Bearer {endpoints['vast_api_key']}"},
-            )
-        if r.status_code != 200:
-            return None
-    except (httpx.HTTPError, KeyError):
-        return None
-    return World(world_settings(settings, endpoints), endpoints, attached=True)
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 async def attach_world(settings: Settings) -> World | None:

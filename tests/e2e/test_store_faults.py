@@ -11,6 +11,8 @@ runs on it.
 
 from __future__ import annotations
 
+import httpx
+
 from tests.e2e.conftest import b64, png_bytes, sim_api
 
 BODY = {"image_base64": b64(png_bytes()), "num_frames": 9, "width": 256, "height": 256}
@@ -37,7 +39,12 @@ async def _instance_free_and_reused(sim, instance_id: str) -> None:
 async def test_transient_store_put_errors_are_retried_and_the_job_succeeds(tmp_path):
     async with sim_api(tmp_path / "data") as sim:
         faults = sim.world.store_faults
-        faults.transient_puts = 3  # the video and last frame fail, then one of their retries
+        switches = sim.world.endpoints["vast_api_url"] + "/__sim/store/faults"
+        async with httpx.AsyncClient(timeout=10) as h:  # the switches' HTTP face (`comfyfleet sim`)
+            r = await h.post(switches, json={"transient_puts": 3})  # video + last frame, then a retry
+            assert r.status_code == 200 and r.json()["transient_puts"] == 3
+            assert (await h.post(switches, json={"nope": 1})).status_code == 400
+        assert faults.transient_puts == 3
         job = await _run(sim, "transient")
         assert job["state"] == "succeeded", job["error"]
         assert faults.transient_puts == 0  # every fault was met by a put of this job
