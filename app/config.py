@@ -218,7 +218,9 @@ class Settings(BaseSettings):
         600.0, gt=0, description="One upload of a result that takes longer fails (and is retried)"
     )
     store_retry_s: float = Field(
-        60.0, ge=0, description="How long a result's upload is retried after 5xx/timeouts before the job fails"
+        60.0,
+        ge=0,
+        description="How long a result's upload is retried after 5xx/timeouts before the job fails",
     )
 
     # --- HTTP API --------------------------------------------------------------------------------

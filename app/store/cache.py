@@ -403,12 +403,14 @@ class ResultCache:
                 with attempt:
                     tries += 1
                     try:
-                        async with asyncio.timeout(self.put_timeout_s):
-                            return await put()
-                    except TimeoutError:
-                        raise StoreUnavailable(
-                            f"upload {key} took longer than {self.put_timeout_s:g} s (STORE_PUT_TIMEOUT_S)"
-                        ) from None
+                        try:
+                            async with asyncio.timeout(self.put_timeout_s):
+                                return await put()
+                        except TimeoutError:
+                            raise StoreUnavailable(
+                                f"upload {key} took longer than {self.put_timeout_s:g} s "
+                                "(STORE_PUT_TIMEOUT_S)"
+                            ) from None
                     except StoreError as exc:
                         if getattr(exc, "retryable", False):
                             log.warning("store: %s (try %d; retrying)", exc, tries)
