@@ -214,6 +214,14 @@ class Settings(BaseSettings):
     r2_public_base_url: str | None = None
     r2_presign_expiry_s: int = 3600
     r2_endpoint_url: str | None = None
+    store_put_timeout_s: float = Field(
+        600.0, gt=0, description="One upload of a result that takes longer fails (and is retried)"
+    )
+    store_retry_s: float = Field(
+        60.0,
+        ge=0,
+        description="How long a result's upload is retried after 5xx/timeouts before the job fails",
+    )
 
     # --- HTTP API --------------------------------------------------------------------------------
     api_token: SecretStr | None = Field(

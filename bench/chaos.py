@@ -4,8 +4,9 @@
   python bench/chaos.py throughput --jobs 1000 --instances 20
 
 soak: one simulated world (started in this process, so every fault switch is in reach: the Vast
-emulator's, each instance's ComfyUI emulator's, the model server's per-file switches, and a webhook
-receiver that goes down), N `comfyfleet serve` replicas as real processes on one throwaway PostgreSQL
+emulator's, each instance's ComfyUI emulator's, the model server's per-file switches, the result store's
+(puts failing with a 503, refused, or hanging past STORE_PUT_TIMEOUT_S), and a webhook receiver that
+goes down), N `comfyfleet serve` replicas as real processes on one throwaway PostgreSQL
 server, N jobs submitted over HTTP to random live replicas, faults injected at random (seeded) from every
 switch while it runs, and replicas SIGKILLed and started again now and then. At the end it checks and
 prints the invariants: every job ended (succeeded, or failed with a kind and a message), no instance
@@ -49,6 +50,7 @@ from app.config import Settings
 from app.db import make_engine, make_sessionmaker
 
 CLI = [sys.executable, "-m", "app.cli"]
+STORE_PUT_TIMEOUT_S = 2.0  # the replicas' put timeout, so a slow store's put is cut within the soak
 TERMINAL = {"succeeded", "failed", "cancelled"}
 
 
@@ -130,6 +132,9 @@ class Chaos:
             "comfy_socket_drop",
             "comfy_history_lag",
             "comfy_execution_error",
+            "store_transient",
+            "store_permanent",
+            "store_slow",
             "webhook_receiver_down",
         ]
 
@@ -181,6 +186,14 @@ class Chaos:
             else:
                 cf.error_at_node = node
                 self._undo.append((now + 0.3, lambda cf=cf: setattr(cf, "error_at_node", None)))
+        elif kind.startswith("store_"):
+            sf = self.world.store_faults  # shared by every replica's puts (over HTTP)
+            if kind == "store_transient":
+                sf.transient_puts += 2  # retried in place (STORE_RETRY_S)
+            elif kind == "store_permanent":
+                sf.permanent_puts += 1  # a refusal: that job fails with store_auth_error
+            else:
+                sf.slow_puts, sf.slow_s = sf.slow_puts + 1, 3 * STORE_PUT_TIMEOUT_S  # cut, then retried
         elif kind == "webhook_receiver_down":
             self.receiver.down_until = now + 1.5
         self.injected[kind] += 1
@@ -204,6 +217,7 @@ class Chaos:
         vf.null_shows_after_create = 0
         vf.next_instance_faults.clear()
         self.world.mirror.faults.clear()
+        self.world.store_faults.clear()
         for box in self._boxes():
             f = box.comfy.faults
             f.crash_at_node = f.silent_ws_at_node = f.drop_ws_at_node = f.error_at_node = None
@@ -294,6 +308,8 @@ async def soak(args: argparse.Namespace) -> int:
         "IDLE_TTL_S": "20",
         "CLEANUP_INTERVAL_S": "3",
         "JOB_TIMEOUT_S": "240",
+        "STORE_PUT_TIMEOUT_S": str(STORE_PUT_TIMEOUT_S),
+        "STORE_RETRY_S": "20",
         "INSTANCE_READY_TIMEOUT_S": "15",
         "PROVISION_TIMEOUT_S": "40",
         "REPLICAS": "on",

@@ -470,7 +470,7 @@ def assemble(
         repo,
         pool,
         comfy,
-        ResultCache(store),
+        ResultCache(store, put_timeout_s=settings.store_put_timeout_s, retry_s=settings.store_retry_s),
         workflows,
         events,
         RunnerConfig(tmp_dir=tmp_dir, simulated=settings.simulated, job_timeout_s=settings.job_timeout_s),

@@ -504,6 +504,10 @@ async def build_services(settings: Settings) -> Services:
     )
     if isinstance(store, LocalStore):
         services.routers.append(local_files_router(store))
+    if world is not None:  # the simulated world's store fault switches, in front of the results' puts
+        services.runner.results.store, close_faults = world.wrap_store(services.runner.results.store)
+        if close_faults is not None:
+            closers.append(close_faults)
     hosts = HostBook(sessionmaker, slow_factor=settings.host_slow_factor)
     services.hosts = hosts  # type: ignore[attr-defined]
     if hasattr(provider, "hosts"):  # Vast (and the simulated world): learnt ranking

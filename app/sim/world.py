@@ -26,6 +26,7 @@ import logging
 import os
 import secrets
 import shutil
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -42,6 +43,7 @@ from app.sim.image.layout import SIM_BOOT_MARKER, SIM_COMFY_DIR, SIM_COMFY_LOG, 
 from app.sim.image.venv import build_index, make_venv
 from app.sim.modelserver import ModelServer, default_files, sim_node_sources
 from app.sim.sshserver import SandboxSSHServer, sim_restart_command
+from app.sim.store import FaultyStore, RemoteFaults, StoreFaults, local_faults
 from app.sim.vast import BackendInfo, VastEmulator, default_market
 from app.workflows import load_workflows
 
@@ -176,6 +178,8 @@ class World:
     root: Path | None = None
     attached: bool = False
     keep: bool = False  # keep the world's folder (its instances' sandboxes) when it stops
+    # the result store's fault switches (app.sim.store); an attached world's live in its own process
+    store_faults: StoreFaults = field(default_factory=StoreFaults)
     _stopped: bool = field(default=False, repr=False)
 
     async def stop(self) -> None:
@@ -199,6 +203,14 @@ class World:
             else:  # ~30 MB of sandboxes per world; a world's files go with it
                 await asyncio.to_thread(shutil.rmtree, self.root, True)
 
+    def wrap_store(self, store: Any) -> tuple[FaultyStore, Any]:
+        """The product's store behind this world's store fault switches, and what closes the wrapper.
+        A world in this process: its `store_faults` directly; an attached one: over HTTP."""
+        if self.attached:
+            remote = RemoteFaults(self.endpoints["vast_api_url"])
+            return FaultyStore(store, remote), remote.aclose
+        return FaultyStore(store, local_faults(self.store_faults)), None
+
     def describe(self) -> list[tuple[str, str]]:
         e = self.endpoints
         return [
@@ -206,6 +218,7 @@ class World:
             ("model-file server", e["model_mirror_url"]),
             ("custom-node git repos", ", ".join(f"{k}: {v[0]}" for k, v in e["custom_node_sources"].items())),
             ("instances (sandboxes)", e["instances_dir"]),
+            ("result store faults", f"{e['vast_api_url']}/__sim/store/faults"),
         ]
 
 
@@ -250,23 +263,49 @@ def _node_names(settings: Settings) -> list[str]:
         return ["ComfyUI-GGUF", "comfyui-videohelpersuite"]
 
 
-async def _attach(settings: Settings, marker: Path) -> World | None:
-    """A world started by `comfyfleet sim` in another process, if it is still answering."""
+async def _attach(settings: Settings, marker: Path, *, busy_within_s: float = 30.0) -> World | None:
+    """A world started by `comfyfleet sim` in another process, if it is still answering.
+
+    A world whose Vast emulator is busy (its fault switches answering 429 or 5xx, or slow under load)
+    is still there: while its process lives the check is tried again for `busy_within_s`, so a server
+    started at that moment attaches to it instead of starting a second, private world (whose instances
+    the rest of the fleet would never see). Refused connections, a dead process or a wrong key: none."""
     try:
         endpoints = json.loads(marker.read_text())  # noqa: ASYNC240 (a tiny local file)
-    except (OSError, ValueError):
+        url = endpoints["vast_api_url"].rstrip("/") + "/api/v0/users/current/"
+        headers = {"Authorization": f"Bearer {endpoints['vast_api_key']}"}
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return None
+    deadline = time.monotonic() + busy_within_s
+    async with httpx.AsyncClient(timeout=2.0) as client:
+        while True:
+            try:
+                r = await client.get(url, headers=headers)
+                if r.status_code == 200:
+                    return World(world_settings(settings, endpoints), endpoints, attached=True)
+                if r.status_code != 429 and r.status_code < 500:
+                    return None
+                busy = f"HTTP {r.status_code}"
+            except httpx.ConnectError:
+                return None
+            except httpx.HTTPError as exc:
+                busy = type(exc).__name__
+            if not _alive(endpoints.get("pid")) or time.monotonic() >= deadline:
+                return None
+            log.info("simulated world of process %s is busy (%s); trying again", endpoints.get("pid"), busy)
+            await asyncio.sleep(0.5)
+
+
+def _alive(pid: Any) -> bool:
+    if not isinstance(pid, int) or pid <= 0:
+        return False
     try:
-        async with httpx.AsyncClient(timeout=2.0) as client:
-            r = await client.get(
-                endpoints["vast_api_url"].rstrip("/") + "/api/v0/users/current/",
-                headers={"Authorization": f"Bearer {endpoints['vast_api_key']}"},
-            )
-        if r.status_code != 200:
-            return None
-    except (httpx.HTTPError, KeyError):
-        return None
-    return World(world_settings(settings, endpoints), endpoints, attached=True)
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 async def attach_world(settings: Settings) -> World | None:
@@ -316,6 +355,8 @@ async def start_world(settings: Settings, *, attach: bool = True, fresh: bool = 
         return str(inst.offer.get("machine_id")) if inst is not None else None
 
     backend.machine_of = machine_of
+    store_faults = StoreFaults()
+    emulator.extra_routes.extend(store_faults.routes())
     try:
         vast_url = await emulator.start("127.0.0.1", 0)
     except BaseException:
@@ -338,6 +379,7 @@ async def start_world(settings: Settings, *, attach: bool = True, fresh: bool = 
         backend,
         root,
         keep=settings.sim_keep_world,
+        store_faults=store_faults,
     )
     return world
 

@@ -34,6 +34,7 @@ import re
 import shutil
 import tempfile
 import threading
+import time
 import weakref
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import asdict, dataclass
@@ -41,7 +42,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
-from app.store.base import Store
+import tenacity
+
+from app.store.base import Store, StoreError, StoreUnavailable
 from app.store.fileops import FileOps
 
 log = logging.getLogger(__name__)
@@ -228,8 +231,18 @@ class ResultCache:
     concurrent identical requests meet.
     """
 
-    def __init__(self, store: Store) -> None:
+    def __init__(
+        self,
+        store: Store,
+        *,
+        put_timeout_s: float = 600.0,
+        retry_s: float = 60.0,
+        retry_wait_s: float = 0.5,
+    ) -> None:
         self.store = store
+        # Each upload of a result: one try at most `put_timeout_s`; transient failures (5xx, a reset
+        # connection, that timeout: `retryable`) are tried again with backoff for `retry_s`.
+        self.put_timeout_s, self.retry_s, self.retry_wait_s = put_timeout_s, retry_s, retry_wait_s
         self._inflight: dict[str, _Flight] = {}
         self._files = FileOps()  # temp files of concurrent saves share thread hops
         self._scratch = _ScratchFiles()
@@ -346,9 +359,13 @@ class ResultCache:
         }
         if job_id:
             meta["job-id"] = job_id
-        uploads = [self.store.put(Path(video), video_key(key, ext), video_content_type, meta)]
+        vkey = video_key(key, ext)
+        uploads = [self._retrying(vkey, lambda: self.store.put(Path(video), vkey, video_content_type, meta))]
         if last_frame is not None:
-            uploads.append(self.store.put(Path(last_frame), last_frame_key(key), "image/png", meta))
+            fkey = last_frame_key(key)
+            uploads.append(
+                self._retrying(fkey, lambda: self.store.put(Path(last_frame), fkey, "image/png", meta))
+            )
         stored = await asyncio.gather(*uploads)
         manifest = ResultManifest(
             key=key,
@@ -377,6 +394,48 @@ class ResultCache:
         await self._put_small(small)
         return await self._result(manifest)
 
+    async def _retrying(self, key: str, put: Callable[[], Awaitable[T]]) -> T:
+        """One upload, bounded by `put_timeout_s` a try and retried while the store says trying again may
+        help (`retryable`: a 5xx, a reset connection, a timeout) for `retry_s`, with exponential backoff.
+
+        A refusal (credentials, missing bucket, bad key) is raised at once. Running out of retries raises
+        `StoreUnavailable` (not retryable: the outputs were made, running the job again would redo the GPU
+        work for the same outage) naming the key, the tries and what to check."""
+        t0 = time.monotonic()
+        tries = 0
+        try:
+            async for attempt in tenacity.AsyncRetrying(
+                retry=tenacity.retry_if_exception(lambda e: bool(getattr(e, "retryable", False))),
+                wait=tenacity.wait_exponential(multiplier=self.retry_wait_s, max=8.0),
+                stop=tenacity.stop_after_delay(self.retry_s),
+                reraise=True,
+            ):
+                with attempt:
+                    tries += 1
+                    try:
+                        try:
+                            async with asyncio.timeout(self.put_timeout_s):
+                                return await put()
+                        except TimeoutError:
+                            raise StoreUnavailable(
+                                f"upload {key} took longer than {self.put_timeout_s:g} s "
+                                "(STORE_PUT_TIMEOUT_S)"
+                            ) from None
+                    except StoreError as exc:
+                        if getattr(exc, "retryable", False):
+                            log.warning("store: %s (try %d; retrying)", exc, tries)
+                        raise
+        except StoreError as exc:
+            if not getattr(exc, "retryable", False):
+                raise
+            raise StoreUnavailable(
+                f"could not store the result ({tries} tries in {time.monotonic() - t0:.0f} s): {exc}. "
+                "The result store is failing or unreachable: check it (R2 status, disk, network), then "
+                "submit the request again",
+                retryable=False,
+            ) from exc
+        raise AssertionError("unreachable")  # pragma: no cover
+
     async def _put_small(self, objects: list[tuple[str, str, dict[str, str]]]) -> None:
         """Store small JSON objects (the manifest, the `reuse_cached` index) side by side.
 
@@ -389,7 +448,10 @@ class ResultCache:
         if put_bytes is not None:
             await asyncio.gather(
                 *(
-                    put_bytes(text.encode("utf-8"), key, "application/json", meta)
+                    self._retrying(
+                        key,
+                        functools.partial(put_bytes, text.encode("utf-8"), key, "application/json", meta),
+                    )
                     for key, text, meta in objects
                 )
             )
@@ -400,7 +462,9 @@ class ResultCache:
         try:
             await asyncio.gather(
                 *(
-                    self.store.put(path, key, "application/json", meta)
+                    self._retrying(
+                        key, functools.partial(self.store.put, path, key, "application/json", meta)
+                    )
                     for path, (key, _, meta) in zip(paths, objects, strict=True)
                 )
             )

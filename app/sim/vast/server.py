@@ -104,6 +104,8 @@ class VastEmulator:
         self._runner: web.AppRunner | None = None
         self._ticker: asyncio.Task[None] | None = None
         self._advancing: dict[int, asyncio.Task[None]] = {}
+        # (method, path, handler) mounted beside /__sim/faults at start (the world's store switches)
+        self.extra_routes: list[tuple[str, str, Handler]] = []
 
     @property
     def time_scale(self) -> float:
@@ -188,6 +190,8 @@ class VastEmulator:
         app.router.add_get("/__sim/faults", self._get_faults)
         app.router.add_post("/__sim/faults", self._post_faults)
         app.router.add_get("/__sim/state", self._get_state)
+        for method, path, handler in self.extra_routes:
+            app.router.add_route(method, path, handler)
 
     @web.middleware
     async def _middleware(self, request: web.Request, handler: Handler) -> web.StreamResponse:
