@@ -35,7 +35,7 @@ class WorkflowInput(BaseModel):
     name: str
     kind: str  # "image" | "audio"
     required: bool
-    fields: list[str]  # the request fields that carry it (`<name>_url`, `<name>_base64`; multipart part `<name>`)
+    fields: list[str]  # the request fields that carry it (`<name>_url`, `<name>_base64`; multipart: `<name>`)
 
 
 class WorkflowView(BaseModel):
