@@ -17,6 +17,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from app.comfy.errors import ComfyUnavailable
+from app.comfy.errors import PromptLost as ComfyPromptLost
 from app.jobs.cache import Coalescer
 from app.jobs.errors import (
     InputMissing,
@@ -288,9 +290,14 @@ class JobRunner:
             video, frame, gpu_s = await self._use_instance(
                 job, rs, lease, wf, params, image_path, tmp, reattach
             )
+            lease.note_reached()
         except BaseException as exc:
             if _instance_broken(exc):
                 lease.mark_bad(f"job {job.id}: {redact(str(exc))}")
+            elif isinstance(exc, ComfyUnavailable) and not isinstance(
+                exc, ComfyPromptLost
+            ):  # reachable, restarted
+                lease.note_unreachable(f"job {job.id}: {redact(str(exc))}")
             elif str(getattr(exc, "kind", "")) == "model_corrupt":
                 lease.invalidate(wf)  # provision again before the next job uses this workflow
             raise

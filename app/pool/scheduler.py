@@ -25,6 +25,10 @@ from app.redact import redact
 log = logging.getLogger(__name__)
 
 
+# Jobs in a row that could not reach an instance's ComfyUI before the instance is retired.
+UNREACHABLE_STRIKES = 2
+
+
 @dataclass
 class PoolMember:
     instance: Instance
@@ -36,6 +40,7 @@ class PoolMember:
     jobs: set[str] = field(default_factory=set)  # ids of the jobs holding a lease on it now
     paused: str | None = None  # why it takes no new leases for now (its model files being re-checked)
     model_files: dict[tuple[str, str], int] = field(default_factory=dict)  # (folder, name) -> bytes held
+    unreachable: int = 0  # jobs in a row whose ComfyUI could not be reached on it
 
     @property
     def id(self) -> str:
@@ -98,6 +103,18 @@ class Lease:
     def mark_bad(self, reason: str) -> None:
         """The instance misbehaved (lost, broken GPU): retire it when this lease is released."""
         self._bad = reason
+
+    def note_unreachable(self, reason: str) -> None:
+        """This job could not reach the instance's ComfyUI (after the client's own retries). Once is a
+        blip and the job is retried; `UNREACHABLE_STRIKES` jobs in a row and the instance is retired, or
+        an instance whose ComfyUI stays unreachable would fail every job queued to it, one by one."""
+        self.member.unreachable += 1
+        if self.member.unreachable >= UNREACHABLE_STRIKES:
+            self.mark_bad(f"ComfyUI unreachable for {self.member.unreachable} jobs in a row: {reason}")
+
+    def note_reached(self) -> None:
+        """A job ran on the instance's ComfyUI: the unreachable count starts again."""
+        self.member.unreachable = 0
 
     async def release(self) -> None:
         if self._released:

@@ -1,7 +1,9 @@
 import asyncio
+import contextlib
 
 import pytest
 
+from app.comfy.errors import ComfyUnavailable
 from app.errors import ValidationError
 from tests.jobs.fakes import FakeComfy, FakePreparer, FakeProvider
 from tests.jobs.harness import world
@@ -150,3 +152,47 @@ async def test_store_down_at_cache_lookup_fails_with_the_store_error(tmp_path):
         job = await w.wait((await w.submit(seed=1)).id)
         assert job.state == "failed" and job.error_kind == "store_unavailable"
         assert "503" in job.error_message and w.comfy.runs == 0
+
+
+class UnreachableComfy(FakeComfy):
+    """A FakeComfy whose ComfyUI at some URLs cannot be reached (as after the client's own retries):
+    `down[url]` is how many more sessions there fail."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.down: dict[str, int] = {}
+
+    @contextlib.asynccontextmanager
+    async def __call__(self, target):
+        if self.down.get(target.url, 0) > 0:
+            self.down[target.url] -= 1
+            raise ComfyUnavailable(f"ComfyUI at {target.url} did not answer")
+        async with super().__call__(target) as session:
+            yield session
+
+
+async def test_comfy_unreachable_on_an_instance_for_jobs_in_a_row_retires_it_instead_of_draining_the_queue(
+    tmp_path,
+):
+    comfy = UnreachableComfy()
+    async with world(tmp_path, comfy=comfy) as w:
+        first = await w.wait((await w.submit(seed=1)).id)
+        assert first.state == "succeeded"
+        url = next(iter(comfy.gpus))
+        comfy.down[url] = 10  # it stays unreachable
+        second = await w.wait((await w.submit(seed=2)).id)
+        # two attempts, both unreachable: the job fails with the reason, and the instance is retired
+        assert second.state == "failed" and second.error_kind == "comfy_unavailable"
+        assert w.provider.destroyed == [first.instance_id]
+        third = await w.wait((await w.submit(seed=3)).id)
+        assert third.state == "succeeded" and third.instance_id != first.instance_id
+
+
+async def test_comfy_unreachable_once_is_a_blip_the_job_is_retried_and_the_instance_kept(tmp_path):
+    comfy = UnreachableComfy()
+    async with world(tmp_path, comfy=comfy) as w:
+        first = await w.wait((await w.submit(seed=1)).id)
+        comfy.down[next(iter(comfy.gpus))] = 1
+        second = await w.wait((await w.submit(seed=2)).id)
+        assert second.state == "succeeded" and second.attempts == 1
+        assert second.instance_id == first.instance_id and w.provider.destroyed == []
