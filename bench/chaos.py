@@ -110,6 +110,7 @@ class Chaos:
         self.nodes = list(wf.progress_nodes) or [wf.video_node]
         self.video_node = wf.video_node
         self.injected: Counter[str] = Counter()
+        self.errors: list[str] = []  # injections that raised (printed, and fail the run)
         self._undo: list[tuple[float, Any]] = []
 
     def kinds(self) -> list[str]:
@@ -139,7 +140,9 @@ class Chaos:
         ]
 
     def _boxes(self) -> list[Any]:
-        return list(self.world.backend.boxes.values())
+        """Instances whose ComfyUI runs (an instance that boots like Vast's image has none until its
+        supervisor starts it)."""
+        return [b for b in self.world.backend.boxes.values() if b.comfy is not None]
 
     def inject(self) -> str | None:
         kind = self.rng.choice(self.kinds())
@@ -405,7 +408,11 @@ async def soak(args: argparse.Namespace) -> int:
             while True:
                 await asyncio.sleep(rng.uniform(0.2, 0.8) * args.fault_every)
                 chaos.settle()
-                chaos.inject()
+                try:
+                    chaos.inject()
+                except Exception as exc:  # a broken switch must show, not silently end the faults
+                    chaos.errors.append(f"{type(exc).__name__}: {exc}")
+                    print(f"  fault injection failed: {chaos.errors[-1]}", flush=True)
 
         async def killer() -> None:
             nonlocal kills
@@ -465,6 +472,7 @@ async def soak(args: argparse.Namespace) -> int:
             report["spent"] <= args.spend_cap,
         ),
         ("every webhook delivered or given up", report["webhooks_pending"] == 0),
+        (f"every fault injection worked ({len(chaos.errors)} failed)", not chaos.errors),
     ]
     print(f"  webhooks: {report['webhooks']}; receiver refused {receiver.refused} deliveries while down")
     for what, ok in checks:
