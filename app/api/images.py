@@ -239,31 +239,23 @@ class ImageIntake:
             raise
 
     async def from_base64(self, data: str, field: str = "image_base64") -> InputImage:
-        if data.startswith("data:"):
-            data = data.split(",", 1)[-1]
-        if len(data) > (self.max_bytes * 4) // 3 + 8:
-            raise ValidationError(field, self._too_big())
-        try:
-            raw = base64.b64decode(data, validate=True)
-        except (binascii.Error, ValueError):
-            raise ValidationError(field, "is not valid base64") from None
-        return await self.from_bytes(raw, field)
+        return await self.from_bytes(_decode_base64(data, self.max_bytes, field, self._too_big()), field)
 
     async def from_bytes(self, raw: bytes, field: str) -> InputImage:
         if len(raw) > self.max_bytes:
             raise ValidationError(field, self._too_big())
+        staged, sha = self._stage(raw)
+        return await self._decode(staged, sha, len(raw), field)
+
+    async def from_path(self, path: Path, field: str = "image") -> InputImage:
+        return await self.from_bytes(await _read_file(path, self.max_bytes, field, self._too_big()), field)
+
+    def _stage(self, raw: bytes) -> tuple[Path, str]:
+        """The bytes in a fresh staging file, and their sha256."""
         self.staging.mkdir(parents=True, exist_ok=True)
         staged = self.staging / uuid.uuid4().hex
         staged.write_bytes(raw)
-        return await self._decode(staged, hashlib.sha256(raw).hexdigest(), len(raw), field)
-
-    async def from_path(self, path: Path, field: str = "image") -> InputImage:
-        size = await asyncio.to_thread(_file_size, path)
-        if size is None:
-            raise ValidationError(field, f"{path} is not a file")
-        if size > self.max_bytes:
-            raise ValidationError(field, self._too_big())
-        return await self.from_bytes(await asyncio.to_thread(path.read_bytes), field)
+        return staged, hashlib.sha256(raw).hexdigest()
 
     # --- decoding ----------------------------------------------------------------------------------
     async def _decode(self, staged: Path, sha: str, size: int, field: str) -> InputImage:
@@ -314,31 +306,18 @@ class ImageIntake:
             ) from None
 
     async def audio_from_base64(self, data: str, field: str = "audio_base64") -> InputAudio:
-        if data.startswith("data:"):
-            data = data.split(",", 1)[-1]
-        if len(data) > (self.max_audio_bytes * 4) // 3 + 8:
-            raise ValidationError(field, self._audio_too_big())
-        try:
-            raw = base64.b64decode(data, validate=True)
-        except (binascii.Error, ValueError):
-            raise ValidationError(field, "is not valid base64") from None
+        raw = _decode_base64(data, self.max_audio_bytes, field, self._audio_too_big())
         return await self.audio_from_bytes(raw, field)
 
     async def audio_from_bytes(self, raw: bytes, field: str) -> InputAudio:
         if len(raw) > self.max_audio_bytes:
             raise ValidationError(field, self._audio_too_big())
-        self.staging.mkdir(parents=True, exist_ok=True)
-        staged = self.staging / uuid.uuid4().hex
-        staged.write_bytes(raw)
-        return await self._decode_audio(staged, hashlib.sha256(raw).hexdigest(), len(raw), field)
+        staged, sha = self._stage(raw)
+        return await self._decode_audio(staged, sha, len(raw), field)
 
     async def audio_from_path(self, path: Path, field: str = "audio") -> InputAudio:
-        size = await asyncio.to_thread(_file_size, path)
-        if size is None:
-            raise ValidationError(field, f"{path} is not a file")
-        if size > self.max_audio_bytes:
-            raise ValidationError(field, self._audio_too_big())
-        return await self.audio_from_bytes(await asyncio.to_thread(path.read_bytes), field)
+        raw = await _read_file(path, self.max_audio_bytes, field, self._audio_too_big())
+        return await self.audio_from_bytes(raw, field)
 
     async def _decode_audio(self, staged: Path, sha: str, size: int, field: str) -> InputAudio:
         try:
@@ -419,3 +398,25 @@ def _file_size(path: Path) -> int | None:
         return path.stat().st_size if path.is_file() else None
     except OSError:
         return None
+
+
+def _decode_base64(data: str, max_bytes: int, field: str, too_big: str) -> bytes:
+    """A base64 field (a `data:` URL prefix allowed), refused before decoding when it cannot fit."""
+    if data.startswith("data:"):
+        data = data.split(",", 1)[-1]
+    if len(data) > (max_bytes * 4) // 3 + 8:
+        raise ValidationError(field, too_big)
+    try:
+        return base64.b64decode(data, validate=True)
+    except (binascii.Error, ValueError):
+        raise ValidationError(field, "is not valid base64") from None
+
+
+async def _read_file(path: Path, max_bytes: int, field: str, too_big: str) -> bytes:
+    """A local file's bytes (the CLI's inputs), refused by its size before reading."""
+    size = await asyncio.to_thread(_file_size, path)
+    if size is None:
+        raise ValidationError(field, f"{path} is not a file")
+    if size > max_bytes:
+        raise ValidationError(field, too_big)
+    return await asyncio.to_thread(path.read_bytes)
