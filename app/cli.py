@@ -3,8 +3,11 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import signal
 import sys
+import threading
 import warnings
 from collections.abc import Sequence
 from typing import Any
@@ -58,6 +61,29 @@ def _on_sigterm(_signum: int, _frame: object) -> None:
     signal.raise_signal(signal.SIGINT)
 
 
+def _sigterm_in_loop(noop: Any) -> None:
+    """SIGTERM while a command's event loop runs: hand it to `_on_sigterm` from the loop itself, unless
+    the command put its own SIGTERM handler in place (uvicorn's graceful one for `serve`)."""
+    if signal.getsignal(signal.SIGTERM) is noop:
+        _on_sigterm(signal.SIGTERM, None)
+
+
+class _SignalWakingPolicy(asyncio.DefaultEventLoopPolicy):
+    """Every command's event loop (made by `asyncio.run`) also watches SIGTERM through the loop's wake-up
+    fd. Without it a SIGTERM the kernel delivers to a worker thread (the database's, a `to_thread`
+    executor's) sets only a flag, and an idle loop blocked in `epoll_wait` (a world waiting to be stopped,
+    a 30 s sampling step) does not run the Python handler until something else wakes it, so the command
+    ignored SIGTERM for as long as it stayed idle."""
+
+    def new_event_loop(self) -> asyncio.AbstractEventLoop:
+        loop = super().new_event_loop()
+        if threading.current_thread() is threading.main_thread():
+            with contextlib.suppress(ValueError, RuntimeError, NotImplementedError):
+                loop.add_signal_handler(signal.SIGTERM, lambda: _sigterm_in_loop(noop))
+                noop = signal.getsignal(signal.SIGTERM)  # the loop's own (a no-op; the fd wakes it)
+        return loop
+
+
 def root_command() -> Any:
     """The click command tree, with every option's help and default shown (`app.cli_help`)."""
     from app.cli_help import polish
@@ -70,6 +96,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     # asyncssh's process.redirect leaves this harmless warning behind when channels close.
     warnings.filterwarnings("ignore", message="coroutine 'Queue.join' was never awaited")
     signal.signal(signal.SIGTERM, _on_sigterm)  # `serve` (uvicorn) installs its own, graceful one
+    asyncio.set_event_loop_policy(_SignalWakingPolicy())
     try:
         root_command().main(args=list(argv) if argv is not None else None, standalone_mode=True)
     except ComfyfleetError as exc:
