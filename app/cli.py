@@ -84,6 +84,18 @@ class _SignalWakingPolicy(asyncio.DefaultEventLoopPolicy):
         return loop
 
 
+def install_signal_handling() -> None:
+    """SIGTERM ends a command as Ctrl-C does (`_on_sigterm`); `serve` (uvicorn) installs its own one.
+
+    SIGTERM is handed on as SIGINT, whose handler asyncio installs only when SIGINT has Python's default
+    handler. A process started with SIGINT ignored (a shell's `comfyfleet sim &`, a test runner's worker)
+    inherits SIG_IGN, so the handover did nothing and the command ignored SIGTERM: restore the handler."""
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, _on_sigterm)
+    asyncio.set_event_loop_policy(_SignalWakingPolicy())
+
+
 def root_command() -> Any:
     """The click command tree, with every option's help and default shown (`app.cli_help`)."""
     from app.cli_help import polish
@@ -95,8 +107,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     """Entry point: typed errors become a one-line message and exit code 2, never a traceback."""
     # asyncssh's process.redirect leaves this harmless warning behind when channels close.
     warnings.filterwarnings("ignore", message="coroutine 'Queue.join' was never awaited")
-    signal.signal(signal.SIGTERM, _on_sigterm)  # `serve` (uvicorn) installs its own, graceful one
-    asyncio.set_event_loop_policy(_SignalWakingPolicy())
+    install_signal_handling()
     try:
         root_command().main(args=list(argv) if argv is not None else None, standalone_mode=True)
     except ComfyfleetError as exc:
