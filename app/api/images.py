@@ -80,17 +80,13 @@ class InputImage:
 
     def commit(self, inputs_dir: Path) -> Path:
         """Move the staged file to its content-addressed name (idempotent for identical images)."""
-        final = inputs_dir / f"{self.sha256}.{_FORMATS.get(self.format, 'img')}"
-        if final.exists():
-            self.path.unlink(missing_ok=True)
-        else:
-            os.replace(self.path, final)
-        self.path = final
-        return final
+        self.path = _commit_staged(
+            self.path, inputs_dir / f"{self.sha256}.{_FORMATS.get(self.format, 'img')}"
+        )
+        return self.path
 
     def discard(self) -> None:
-        if self.path.parent.name == ".staging":
-            self.path.unlink(missing_ok=True)
+        _discard_staged(self.path)
 
 
 class ImageIntake:
@@ -380,17 +376,25 @@ class InputAudio:
     channels: int
 
     def commit(self, inputs_dir: Path) -> Path:
-        final = inputs_dir / f"{self.sha256}.{self.format}"
-        if final.exists():
-            self.path.unlink(missing_ok=True)
-        else:
-            os.replace(self.path, final)
-        self.path = final
-        return final
+        self.path = _commit_staged(self.path, inputs_dir / f"{self.sha256}.{self.format}")
+        return self.path
 
     def discard(self) -> None:
-        if self.path.parent.name == ".staging":
-            self.path.unlink(missing_ok=True)
+        _discard_staged(self.path)
+
+
+def _commit_staged(staged: Path, final: Path) -> Path:
+    """The staged file at its content-addressed name; an identical file already there wins."""
+    if final.exists():
+        staged.unlink(missing_ok=True)
+    else:
+        os.replace(staged, final)
+    return final
+
+
+def _discard_staged(path: Path) -> None:
+    if path.parent.name == ".staging":
+        path.unlink(missing_ok=True)
 
 
 def _file_size(path: Path) -> int | None:
