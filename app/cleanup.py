@@ -19,8 +19,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from app.jobs.ports import Ledger
 from app.jobs.repo import JobRepo
+from app.pool.ports import Ledger
 from app.pool.provider import PENDING_STATES, Instance, InstanceState, Provider
 from app.redact import redact
 

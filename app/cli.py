@@ -31,6 +31,7 @@ _ROOMS = (
     "app.provision.cli",
     "app.sim.cli",
     "app.store.cli",
+    "app.api.cli",
     "app.jobs.cli",
     "app.client.cli",
     "app.migrations.cli",

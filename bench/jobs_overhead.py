@@ -30,8 +30,8 @@ import psutil
 
 from app.config import Settings
 from app.db import make_sessionmaker
-from app.jobs.ports import ComfyTarget
 from app.jobs.services import assemble
+from app.pool.ports import ComfyTarget
 from tests.jobs.fakes import (
     FakeComfy,
     FakeLedger,

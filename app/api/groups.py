@@ -34,12 +34,12 @@ from app.api.group_schemas import (
     StoryView,
     VerifyReport,
 )
-from app.api.images import InputImage
 from app.api.inputs import gather_inputs, given_fields
 from app.api.schemas import MAX_LIST_OFFSET, ErrorBody, GenerateVideoRequest
 from app.api.urls import public_url_for
 from app.config import ApiToken
 from app.errors import ValidationError, ValidationErrors
+from app.intake import InputImage
 from app.jobs.fleet import FleetConflict, InstanceNotFound
 from app.jobs.groups import GroupNotFound, Story, StoryState, new_batch_id
 from app.jobs.models import Job

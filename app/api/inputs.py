@@ -19,8 +19,8 @@ from pydantic import ValidationError as PydanticValidationError
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from app.api.images import ImageIntake
 from app.errors import ValidationError
+from app.intake import ImageIntake
 from app.workflows.inputs import API_INPUT_FIELDS, INPUT_KINDS, INPUT_NAMES
 
 MULTIPART_SCHEMA = {

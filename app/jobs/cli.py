@@ -1,4 +1,4 @@
-"""`comfyfleet serve`, `comfyfleet generate` and `comfyfleet cleanup`."""
+"""`comfyfleet generate` and `comfyfleet cleanup` (`serve` is the API room's, in `app.api.cli`)."""
 
 from __future__ import annotations
 
@@ -18,42 +18,8 @@ from app.workflows.params import request_from_cli
 
 
 def register(cli: typer.Typer) -> None:
-    cli.command("serve")(serve)
     cli.command("generate")(generate)
     cli.command("cleanup")(cleanup)
-
-
-# --- serve ---------------------------------------------------------------------------------------
-def serve(
-    host: str | None = typer.Option(None, "--host", help="Listen address (default HOST, 127.0.0.1)."),
-    port: int | None = typer.Option(None, "--port", help="Listen port (default PORT, 8000)."),
-) -> None:
-    """Run the HTTP API (OpenAPI docs at /docs) with the pool, the runner and the cleanup loop."""
-    import uvicorn
-
-    from app.api.app import create_app
-    from app.api.auth import check_listen_policy
-    from app.jobs.wiring import build_services, describe
-    from app.redact import setup_logging
-
-    settings = _with(get_settings(), host=host, port=port)
-    check_listen_policy(settings, settings.host)  # before anything starts: no token, no open real provider
-    setup_logging(settings.log_level)
-    _banner(settings, f"serving on http://{settings.host}:{settings.port} (docs at /docs)")
-
-    async def main() -> None:
-        services = await build_services(settings)
-        typer.echo(describe(services.settings))
-        config = uvicorn.Config(
-            create_app(services),
-            host=settings.host,
-            port=settings.port,
-            log_level=settings.log_level.lower(),
-            lifespan="on",
-        )
-        await uvicorn.Server(config).serve()
-
-    asyncio.run(main())
 
 
 # --- generate ------------------------------------------------------------------------------------
@@ -129,7 +95,7 @@ def generate(
         )
         return
     if not as_json:
-        _banner(settings, "generating in-process")
+        banner(settings, "generating in-process")
     raw = request_from_cli(
         prompt=prompt,
         negative_prompt=negative_prompt,
@@ -315,12 +281,8 @@ def cleanup(
 
 
 # --- helpers -------------------------------------------------------------------------------------
-def _with(settings: Settings, **overrides: Any) -> Settings:
-    values = {k: v for k, v in overrides.items() if v is not None}
-    return settings.model_copy(update=values) if values else settings
-
-
-def _banner(settings: Settings, what: str) -> None:
+def banner(settings: Settings, what: str) -> None:
+    """Say on stderr what a long-running command does and against which provider; loudly when simulated."""
     if settings.simulated:
         typer.secho(
             "=== SIMULATED WORLD: no VAST_API_KEY, so GPUs, ComfyUI and model downloads are emulated "

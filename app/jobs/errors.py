@@ -1,4 +1,7 @@
-"""Why a job ended badly, as a `kind` a program can branch on and a message a person can act on."""
+"""Why a job ended badly, as a `kind` a program can branch on and a message a person can act on.
+
+The pool's own reasons (no capacity, spend cap, instance gone, rent failed) live in `app.pool.errors`,
+below this room; `classify` reads their `kind` the same way."""
 
 from __future__ import annotations
 
@@ -21,32 +24,10 @@ class JobTimeout(JobError):
     kind = "timeout"
 
 
-class NoCapacity(JobError):
-    """No instance can be had: the provider cannot rent, or renting would break the spend cap."""
-
-    kind = "no_capacity"
-
-
-class SpendCapReached(NoCapacity):
-    kind = "spend_cap"
-
-
-class InstanceGone(JobError):
-    """The instance the job was on no longer exists; running again elsewhere may work."""
-
-    kind = "instance_lost"
-    retryable = True
-
-
 class PromptLost(JobError):
     """After a restart, the instance's ComfyUI no longer has the job's prompt; the job runs again."""
 
     kind = "prompt_lost"
-    retryable = True
-
-
-class RentFailed(JobError):
-    kind = "rent_failed"
     retryable = True
 
 

@@ -22,7 +22,6 @@ from app.comfy.errors import PromptLost as ComfyPromptLost
 from app.jobs.cache import Coalescer
 from app.jobs.errors import (
     InputMissing,
-    InstanceGone,
     JobCancelled,
     JobError,
     JobTimeout,
@@ -32,8 +31,10 @@ from app.jobs.errors import (
 )
 from app.jobs.events import EventHub
 from app.jobs.models import IllegalTransition, Job, JobState
-from app.jobs.ports import ComfyConnector, ComfySession, Progress
+from app.jobs.ports import ComfyConnector, ComfySession
 from app.jobs.repo import JobRepo
+from app.pool.errors import InstanceGone
+from app.pool.ports import Progress
 from app.pool.scheduler import Lease, Pool
 from app.redact import redact
 from app.store.fileops import FileOps

@@ -19,9 +19,9 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 
-from app.api.images import ImageIntake, InputImage
 from app.cleanup import Cleaner
 from app.config import Settings
+from app.intake import ImageIntake, InputImage
 from app.jobs.batches import BatchManager
 from app.jobs.events import EventHub
 from app.jobs.fleet import Fleet
@@ -29,11 +29,12 @@ from app.jobs.groups import GroupRepo
 from app.jobs.manager import JobManager
 from app.jobs.metrics import Metrics
 from app.jobs.models import Job
-from app.jobs.ports import ComfyConnector, InstancePreparer, Ledger
+from app.jobs.ports import ComfyConnector
 from app.jobs.repo import JobRepo
 from app.jobs.runner import JobRunner, RunnerConfig
 from app.jobs.stories import StoryManager
 from app.jobs.webhooks import WebhookSender
+from app.pool.ports import InstancePreparer, Ledger
 from app.pool.provider import CreateRequest, Provider
 from app.pool.scheduler import Pool
 from app.redact import register_secret

@@ -1,7 +1,8 @@
 """The one place where the real rooms are plugged into the jobs room: `build_services(settings)`.
 
-Everything else in `app.jobs` talks to the small ports of `app.jobs.ports`; the adapters here turn the
-real `ComfyClient`, the provisioning functions, the store and the providers into those ports. Which
+Everything else in `app.jobs` talks to the small ports of `app.jobs.ports` and `app.pool.ports`; the
+adapters here turn the real `ComfyClient`, the provisioning functions, the store and the providers into
+those ports. Which
 provider: `vast` (Vast.ai, or its emulator when VAST_API_URL points at one), `static` (configured
 endpoints), `sim` (the simulated world, started here and stopped with the services).
 """
@@ -25,10 +26,10 @@ from app.comfy.progress import Progress as ComfyProgress
 from app.config import Settings
 from app.db import init_db, make_engine, make_sessionmaker
 from app.errors import ConfigError
-from app.jobs.ports import ComfyTarget, Progress, ProgressFn
 from app.jobs.services import Services, assemble
 from app.pool.hosts import HostBook, HostSample
 from app.pool.ledger import InstanceLedger
+from app.pool.ports import ComfyTarget, Progress, ProgressFn
 from app.pool.provider import Instance, Provider
 from app.pool.static import StaticProvider
 from app.provision import build_plan, connect, open_tunnel, run_provision

@@ -17,8 +17,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from app.jobs.errors import InstanceGone, NoCapacity, RentFailed, SpendCapReached
-from app.jobs.ports import ComfyTarget, InstancePreparer, Ledger, ProgressFn
+from app.pool.errors import InstanceGone, NoCapacity, RentFailed, SpendCapReached
+from app.pool.ports import ComfyTarget, InstancePreparer, Ledger, ProgressFn
 from app.pool.provider import CreateRequest, Instance, InstanceState, Provider
 from app.redact import redact
 

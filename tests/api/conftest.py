@@ -6,7 +6,7 @@ import pytest
 from aiohttp import web
 
 from app.api.app import create_app
-from app.api.images import ImageIntake
+from app.intake import ImageIntake
 from tests.jobs.harness import world
 
 TOKEN = "test-api-token-123"

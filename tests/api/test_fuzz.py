@@ -36,7 +36,7 @@ from schemathesis.checks import positive_data_acceptance
 from sqlalchemy import select
 
 from app.api.app import create_app
-from app.api.images import ImageIntake
+from app.intake import ImageIntake
 from app.jobs.groups import Batch, Story
 from app.jobs.models import Job
 from tests.jobs.harness import world

@@ -131,7 +131,7 @@ async def test_image_host_trickling_bytes_is_cut_off_at_the_total_deadline(tmp_p
     import asyncio
     import time
 
-    from app.api.images import ImageIntake
+    from app.intake import ImageIntake
     from app.errors import ValidationError
 
     async def trickle(request):

@@ -20,7 +20,7 @@ from typing import Any, ClassVar
 from PIL import Image
 
 from app.errors import ComfyfleetError, ValidationError
-from app.jobs.ports import ComfyTarget, Progress
+from app.pool.ports import ComfyTarget, Progress
 from app.pool.provider import CreateRequest, Instance, InstanceState
 from app.store.base import ObjectMissing
 from app.workflows.inputs import Inputs

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from app.api.images import ImageIntake
+from app.intake import ImageIntake
 from app.config import Settings
 from app.db import init_db, make_engine, make_sessionmaker
 from app.jobs.models import Job

@@ -6,7 +6,7 @@ import time
 import pytest
 from aiohttp import web
 
-from app.api.images import ImageIntake
+from app.intake import ImageIntake
 from app.jobs.webhooks import sign, verify
 from tests.jobs.harness import world
 

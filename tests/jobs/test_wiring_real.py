@@ -15,9 +15,9 @@ import pytest
 from app.comfy import ComfyClient
 from app.config import Settings
 from app.db import make_sessionmaker
-from app.jobs.ports import ComfyTarget
 from app.jobs.services import assemble
 from app.jobs.wiring import ComfyClientSession, comfy_connector
+from app.pool.ports import ComfyTarget
 from app.sim.comfyui import ComfyEmulator
 from app.store.local import LocalStore
 from app.workflows import get_workflow
