@@ -28,6 +28,7 @@ import json
 import random
 import struct
 import time
+import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -129,7 +130,7 @@ def generate(spec: FileSpec, root: Path) -> ServedFile:
     path.parent.mkdir(parents=True, exist_ok=True)
     rng = random.Random(f"{spec.folder}/{spec.name}/{spec.seed}")
     digest = hashlib.sha256()
-    tmp = path.with_name(path.name + ".tmp")
+    tmp = path.with_name(f"{path.name}.{uuid.uuid4().hex[:8]}.tmp")  # several servers may share `root`
     with tmp.open("wb") as f:
         head = _header(spec.effective_kind, spec.size)
         f.write(head)

@@ -173,3 +173,45 @@ async def test_slow_host_simulated_market_has_slow_machines(tmp_path: Path):
         assert b.boxes[2].comfy.step_delay_s == pytest.approx(0.1)
     finally:
         await b.close()
+
+
+def test_instances_booting_at_once_build_the_package_index_without_a_rename_race(tmp_path, monkeypatch):
+    # Four instances of a 20-job batch booted together and each built the shared index: both writers of a
+    # wheel used one `.tmp`, the first renamed it away and the second boot failed ("No such file or
+    # directory"). Here two builders are held inside their first wheel's write until both are there.
+    import threading
+    import zipfile
+
+    import app.sim.image.venv as venv_module
+
+    both_writing = threading.Barrier(2, timeout=20)
+    held: set[int] = set()
+    real_zipfile = zipfile.ZipFile
+
+    class HeldZipFile(real_zipfile):
+        def close(self) -> None:
+            super().close()
+            if threading.get_ident() not in held:
+                held.add(threading.get_ident())
+                both_writing.wait()
+
+    monkeypatch.setattr(venv_module.zipfile, "ZipFile", HeldZipFile)
+    errors: list[BaseException] = []
+
+    def build() -> None:
+        try:
+            build_index(tmp_path / "pypi")
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=build) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert errors == []
+    wheels = sorted((tmp_path / "pypi").iterdir())
+    assert wheels and all(w.suffix == ".whl" for w in wheels)  # no temp file left behind
+    for w in wheels:
+        with real_zipfile(w) as zf:
+            assert zf.testzip() is None

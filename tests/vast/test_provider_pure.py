@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import stat
 
+import asyncssh
+
 from app.config import Settings
 from app.pool.provider import InstanceState
 from app.vast.offers import ClipProfile, OfferRequirements, expected_cost_per_clip
@@ -81,3 +83,32 @@ def test_other_deployment_whose_name_extends_ours_is_not_ours():
     assert not prod.is_ours(prod_eu.new_label())
     assert not prod_eu.is_ours(prod.new_label())
     assert prod.is_ours("comfyfleet-prod-stray") and not prod.is_ours("comfyfleet-prod-")
+
+
+def test_two_processes_making_the_ssh_key_at_once_keep_one_pair(tmp_path, monkeypatch):
+    # Two replicas starting together on one data folder both found no key and both made one; the public
+    # half written last could belong to the private key that lost the race.
+    import threading
+
+    import app.vast.sshkey as sshkey
+
+    both_made = threading.Barrier(2, timeout=20)
+    real_generate = sshkey.asyncssh.generate_private_key
+
+    def generate_together(*args, **kwargs):
+        key = real_generate(*args, **kwargs)
+        both_made.wait()
+        return key
+
+    monkeypatch.setattr(sshkey.asyncssh, "generate_private_key", generate_together)
+    key = tmp_path / "ssh" / "id_ed25519"
+    results: list[str] = []
+    threads = [threading.Thread(target=lambda: results.append(ensure_keypair(key))) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    private = asyncssh.read_private_key(str(key))
+    expected = private.export_public_key().decode().strip()
+    assert results == [expected, expected]
+    assert [p.name for p in sorted(key.parent.iterdir())] == ["id_ed25519", "id_ed25519.pub"]

@@ -15,6 +15,7 @@ import base64
 import hashlib
 import re
 import sys
+import uuid
 import zipfile
 from pathlib import Path
 
@@ -55,7 +56,7 @@ def _record(files: dict[str, str], dist: str) -> str:
 
 
 def build_index(index_dir: Path) -> Path:
-    """Wheels standing in for PyPI (idempotent)."""
+    """Wheels standing in for PyPI (idempotent, and safe to run from several boots at once)."""
     index_dir.mkdir(parents=True, exist_ok=True)
     for name, version in {**PYPI_TORCH, **EXTRA_PACKAGES}.items():
         wheel = index_dir / f"{_module(name)}-{version}-py3-none-any.whl"
@@ -64,7 +65,9 @@ def build_index(index_dir: Path) -> Path:
         files = _files(name, version)
         dist = f"{_module(name)}-{version}.dist-info"
         files[f"{dist}/RECORD"] = _record(files, dist)
-        tmp = wheel.with_suffix(".tmp")
+        # a name of its own: instances booting at once build the same index, and a shared `.tmp` was
+        # renamed away under the other writer ("No such file or directory" failed that boot)
+        tmp = wheel.with_name(f"{wheel.name}.{uuid.uuid4().hex[:8]}.tmp")
         with zipfile.ZipFile(tmp, "w") as zf:
             for path, text in files.items():
                 zf.writestr(path, text)
