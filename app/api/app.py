@@ -36,6 +36,7 @@ from app.api.docs import mount_redoc
 from app.api.groups import group_router, install_handlers
 from app.api.inputs import gather_inputs, multipart_openapi, read_body
 from app.api.schemas import MAX_LIST_OFFSET, ErrorBody, GenerateVideoRequest, JobList, JobView
+from app.api.sse import event_stream
 from app.api.urls import RequestBaseURL, public_url_for
 from app.config import ApiToken
 from app.errors import ComfyfleetError, ValidationError
@@ -368,34 +369,11 @@ def create_app(services: Services, *, manage_lifecycle: bool = True) -> FastAPI:
     async def job_events(job_id: str, request: Request) -> StreamingResponse:
         """Server-Sent Events: a `snapshot`, then `progress` events, then one `end` with the final job."""
         await services.repo.require(job_id)
-
-        async def stream() -> AsyncIterator[str]:
-            async with services.events.subscribe(job_id) as q:
-                job = await services.repo.require(job_id)
-                yield _sse("snapshot", await full_view(request, job))
-                if job.terminal:
-                    yield _sse("end", await full_view(request, job))
-                    return
-                while True:
-                    try:
-                        ev = await asyncio.wait_for(q.get(), 15.0)
-                    except TimeoutError:
-                        job = await services.repo.require(job_id)
-                        if job.terminal:  # ended elsewhere (another process, cleanup)
-                            yield _sse("end", await full_view(request, job))
-                            return
-                        yield ": keepalive\n\n"
-                        continue
-                    if ev.get("event") == "end":
-                        job = await services.repo.require(job_id)
-                        yield _sse("end", await full_view(request, job))
-                        return
-                    yield _sse(ev.get("event", "progress"), ev)
-
-        return StreamingResponse(
-            stream(),
-            media_type="text/event-stream",
-            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+        return event_stream(
+            services.events,
+            job_id,
+            lambda: services.repo.require(job_id),
+            lambda job: full_view(request, job),
         )
 
     @api.get("/metrics", tags=["probes"], response_class=Response)
@@ -421,7 +399,3 @@ def create_app(services: Services, *, manage_lifecycle: bool = True) -> FastAPI:
     for router in services.routers:
         app.include_router(router)
     return app
-
-
-def _sse(event: str, data: dict[str, Any]) -> str:
-    return f"event: {event}\ndata: {json.dumps(data, default=str)}\n\n"

@@ -12,7 +12,7 @@ import asyncio
 import json
 import random
 import re
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -36,6 +36,7 @@ from app.api.group_schemas import (
 )
 from app.api.inputs import gather_inputs, given_fields
 from app.api.schemas import MAX_LIST_OFFSET, ErrorBody, GenerateVideoRequest
+from app.api.sse import event_stream
 from app.api.urls import public_url_for
 from app.config import ApiToken
 from app.errors import ValidationError, ValidationErrors
@@ -113,10 +114,6 @@ def _wait_seconds(wait: bool | float | None, prefer: str | None) -> float:
     if prefer and (m := _PREFER_WAIT.search(prefer)):
         wait_s = float(m.group(1))
     return min(wait_s, MAX_WAIT_S)
-
-
-def _sse(event: str, data: dict[str, Any]) -> str:
-    return f"event: {event}\ndata: {json.dumps(data, default=str)}\n\n"
 
 
 def group_router(services: Any, job_view: JobViewFn, within_budget: BudgetDep) -> APIRouter:
@@ -382,33 +379,11 @@ def group_router(services: Any, job_view: JobViewFn, within_budget: BudgetDep) -
         """Server-Sent Events over the whole story: `snapshot`, then `progress` (segment i of n and that
         segment's own progress), then one `end` with the final story."""
         await services.groups.story(story_id)
-
-        async def stream() -> AsyncIterator[str]:
-            async with services.events.subscribe(story_id) as q:
-                story = await services.groups.story(story_id)
-                yield _sse("snapshot", await story_view(request, story))
-                if story.terminal:
-                    yield _sse("end", await story_view(request, story))
-                    return
-                while True:
-                    try:
-                        ev = await asyncio.wait_for(q.get(), 15.0)
-                    except TimeoutError:
-                        story = await services.groups.story(story_id)
-                        if story.terminal:
-                            yield _sse("end", await story_view(request, story))
-                            return
-                        yield ": keepalive\n\n"
-                        continue
-                    if ev.get("event") == "end":
-                        yield _sse("end", await story_view(request, await services.groups.story(story_id)))
-                        return
-                    yield _sse(ev.get("event", "progress"), ev)
-
-        return StreamingResponse(
-            stream(),
-            media_type="text/event-stream",
-            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+        return event_stream(
+            services.events,
+            story_id,
+            lambda: services.groups.story(story_id),
+            lambda story: story_view(request, story),
         )
 
     # --- batches -----------------------------------------------------------------------------------

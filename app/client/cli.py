@@ -11,8 +11,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import typer
 
@@ -22,6 +23,8 @@ from app.config import Settings, get_settings
 from app.errors import ComfyfleetError
 from app.outdir import default_output
 from app.redact import register_secret
+
+T = TypeVar("T")
 
 SERVER_HELP = "comfyfleet server URL (default COMFYFLEET_SERVER)"
 TOKEN_HELP = "API token (default COMFYFLEET_TOKEN; prefer the variable, it stays out of shell history)"
@@ -57,6 +60,16 @@ def connect(settings: Settings, server: str | None, token: str | None) -> AsyncC
 
 def _run(coro: Any) -> Any:
     return asyncio.run(coro)
+
+
+def _ask(server: str | None, token: str | None, request: Callable[[AsyncComfyfleet], Awaitable[T]]) -> T:
+    """One request to the server: connect, `request(client)`, close (the commands that only ask once)."""
+
+    async def go() -> T:
+        async with connect(get_settings(), server, token) as cf:
+            return await request(cf)
+
+    return _run(go())
 
 
 def _echo_json(data: Any) -> None:
@@ -308,11 +321,7 @@ def jobs_list(
 ) -> None:
     """The server's latest jobs."""
 
-    async def go() -> Any:
-        async with connect(get_settings(), server, token) as cf:
-            return await cf.jobs(states=state or None, limit=limit)
-
-    jobs = _run(go())
+    jobs = _ask(server, token, lambda cf: cf.jobs(states=state or None, limit=limit))
     if as_json:
         _echo_json([j.model_dump(mode="json") for j in jobs])
         return
@@ -337,11 +346,7 @@ def jobs_show(
 ) -> None:
     """One job as JSON (state, progress, result with fresh URLs, error)."""
 
-    async def go() -> Any:
-        async with connect(get_settings(), server, token) as cf:
-            return await cf.job(job_id)
-
-    _echo_json(_run(go()))
+    _echo_json(_ask(server, token, lambda cf: cf.job(job_id)))
 
 
 @jobs_app.command("watch")
@@ -375,11 +380,7 @@ def jobs_cancel(
 ) -> None:
     """Cancel a job: its prompt is removed from (or interrupted on) the GPU."""
 
-    async def go() -> Any:
-        async with connect(get_settings(), server, token) as cf:
-            return await cf.cancel(job_id)
-
-    job = _run(go())
+    job = _ask(server, token, lambda cf: cf.cancel(job_id))
     typer.echo(f"job {job_id}: {job.state}")
 
 
@@ -392,11 +393,7 @@ def fleet_list(
 ) -> None:
     """The server's instances: state, GPU, $/h, uptime, spent, workflows held, current job."""
 
-    async def go() -> Any:
-        async with connect(get_settings(), server, token) as cf:
-            return await cf.instances()
-
-    found = _run(go())
+    found = _ask(server, token, lambda cf: cf.instances())
     if as_json:
         _echo_json([i.model_dump(mode="json") for i in found])
         return
@@ -428,11 +425,7 @@ def fleet_show(
 ) -> None:
     """One instance as JSON, with provisioning progress per model file."""
 
-    async def go() -> Any:
-        async with connect(get_settings(), server, token) as cf:
-            return await cf.instance(instance_id)
-
-    _echo_json(_run(go()))
+    _echo_json(_ask(server, token, lambda cf: cf.instance(instance_id)))
 
 
 @fleet_app.command("verify")
@@ -445,11 +438,7 @@ def verify(
 ) -> None:
     """Re-check every model file's sha256 on the instance (over SSH, by the server that holds it)."""
 
-    async def go() -> Any:
-        async with connect(get_settings(), server, token) as cf:
-            return await cf.verify(instance_id, refetch=refetch)
-
-    report = _run(go())
+    report = _ask(server, token, lambda cf: cf.verify(instance_id, refetch=refetch))
     if as_json:
         _echo_json(report)
     else:
@@ -478,11 +467,7 @@ def fleet_destroy(
     if not yes and not typer.confirm(f"destroy instance {instance_id}?", default=False):
         raise typer.Exit(1)
 
-    async def go() -> Any:
-        async with connect(get_settings(), server, token) as cf:
-            return await cf.destroy(instance_id)
-
-    report = _run(go())
+    report = _ask(server, token, lambda cf: cf.destroy(instance_id))
     typer.echo(f"instance {report.instance_id} destroyed; {len(report.requeued_jobs)} job(s) requeued")
 
 
@@ -494,11 +479,7 @@ def fleet_spend(
 ) -> None:
     """Money spent today and this month (UTC), the cap, per instance and per workflow."""
 
-    async def go() -> Any:
-        async with connect(get_settings(), server, token) as cf:
-            return await cf.spend()
-
-    spend = _run(go())
+    spend = _ask(server, token, lambda cf: cf.spend())
     if as_json:
         _echo_json(spend)
         return

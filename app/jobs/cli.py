@@ -64,38 +64,6 @@ def generate(
     """Run the whole pipeline in this process (cache, pool, provisioning, ComfyUI, store) for one video,
     or with --server (or COMFYFLEET_SERVER) on a deployed server, with the same progress bars."""
     settings = get_settings()
-    if server or settings.comfyfleet_server:
-        from app.client.cli import remote_generate
-
-        remote_generate(
-            settings,
-            server=server,
-            token=token,
-            image=image,
-            raw=request_from_cli(
-                prompt=prompt,
-                negative_prompt=negative_prompt,
-                frames=frames,
-                width=width,
-                height=height,
-                steps=steps,
-                cfg=cfg,
-                seed=seed,
-                fps=fps,
-                crf=crf,
-                output_format=output_format,
-                camera_motion=camera_motion,
-                quality_preset=quality_preset,
-                enhance_prompt=enhance_prompt,
-            ),
-            files={"end_image": end_image, "audio": audio},
-            workflow=workflow,
-            output=output,
-            as_json=as_json,
-        )
-        return
-    if not as_json:
-        banner(settings, "generating in-process")
     raw = request_from_cli(
         prompt=prompt,
         negative_prompt=negative_prompt,
@@ -112,6 +80,23 @@ def generate(
         quality_preset=quality_preset,
         enhance_prompt=enhance_prompt,
     )
+    if server or settings.comfyfleet_server:
+        from app.client.cli import remote_generate
+
+        remote_generate(
+            settings,
+            server=server,
+            token=token,
+            image=image,
+            raw=raw,
+            files={"end_image": end_image, "audio": audio},
+            workflow=workflow,
+            output=output,
+            as_json=as_json,
+        )
+        return
+    if not as_json:
+        banner(settings, "generating in-process")
     suffix = ".webm" if output_format == "webm" else ".mp4"
     out, defaulted = resolve_output(output, suffix=suffix)  # no --output: out/ (gitignored), never the cwd
     sources = {"image": image, "end_image": end_image, "audio": audio}

@@ -131,8 +131,8 @@ async def test_image_host_trickling_bytes_is_cut_off_at_the_total_deadline(tmp_p
     import asyncio
     import time
 
-    from app.intake import ImageIntake
     from app.errors import ValidationError
+    from app.intake import ImageIntake
 
     async def trickle(request):
         resp = web.StreamResponse()

@@ -9,9 +9,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from app.intake import ImageIntake
 from app.config import Settings
 from app.db import init_db, make_engine, make_sessionmaker
+from app.intake import ImageIntake
 from app.jobs.models import Job
 from app.jobs.services import Services, assemble
 from tests.jobs.fakes import (
