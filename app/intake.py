@@ -416,11 +416,18 @@ def _decode_base64(data: str, max_bytes: int, field: str, too_big: str) -> bytes
         raise ValidationError(field, "is not valid base64") from None
 
 
-async def _read_file(path: Path, max_bytes: int, field: str, too_big: str) -> bytes:
-    """A local file's bytes (the CLI's inputs), refused by its size before reading."""
-    size = await asyncio.to_thread(_file_size, path)
+def require_file(path: Path, field: str) -> int:
+    """A local input's size, or the error naming its field when it is not a file. The CLI checks its paths
+    with it before anything slow starts (a simulated world takes seconds to come up)."""
+    size = _file_size(path)
     if size is None:
         raise ValidationError(field, f"{path} is not a file")
+    return size
+
+
+async def _read_file(path: Path, max_bytes: int, field: str, too_big: str) -> bytes:
+    """A local file's bytes (the CLI's inputs), refused by its size before reading."""
+    size = await asyncio.to_thread(require_file, path, field)
     if size > max_bytes:
         raise ValidationError(field, too_big)
     return await asyncio.to_thread(path.read_bytes)

@@ -13,6 +13,7 @@ import typer
 
 from app.config import Settings, get_settings
 from app.errors import ComfyfleetError
+from app.intake import require_file
 from app.outdir import resolve_output
 from app.workflows.params import request_from_cli
 
@@ -95,16 +96,19 @@ def generate(
             as_json=as_json,
         )
         return
-    if not as_json:
-        banner(settings, "generating in-process")
-    suffix = ".webm" if output_format == "webm" else ".mp4"
-    out, defaulted = resolve_output(output, suffix=suffix)  # no --output: out/ (gitignored), never the cwd
     sources = {"image": image, "end_image": end_image, "audio": audio}
     sources = {
         k: (v if v.startswith(("http://", "https://")) else str(Path(v).expanduser()))
         for k, v in sources.items()
         if v is not None
     }
+    for name, src in sources.items():
+        if not src.startswith(("http://", "https://")):
+            require_file(Path(src), _option(name))  # a missing file fails now, not after the world starts
+    if not as_json:
+        banner(settings, "generating in-process")
+    suffix = ".webm" if output_format == "webm" else ".mp4"
+    out, defaulted = resolve_output(output, suffix=suffix)  # no --output: out/ (gitignored), never the cwd
     job = asyncio.run(_generate(settings, sources, raw, workflow, out.resolve(), quiet=as_json))
     if as_json:
         typer.echo(json.dumps(job, indent=2, default=str))
@@ -122,13 +126,18 @@ def generate(
         )
 
 
+def _option(input_name: str) -> str:
+    """The command-line option of a file input (`end_image` -> `--end-image`): what its errors name."""
+    return f"--{input_name.replace('_', '-')}"
+
+
 async def _load_inputs(intake: Any, sources: dict[str, str]) -> dict[str, Any]:
     """The command line's files (path or URL per input), checked like the API's; staged until the job
     exists (discarded on any error)."""
     staged: dict[str, Any] = {}
     try:
         for name, src in sources.items():
-            field = f"--{name.replace('_', '-')}"
+            field = _option(name)
             remote = src.startswith(("http://", "https://"))
             if name == "audio":
                 staged[name] = await (
@@ -163,7 +172,7 @@ async def _generate(
     job = None
     try:
         files = await _load_inputs(services.intake, sources)
-        given = {name: f"--{name.replace('_', '-')}" for name in files}
+        given = {name: _option(name) for name in files}
         img = files.pop("image", None)
         job = await services.submit(raw, img, workflow=workflow, local_copy=out, files=files, given=given)
         final = await _follow(services, job.id, quiet=quiet)

@@ -101,10 +101,32 @@ def test_generate_bad_parameter_is_one_line_error_exit_2(tmp_path, monkeypatch):
         raise AssertionError("expected exit 2")
 
 
-def test_generate_missing_image_file_names_the_field(tmp_path, monkeypatch):
-    monkeypatch.setattr(wiring, "build_services", _fake_build(tmp_path, FakeComfy()))
-    res = runner.invoke(cli, ["generate", "--image", str(tmp_path / "nope.png"), "--prompt", "x"])
-    assert res.exit_code != 0 and "image" in str(res.exception)
+def test_generate_missing_image_file_names_the_field_before_anything_starts(tmp_path, monkeypatch):
+    # It used to start the whole simulated world (seconds) and only then say the file was not there.
+    started = []
+
+    async def build_services(settings):
+        started.append(settings)
+        raise AssertionError("services built for a request that cannot run")
+
+    monkeypatch.setattr(wiring, "build_services", build_services)
+    for option in ("--image", "--end-image", "--audio"):
+        args = ["generate", "--image", str(tmp_path / "nope.png"), "--prompt", "x"]
+        if option != "--image":
+            (tmp_path / "in.png").write_bytes(png_bytes())
+            args = [
+                "generate",
+                "--image",
+                str(tmp_path / "in.png"),
+                option,
+                str(tmp_path / "nope"),
+                "--prompt",
+                "x",
+            ]
+        res = runner.invoke(cli, args)
+        assert res.exit_code != 0
+        assert str(res.exception).startswith(f"{option}: ") and "is not a file" in str(res.exception)
+    assert started == []
 
 
 async def _stuck_job(db_url):
